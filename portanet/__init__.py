@@ -1,0 +1,41 @@
+"""portanet: small neural networks written once against the Python array API.
+
+The same code trains on NumPy (CPU), CuPy (CUDA GPUs), array-api-strict and PyTorch, chosen at
+run time with :func:`get_backend` or the ``PORTANET_BACKEND`` environment variable.
+"""
+
+from portanet import init, losses, optim
+from portanet.backend import Backend, BackendUnavailableError, get_backend
+from portanet.io import load, save
+from portanet.layers import Dense, Dropout, Flatten, Layer, ReLU, Sigmoid, Softmax, Tanh
+from portanet.model import Sequential
+from portanet.train import Callback, History, evaluate, fit, predict, predict_proba
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "Callback",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "History",
+    "Layer",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "evaluate",
+    "fit",
+    "get_backend",
+    "init",
+    "load",
+    "losses",
+    "optim",
+    "predict",
+    "predict_proba",
+    "save",
+    "__version__",
+]

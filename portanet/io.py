@@ -1,0 +1,125 @@
+"""Saving and loading models: one ``.npz`` file of host arrays plus JSON metadata.
+
+The file holds the parameters as plain NumPy arrays (named like ``"0.W"``) and an entry
+``__portanet__`` with UTF-8 JSON: format version, layer list, dtype. It is read with
+``allow_pickle=False``, so loading a file runs no code, and it loads onto any backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from portanet.backend import Backend
+from portanet.layers import LAYER_TYPES
+from portanet.model import Sequential
+
+FORMAT = "portanet-model"
+FORMAT_VERSION = 1
+METADATA_KEY = "__portanet__"
+
+
+def atomic_write(path: str | os.PathLike[str], write: Any, suffix: str = "") -> Path:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or error half-way leaves any existing file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(model: Sequential, path: str | os.PathLike[str], **extra: Any) -> Path:
+    """Save ``model`` to ``path`` (``.npz``), atomically. ``extra`` JSON-able metadata is kept
+    (e.g. the training configuration) and returned by :func:`load_metadata`."""
+    from portanet import __version__
+
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "portanet_version": __version__,
+        "dtype": model.backend.dtype_name,
+        "layers": [{"type": type(layer).__name__, **layer.config()} for layer in model.layers],
+        "extra": extra,
+    }
+    arrays = model.state_dict()
+    arrays[METADATA_KEY] = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON metadata of a saved model, checked for format and version."""
+    return _read(path)[0]
+
+
+def load(
+    path: str | os.PathLike[str],
+    backend: Backend | str | None = None,
+    dtype: str | None = None,
+) -> Sequential:
+    """Load a model saved by :func:`save` onto ``backend`` (default: ``PORTANET_BACKEND`` or
+    ``"auto"``), in ``dtype`` (default: the dtype it was saved in)."""
+    metadata, arrays = _read(path)
+    layers = []
+    for i, spec in enumerate(metadata["layers"]):
+        spec = dict(spec)
+        cls = LAYER_TYPES.get(spec.pop("type", None))
+        if cls is None:
+            raise ValueError(f"{path}: layer {i} has an unknown type; known: {sorted(LAYER_TYPES)}")
+        try:
+            layers.append(cls(**spec))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: layer {i} ({cls.__name__}) is invalid: {exc}") from exc
+    model = Sequential(layers, backend=backend, seed=0, dtype=dtype or metadata["dtype"])
+    try:
+        model.load_state_dict(arrays)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    model.eval()
+    return model
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValueError(
+            f"{path} is not a readable portanet model file (corrupt, truncated or another "
+            f"format): {exc}"
+        ) from exc
+    raw = arrays.pop(METADATA_KEY, None)
+    if raw is None:
+        raise ValueError(f"{path} is an .npz file but not a portanet model (no {METADATA_KEY})")
+    try:
+        metadata = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: the model metadata is corrupt ({exc})") from exc
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a portanet model file (format {metadata.get('format')!r})")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written in model format {version!r}, newer than this portanet reads "
+            f"({FORMAT_VERSION}); upgrade portanet"
+        )
+    return metadata, arrays

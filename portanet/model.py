@@ -1,0 +1,174 @@
+"""Sequential: a chain of layers living on one backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from portanet.backend import Backend, get_backend
+from portanet.layers import Dense, Layer
+
+
+class Sequential:
+    """Layers applied one after the other, all on one backend.
+
+    Args:
+        layers: the layers, in order. Each is built (its parameters created) here.
+        backend: a :class:`Backend`, a backend name, or ``None`` for the default
+            (``PORTANET_BACKEND``, else ``"auto"``).
+        seed: seeds the model's host random generator, used for initial weights, dropout masks
+            and shuffling; the same seed gives the same initial weights on every backend.
+            ``None`` draws from the backend's generator.
+        dtype: float dtype name used when ``backend`` is given by name.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        backend: Backend | str | None = None,
+        seed: int | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is a {type(layer).__name__}, not a portanet Layer")
+            if layer.backend is not None:
+                raise ValueError(
+                    f"layer {i} ({layer!r}) already belongs to a model; create a new layer"
+                )
+        base = get_backend(backend, dtype)
+        if seed is None:
+            seed = int(base.rng.integers(2**63))
+        # A private copy of the backend with the model's own generator: models don't share state.
+        self.backend = dataclasses.replace(base, rng=np.random.default_rng(seed), _device_rng=None)
+        self.seed = seed
+        self.layers = layers
+        for layer in layers:
+            layer.build(self.backend, self.backend.rng)
+        self._slots = [
+            (f"{i}.{key}", layer.params, layer.grads, key)
+            for i, layer in enumerate(layers)
+            for key in layer.params
+        ]
+
+    @property
+    def xp(self) -> Any:
+        """The backend's array namespace."""
+        return self.backend.xp
+
+    @property
+    def in_features(self) -> int | None:
+        """Input features of the first Dense layer if no reshaping layer precedes it."""
+        first = self.layers[0]
+        return first.in_features if isinstance(first, Dense) else None
+
+    @property
+    def num_outputs(self) -> int | None:
+        """Width of the model's output: the last Dense layer's ``out_features``."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, Dense):
+                return layer.out_features
+        return None
+
+    def forward(self, x: Any) -> Any:
+        """Run the layers on a batch ``x`` (an array of this model's backend)."""
+        self.backend.check_array(x, "the input")
+        return self._forward(x)
+
+    def _forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout: Any, need_input_grad: bool = True) -> Any:
+        """Backpropagate dL/d(output), filling each layer's ``grads``; returns dL/d(input).
+
+        With ``need_input_grad=False`` the first layer skips the input gradient (returns None).
+        """
+        layers = self.layers
+        last = len(layers) - 1
+        for i in range(last, -1, -1):
+            dout = layers[i].backward(dout, need_dx=need_input_grad or i > 0)
+        return dout
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def train(self) -> Sequential:
+        """Training mode (dropout active). Returns the model."""
+        for layer in self.layers:
+            layer.training = True
+        return self
+
+    def eval(self) -> Sequential:
+        """Evaluation mode (dropout off). Returns the model."""
+        for layer in self.layers:
+            layer.training = False
+        return self
+
+    def named_parameters(self) -> Iterator[tuple[str, Any, Any]]:
+        """Yield ``(name, param, grad)`` with names like ``"0.W"``; grad is None before backward."""
+        for name, params, grads, key in self._slots:
+            yield name, params[key], grads.get(key)
+
+    def parameter_slots(self) -> list[tuple[str, dict[str, Any], dict[str, Any], str]]:
+        """``(name, layer.params, layer.grads, key)`` for each parameter: what optimizers update."""
+        return self._slots
+
+    def num_parameters(self) -> int:
+        """Total number of scalar parameters."""
+        return sum(int(np.prod(p.shape)) for _, p, _ in self.named_parameters())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """All parameters as new host NumPy arrays, keyed by name."""
+        return {name: self.backend.to_numpy(p) for name, p, _ in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Set the parameters from host arrays keyed by name (as :meth:`state_dict` returns).
+
+        Raises a ValueError listing missing or unexpected names and shape mismatches; nothing
+        is changed unless every array fits.
+        """
+        expected = {name: tuple(p.shape) for name, p, _ in self.named_parameters()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [
+            f"{name}: expected {expected[name]}, got {tuple(np.shape(state[name]))}"
+            for name in expected
+            if name in state and tuple(np.shape(state[name])) != expected[name]
+        ]
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected)}")
+        if wrong:
+            problems.append("shape mismatch " + "; ".join(wrong))
+        not_float = [n for n in expected if n in state and np.asarray(state[n]).dtype.kind != "f"]
+        if not_float:
+            problems.append(f"not floating point: {', '.join(not_float)}")
+        if problems:
+            raise ValueError(
+                "state does not fit this model's layers: " + "; ".join(problems)
+                + f". The model is {self!r}"
+            )
+        for name, params, _grads, key in self._slots:
+            params[key] = self.backend.asarray(np.asarray(state[name]))
+
+    def summary(self) -> str:
+        """A table of layers, output widths and parameter counts."""
+        lines = [f"Sequential on {self.backend.name} ({self.backend.dtype_name})"]
+        for i, layer in enumerate(self.layers):
+            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            lines.append(f"  {i:>2}  {layer!r:<40} {count:>10,} params")
+        lines.append(f"  total {self.num_parameters():,} parameters")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"

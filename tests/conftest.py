@@ -1,0 +1,88 @@
+"""Shared fixtures: every math test runs on each available backend.
+
+Backends: numpy; array_api_strict on its default device and on its float32-only device
+``no_float64`` (so a float64 leak fails); cupy when a CUDA device is usable (marked ``gpu``);
+torch when PyTorch is installed. Unavailable ones are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+import pytest
+
+import portanet
+from portanet.backend import cuda_status
+
+_CUDA_OK, _CUDA_WHY = cuda_status()
+_STRICT_OK = importlib.util.find_spec("array_api_strict") is not None
+_TORCH_OK = importlib.util.find_spec("torch") is not None
+
+BACKEND_PARAMS = [
+    pytest.param(("numpy", None), id="numpy"),
+    pytest.param(
+        ("array_api_strict", None), id="strict",
+        marks=pytest.mark.skipif(not _STRICT_OK, reason="array-api-strict is not installed"),
+    ),
+    pytest.param(
+        ("array_api_strict", "no_float64"), id="strict-no-float64",
+        marks=pytest.mark.skipif(not _STRICT_OK, reason="array-api-strict is not installed"),
+    ),
+    pytest.param(
+        ("cupy", None), id="cupy",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not _CUDA_OK, reason=_CUDA_WHY)],
+    ),
+    pytest.param(
+        ("torch", None), id="torch",
+        marks=pytest.mark.skipif(not _TORCH_OK, reason="PyTorch is not installed"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend_spec(request: pytest.FixtureRequest) -> tuple[str, Any]:
+    """``(name, device)`` of one backend."""
+    return request.param
+
+
+@pytest.fixture
+def backend(backend_spec: tuple[str, Any]) -> portanet.Backend:
+    """A float32 backend, seeded."""
+    name, device = backend_spec
+    return portanet.get_backend(name, "float32", seed=0, device=device)
+
+
+@pytest.fixture
+def backend64(backend_spec: tuple[str, Any]) -> portanet.Backend:
+    """A float64 backend for numerical gradient checks (skipped where the device has none)."""
+    name, device = backend_spec
+    if device == "no_float64":
+        pytest.skip("this device has no float64; gradients are checked on the others")
+    return portanet.get_backend(name, "float64", seed=0, device=device)
+
+
+def assert_close(backend: portanet.Backend, actual: Any, expected: Any, **tol: float) -> None:
+    """Check that ``actual`` is an array of ``backend`` in its dtype, then compare values.
+
+    Tolerances default to the dtype's: a silently-NumPy or silently-float64 result fails.
+    """
+    assert backend.owns(actual), f"result is a {type(actual)}, not a {backend.name} array"
+    assert actual.dtype == backend.dtype, f"dtype {actual.dtype}, expected {backend.dtype}"
+    if backend.dtype_name == "float32":
+        tol = {"rtol": 1e-5, "atol": 1e-6} | tol
+    else:
+        tol = {"rtol": 1e-10, "atol": 1e-12} | tol
+    expected = expected if isinstance(expected, np.ndarray) else np.asarray(expected)
+    np.testing.assert_allclose(backend.to_numpy(actual), expected, **tol)
+
+
+def separable_data(
+    n: int = 600, features: int = 20, classes: int = 4, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Host float32 inputs and int64 labels from a random linear teacher: learnable to ~100%."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features)).astype(np.float32)
+    teacher = rng.normal(size=(features, classes))
+    return X, np.argmax(X @ teacher, axis=1).astype(np.int64)

@@ -1,0 +1,100 @@
+"""Backend selection, conversions at the boundary, and the errors a user sees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import portanet as pn
+from portanet import backend as backend_module
+
+
+def test_numpy_backend_basics() -> None:
+    b = pn.get_backend("numpy")
+    assert b.name == "numpy" and b.dtype_name == "float32" and b.device == "cpu"
+    x = b.asarray(np.arange(6, dtype=np.float64).reshape(2, 3))
+    assert x.dtype == b.xp.float32
+    labels = b.asarray(np.array([1, 2], dtype=np.uint8))
+    assert labels.dtype == b.xp.uint8  # integer input keeps its dtype
+
+
+def test_to_numpy_returns_a_copy(backend: pn.Backend) -> None:
+    x = backend.asarray(np.ones(3))
+    host = backend.to_numpy(x)
+    host[0] = 5.0
+    assert backend.to_numpy(x)[0] == 1.0
+
+
+def test_float64_backend() -> None:
+    b = pn.get_backend("numpy", "float64")
+    assert b.asarray([1.0]).dtype == b.xp.float64
+
+
+def test_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'jax-gpu'"):
+        pn.get_backend("jax-gpu")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        pn.get_backend("numpy", "float16")
+
+
+def test_backend_from_an_array() -> None:
+    b = pn.get_backend(np.zeros(2))
+    assert b.name == "numpy"
+    strict = pytest.importorskip("array_api_strict")
+    assert pn.get_backend(strict.asarray([1.0])).name == "array_api_strict"
+    with pytest.raises(ValueError, match="cannot pick a backend"):
+        pn.get_backend(object())
+
+
+def test_environment_variable_picks_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("array_api_strict")
+    monkeypatch.setenv("PORTANET_BACKEND", "array_api_strict")
+    assert pn.get_backend().name == "array_api_strict"
+    model = pn.Sequential([pn.Dense(2, 2)])
+    assert model.backend.name == "array_api_strict"
+
+
+def test_auto_falls_back_to_numpy_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTANET_BACKEND", raising=False)
+    monkeypatch.setattr(backend_module, "cuda_status", lambda: (False, "no GPU here"))
+    b = pn.get_backend("auto")
+    assert b.name == "numpy" and "no GPU here" in b.note
+
+
+def test_cupy_without_cupy_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(pn.BackendUnavailableError, match=r"CuPy is not installed.*cuda12"):
+        pn.get_backend("cupy")
+
+
+def test_cupy_without_a_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import cupy` succeeding is not proof of a GPU: the first CUDA call decides."""
+
+    class FakeRuntime:
+        @staticmethod
+        def getDeviceCount() -> int:  # noqa: N802 (CuPy's name)
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    class FakeCupy:
+        class cuda:  # noqa: N801
+            runtime = FakeRuntime
+
+    monkeypatch.setattr(backend_module.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setitem(__import__("sys").modules, "cupy", FakeCupy)
+    usable, why = backend_module.cuda_status()
+    assert not usable and "cannot use a CUDA device" in why and "no CUDA-capable" in why
+    with pytest.raises(pn.BackendUnavailableError, match="cannot use a CUDA device"):
+        pn.get_backend("cupy")
+
+
+def test_float64_on_a_device_without_it() -> None:
+    pytest.importorskip("array_api_strict")
+    with pytest.raises(ValueError, match="no float64"):
+        pn.get_backend("array_api_strict", "float64", device="no_float64")
+
+
+def test_uniform_draws_are_seeded(backend_spec) -> None:
+    name, device = backend_spec
+    a = pn.get_backend(name, seed=3, device=device)
+    b = pn.get_backend(name, seed=3, device=device)
+    np.testing.assert_array_equal(a.to_numpy(a.uniform((5,))), b.to_numpy(b.uniform((5,))))

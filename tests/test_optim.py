@@ -1,0 +1,140 @@
+"""Optimizers against updates computed by hand, on every backend."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import portanet as pn
+from portanet import optim
+from tests.conftest import assert_close
+
+W0 = np.array([[1.0, -2.0], [0.5, 0.0]])
+B0 = np.array([0.1, -0.1])
+G1 = np.array([[0.2, -0.4], [1.0, 0.0]])
+G2 = np.array([[-0.1, 0.3], [0.5, 2.0]])
+GB = np.array([0.5, -0.5])
+
+
+def one_dense_model(backend: pn.Backend) -> pn.Sequential:
+    model = pn.Sequential([pn.Dense(2, 2)], backend=backend, seed=0)
+    model.load_state_dict({"0.W": W0, "0.b": B0})
+    return model
+
+
+def step(model: pn.Sequential, opt: optim.Optimizer, gw: np.ndarray, gb: np.ndarray) -> None:
+    layer = model.layers[0]
+    layer.grads["W"] = model.backend.asarray(gw)
+    layer.grads["b"] = model.backend.asarray(gb)
+    opt.step(model)
+
+
+def params(model: pn.Sequential) -> tuple:
+    return model.layers[0].params["W"], model.layers[0].params["b"]
+
+
+def test_plain_sgd(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    step(model, optim.SGD(lr=0.1), G1, GB)
+    w, b = params(model)
+    assert_close(backend, w, W0 - 0.1 * G1)
+    assert_close(backend, b, B0 - 0.1 * GB)
+
+
+def test_sgd_momentum_two_steps(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    opt = optim.SGD(lr=0.1, momentum=0.9)
+    step(model, opt, G1, GB)
+    step(model, opt, G2, GB)
+    v1 = G1
+    v2 = 0.9 * v1 + G2
+    assert_close(backend, params(model)[0], W0 - 0.1 * v1 - 0.1 * v2)
+
+
+def test_sgd_nesterov_two_steps(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    opt = optim.SGD(lr=0.1, momentum=0.9, nesterov=True)
+    step(model, opt, G1, GB)
+    step(model, opt, G2, GB)
+    v1 = G1
+    v2 = 0.9 * v1 + G2
+    expected = W0 - 0.1 * (G1 + 0.9 * v1) - 0.1 * (G2 + 0.9 * v2)
+    assert_close(backend, params(model)[0], expected)
+
+
+def test_sgd_weight_decay_spares_biases(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    step(model, optim.SGD(lr=0.1, weight_decay=0.01), G1, GB)
+    w, b = params(model)
+    assert_close(backend, w, W0 - 0.1 * (G1 + 0.01 * W0))
+    assert_close(backend, b, B0 - 0.1 * GB)
+
+
+def test_rmsprop_two_steps(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    opt = optim.RMSProp(lr=0.01, rho=0.9, eps=1e-8)
+    step(model, opt, G1, GB)
+    step(model, opt, G2, GB)
+    s1 = 0.1 * G1**2
+    w1 = W0 - 0.01 * G1 / (np.sqrt(s1) + 1e-8)
+    s2 = 0.9 * s1 + 0.1 * G2**2
+    w2 = w1 - 0.01 * G2 / (np.sqrt(s2) + 1e-8)
+    assert_close(backend, params(model)[0], w2, rtol=1e-5, atol=1e-5)
+
+
+def test_adam_two_steps(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    opt = optim.Adam(lr=0.01, betas=(0.9, 0.999), eps=1e-8)
+    step(model, opt, G1, GB)
+    step(model, opt, G2, GB)
+    w = W0.copy()
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    for t, g in ((1, G1), (2, G2)):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g**2
+        w = w - 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    assert_close(backend, params(model)[0], w, rtol=1e-5, atol=1e-5)
+    # first Adam step moves every coordinate with a nonzero gradient by about lr
+    assert math.isclose(opt.steps, 2)
+
+
+def test_float32_stays_float32(backend: pn.Backend) -> None:
+    model = one_dense_model(backend)
+    for opt in (optim.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                optim.RMSProp(0.01, weight_decay=1e-4), optim.Adam(0.01, weight_decay=1e-4)):
+        step(model, opt, G1, GB)
+        step(model, opt, G2, GB)
+        for _, p, _ in model.named_parameters():
+            assert p.dtype == backend.dtype
+        for state in opt.state.values():
+            for buffer in state.values():
+                assert buffer.dtype == backend.dtype
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.SGD(lr=0),
+        lambda: optim.SGD(lr=-1),
+        lambda: optim.SGD(lr=0.1, momentum=1.0),
+        lambda: optim.SGD(lr=0.1, nesterov=True),
+        lambda: optim.RMSProp(lr=0.1, rho=1.5),
+        lambda: optim.Adam(lr=0.1, betas=(0.9, 1.0)),
+        lambda: optim.Adam(lr=float("nan")),
+    ],
+)
+def test_bad_hyperparameters_are_rejected(make) -> None:
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_schedules() -> None:
+    linear = optim.linear_decay(0.1, 0.0)
+    assert [round(linear(e, 4), 6) for e in range(4)] == [0.1, 0.075, 0.05, 0.025]
+    cosine = optim.cosine_decay(1.0, 0.0)
+    assert cosine(0, 10) == 1.0 and cosine(5, 10) == pytest.approx(0.5)
+    warm = optim.cosine_decay(1.0, warmup_epochs=1)
+    assert warm(0, 10) == 0.5 and warm(1, 10) == 1.0
