@@ -115,9 +115,10 @@ class Backend:
     def owns(self, array: Any) -> bool:
         """True when ``array`` is an array of this backend's namespace."""
         try:
-            return namespace_of(array) is self.xp
+            namespace = namespace_of(array)
         except TypeError:
             return False
+        return namespace is self.xp or namespace is getattr(self.xp, "base_namespace", None)
 
     def check_array(self, array: Any, what: str) -> None:
         """Raise a ValueError naming ``what`` when ``array`` belongs to another backend."""
@@ -183,7 +184,7 @@ def cuda_status() -> tuple[bool, str]:
 
 def _namespace_for(name: str, device: Any) -> tuple[ModuleType, Any]:
     if name == "numpy":
-        import array_api_compat.numpy as xp
+        from portanet import _numpy_namespace as xp
 
         return xp, "cpu"
     if name == "cupy":

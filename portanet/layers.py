@@ -104,8 +104,14 @@ class Dense(Layer):
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
-        self.grads["W"] = self._x.T @ dout
-        self.grads["b"] = xp.sum(dout, axis=0)
+        if dout.shape[0] == 1:
+            # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
+            # matrix product with an inner dimension of 1, and the bias gradient is dout itself.
+            self.grads["W"] = xp.reshape(self._x, (self.in_features, 1)) * dout
+            self.grads["b"] = xp.reshape(dout, (self.out_features,))
+        else:
+            self.grads["W"] = self._x.T @ dout
+            self.grads["b"] = xp.sum(dout, axis=0)
         return dout @ self.params["W"].T if need_dx else None
 
     def config(self) -> dict[str, Any]:

@@ -51,11 +51,15 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> tuple[Any, Any]:
     """
     xp = namespace_of(logits)
     _check(xp, logits, labels)
-    n = logits.shape[0]
+    return cross_entropy_onehot(xp, logits, one_hot(xp, labels, logits.shape[1], logits.dtype))
+
+
+def cross_entropy_onehot(xp: Any, logits: Any, targets: Any) -> tuple[Any, Any]:
+    """:func:`softmax_cross_entropy` given one-hot ``targets``, without checks (for loops)."""
+    n = float(logits.shape[0])
     log_p = log_softmax(xp, logits)
-    target = one_hot(xp, labels, logits.shape[1], logits.dtype)
-    loss = -xp.sum(target * log_p) / float(n)
-    return loss, (xp.exp(log_p) - target) / float(n)
+    loss = -xp.sum(xp.vecdot(targets, log_p)) / n
+    return loss, (xp.exp(log_p) - targets) / n
 
 
 def softmax_squared_error(logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -67,12 +71,17 @@ def softmax_squared_error(logits: Any, labels: Any) -> tuple[Any, Any]:
     """
     xp = namespace_of(logits)
     _check(xp, logits, labels)
-    n = logits.shape[0]
+    return squared_error_onehot(xp, logits, one_hot(xp, labels, logits.shape[1], logits.dtype))
+
+
+def squared_error_onehot(xp: Any, logits: Any, targets: Any) -> tuple[Any, Any]:
+    """:func:`softmax_squared_error` given one-hot ``targets``, without checks (for loops)."""
+    n = float(logits.shape[0])
     p = softmax(xp, logits)
-    diff = p - one_hot(xp, labels, logits.shape[1], logits.dtype)
-    loss = xp.sum(diff * diff) / float(n)
+    diff = p - targets
+    loss = xp.sum(xp.vecdot(diff, diff)) / n
     g = diff * (2.0 / n)
-    return loss, p * (g - xp.sum(g * p, axis=1, keepdims=True))
+    return loss, p * (g - xp.vecdot(g, p)[:, None])
 
 
 def l2_penalty(model: Any, reg: float) -> Any:
@@ -94,6 +103,13 @@ def l2_penalty(model: Any, reg: float) -> Any:
         return model.backend.xp.zeros((), dtype=model.backend.dtype, device=model.backend.device)
     return 0.5 * reg * total
 
+
+ONE_HOT_FORMS = {
+    softmax_cross_entropy: cross_entropy_onehot,
+    softmax_squared_error: squared_error_onehot,
+}
+"""The built-in losses' one-hot forms: :func:`portanet.fit` builds the one-hot targets once per
+run and skips the per-step checks, which matters most for per-sample SGD."""
 
 LOSSES = {
     "softmax_cross_entropy": softmax_cross_entropy,

@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from portanet.layers import Dense, Flatten, Softmax, softmax
-from portanet.losses import LOSSES, l2_penalty, softmax_cross_entropy
+from portanet.losses import LOSSES, ONE_HOT_FORMS, l2_penalty, one_hot, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import SGD, Optimizer, Schedule
 
@@ -254,6 +255,10 @@ def fit(
     callbacks = list(callbacks) + ([PrintEpochs()] if verbose else [])
     history = History()
     l2 = float(l2)
+    onehot_loss = ONE_HOT_FORMS.get(loss_fn)
+    if model.num_outputs is None:
+        onehot_loss = None
+    targets = None if onehot_loss is None else one_hot(xp, y, model.num_outputs, backend.dtype)
 
     with _StopOnInterrupt(stop_on_interrupt) as stop:
         for epoch in range(epochs):
@@ -263,35 +268,39 @@ def fit(
                 cb.on_epoch_begin(epoch, epochs, num_batches)
             start = time.perf_counter()
             model.train()
+            X_epoch, y_epoch, t_epoch = X, y, targets
             if shuffle and batch < n:
                 order = backend.asarray(backend.rng.permutation(n))
                 X_epoch, y_epoch = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
-            else:
-                X_epoch, y_epoch = X, y
-            loss_sum = xp.zeros((), dtype=backend.dtype, device=backend.device)
-            correct = xp.zeros((), dtype=xp.int64, device=backend.device)
+                if targets is not None:
+                    t_epoch = xp.take(targets, order, axis=0)
+            # Per-step results stay on the device and are reduced once per epoch.
+            losses: list[Any] = []
+            outputs: list[Any] = []
             seen = 0
             for b in range(num_batches):
                 lo, hi = b * batch, min((b + 1) * batch, n)
                 xb, yb = X_epoch[lo:hi, ...], y_epoch[lo:hi]
                 logits = model._forward(xb)
-                value, dlogits = loss_fn(logits, yb)
+                if onehot_loss is None:
+                    value, dlogits = loss_fn(logits, yb)
+                else:
+                    value, dlogits = onehot_loss(xp, logits, t_epoch[lo:hi, ...])
                 model.backward(dlogits, need_input_grad=False)
                 if l2:
                     value = value + l2_penalty(model, l2)
                 optimizer.step(model)
-                size = xb.shape[0]
-                seen += size
-                loss_sum = loss_sum + value * float(size)
-                correct = correct + xp.count_nonzero(xp.argmax(logits, axis=1) == yb)
+                seen = hi
+                losses.append(value)
+                outputs.append(logits)
                 if callbacks:
-                    def running(ls=loss_sum, c=correct, s=seen) -> tuple[float, float]:
-                        return float(ls) / s, int(c) / s
+                    running = partial(_epoch_figures, xp, losses, outputs, y_epoch, batch, b + 1)
                     for cb in callbacks:
                         cb.on_batch_end(b, running)
                 if stop.requested:
                     break
-            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}
+            mean_loss, accuracy = _epoch_figures(xp, losses, outputs, y_epoch, batch)
+            logs = {"loss": mean_loss, "accuracy": accuracy}
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_fn)
             seconds = time.perf_counter() - start
@@ -304,6 +313,25 @@ def fit(
                 break
     model.eval()
     return history
+
+
+def _epoch_figures(
+    xp: Any, losses: list[Any], outputs: list[Any], labels: Any, batch: int, steps: int = 0
+) -> tuple[float, float]:
+    """Mean loss and accuracy over the first ``steps`` steps (all if 0), reading the device once.
+
+    ``losses`` holds each step's mean loss (every batch has ``batch`` samples but the last)
+    and ``outputs`` each step's logits, in the order of ``labels``.
+    """
+    if steps:
+        losses, outputs = losses[:steps], outputs[:steps]
+    logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
+    seen = logits.shape[0]
+    last = seen - batch * (len(losses) - 1)
+    total = xp.sum(xp.stack(losses[:-1])) * float(batch) if len(losses) > 1 else 0.0
+    total = total + losses[-1] * float(last)
+    correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels[:seen])
+    return float(total) / seen, int(correct) / seen
 
 
 def _record(history: History, logs: dict[str, float]) -> None:

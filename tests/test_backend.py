@@ -98,3 +98,32 @@ def test_uniform_draws_are_seeded(backend_spec) -> None:
     a = pn.get_backend(name, seed=3, device=device)
     b = pn.get_backend(name, seed=3, device=device)
     np.testing.assert_array_equal(a.to_numpy(a.uniform((5,))), b.to_numpy(b.uniform((5,))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.uint8, np.int64])
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 1)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_numpy_namespace_reductions_match_array_api_compat(dtype, axis, keepdims) -> None:
+    """The NumPy backend's direct ufunc reductions agree with array-api-compat's, dtype too."""
+    import array_api_compat.numpy as compat
+
+    from portanet import _numpy_namespace as fast
+
+    x = (np.random.default_rng(0).normal(size=(4, 5)) * 50).astype(dtype)
+    x[1, 2] = 0
+    for name in ("sum", "max"):
+        got = getattr(fast, name)(x, axis=axis, keepdims=keepdims)
+        expected = getattr(compat, name)(x, axis=axis, keepdims=keepdims)
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)
+    assert np.isnan(fast.max(np.array([1.0, np.nan]))) and fast.sum(x, dtype=np.float64).dtype \
+        == np.float64
+    np.testing.assert_array_equal(fast.reshape(x, (5, 4)), compat.reshape(x, (5, 4)))
+    with pytest.raises(ValueError):
+        fast.reshape(x, (5, 4), copy=False) if not x.flags.c_contiguous else \
+            fast.reshape(x.T, (20,), copy=False)
+
+
+def test_numpy_backend_owns_plain_numpy_arrays() -> None:
+    b = pn.get_backend("numpy")
+    assert b.owns(np.zeros(3)) and not b.owns([1, 2])
