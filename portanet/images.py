@@ -1,0 +1,296 @@
+"""Turn a photo or scan of one handwritten digit into an MNIST-style 28x28 input.
+
+The steps follow how MNIST itself was made (LeCun et al.):
+
+1. greyscale, ink made bright on a black background (a dark-on-light scan is inverted);
+2. background subtracted and the faintest values (paper grain, JPEG ringing) dropped;
+3. cropped to the ink's bounding box; strokes that would end up thinner than 2 px at the
+   final scale (a fine pen on a large photo) are widened to 2 px, about the thinnest
+   MNIST stroke (MNIST digits themselves are never widened);
+4. scaled with anti-aliasing so the longer side is 20 px, keeping the aspect ratio;
+5. placed in a 28x28 field so that the intensity-weighted centre of mass is at pixel
+   (14, 14) (row, column; pixel indices from 0), clipped so the digit stays in the frame.
+   The MNIST test digits' mean centre of mass is (13.99, 14.00) in these coordinates.
+
+Pillow is an optional dependency (``pip install "portanet[images]"``), imported only when
+needed.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
+
+#: Refuse images larger than this many megapixels (checked from the header, before decoding).
+MAX_MEGAPIXELS = 50.0
+#: Output geometry, as in MNIST.
+FIELD = 28
+BOX = 20
+#: An image whose ink differs from the background by less than this (on a 0..1 scale,
+#: about 20/255) is treated as blank.
+BLANK_TOLERANCE = 0.08
+#: After normalising the ink to peak at 1, values below this are paper noise, not ink.
+NOISE_FLOOR = 0.15
+#: Strokes thinner than this many pixels at the 20-pixel scale are widened to it.
+MIN_STROKE = 2.0
+#: Crops larger than this are first area-averaged down to it (before widening strokes).
+PRE_SHRINK = 10 * BOX
+
+_PILLOW_HINT = 'reading images needs Pillow: pip install "portanet[images]" (or pip install pillow)'
+
+
+def _pillow() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise ImportError(_PILLOW_HINT) from exc
+    return Image
+
+
+def _to_grey(image: Any) -> np.ndarray:
+    """Convert an array image to 2-D float64 greyscale in [0, 1]; alpha goes over white."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ValueError(
+            f"expected a greyscale (H, W) or colour (H, W, 3|4) image, got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"the image is empty (shape {arr.shape})")
+
+    if arr.dtype == np.bool_:
+        x = arr.astype(np.float64)
+    elif arr.dtype == np.uint8:
+        x = arr / 255.0
+    elif arr.dtype == np.uint16:
+        x = arr / 65535.0
+    elif np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):
+        x = arr.astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("the image contains NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"pixel values must lie in [0, 1] (or 0..255), got {lo:g}..{hi:g}")
+        if hi > 1.0:  # 0..255 stored as float or a wide integer type
+            x = x / 255.0
+    else:
+        raise TypeError(f"unsupported image dtype {arr.dtype}")
+
+    if x.ndim == 3:
+        rgb = x[:, :, :3]
+        if x.shape[2] == 4:
+            alpha = x[:, :, 3:4]
+            rgb = rgb * alpha + (1.0 - alpha)  # composite over white paper
+        x = rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's "L"
+    return x
+
+
+def _border(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x[0, :], x[-1, :], x[1:-1, 0], x[1:-1, -1]])
+
+
+def _polarity(x: np.ndarray) -> tuple[bool, float, float]:
+    """Return (dark_on_light, background, ink contrast) for a greyscale image in [0, 1].
+
+    The background is the median of the border pixels; the ink is whichever extreme
+    (darkest or brightest pixel) lies further from it.
+    """
+    background = float(np.median(_border(x)))
+    darker = background - float(x.min())
+    brighter = float(x.max()) - background
+    return darker > brighter, background, max(darker, brighter)
+
+
+def is_dark_on_light(image: np.ndarray) -> bool:
+    """True if the digit is darker than its background (pen on paper), False for MNIST-style
+    bright ink on black. Accepts the same arrays as :func:`prepare_digit`."""
+    return _polarity(_to_grey(image))[0]
+
+
+def _stroke_width(ink: np.ndarray) -> float:
+    """Rough stroke width in pixels: twice the inked area over the number of edge pixels
+    (a stroke of width w and length L has area w*L and about 2*L edge pixels)."""
+    solid = ink > 0.5 * ink.max()
+    padded = np.pad(solid, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & solid
+    edge = int(solid.sum() - interior.sum())
+    return 2.0 * solid.sum() / edge if edge else float(max(ink.shape))
+
+
+def _max_filter(x: np.ndarray, k: int) -> np.ndarray:
+    """Grey-level dilation with a k x k square; the result grows by k - 1 in each direction."""
+    h, w = x.shape
+    padded = np.pad(x, k - 1)
+    rows = padded[: h + k - 1, :].copy()
+    for i in range(1, k):
+        np.maximum(rows, padded[i : i + h + k - 1, :], out=rows)
+    out = rows[:, : w + k - 1].copy()
+    for j in range(1, k):
+        np.maximum(out, rows[:, j : j + w + k - 1], out=out)
+    return out
+
+
+def _thicken(ink: np.ndarray) -> np.ndarray:
+    """Widen pen strokes that would be thinner than MIN_STROKE px once scaled to 20 px.
+
+    MNIST strokes are 2-3 px wide at 28x28; a fine pen on a large photo would otherwise
+    shrink to faint one-pixel lines that look nothing like the training data.
+    """
+    scale = BOX / max(ink.shape)
+    wanted = MIN_STROKE / scale  # in input pixels
+    width = _stroke_width(ink)
+    if width >= wanted:
+        return ink
+    return _max_filter(ink, int(np.ceil(wanted - width)) + 1)
+
+
+def _resize(x: np.ndarray, longer: int, method: str) -> np.ndarray:
+    """Resize so the longer side is ``longer`` px, keeping the aspect ratio (Pillow)."""
+    h, w = x.shape
+    scale = longer / max(h, w)
+    size = (max(1, min(longer, round(w * scale))), max(1, min(longer, round(h * scale))))
+    image_mod = _pillow()
+    resized = image_mod.fromarray(x.astype(np.float32)).resize(
+        size, getattr(image_mod.Resampling, method)
+    )
+    return np.asarray(resized, dtype=np.float64)
+
+
+def _prepare(x: np.ndarray, source: str) -> np.ndarray:
+    dark_on_light, background, contrast = _polarity(x)
+    if contrast < BLANK_TOLERANCE:
+        raise ValueError(
+            f"no digit found in {source}: the image is blank (every pixel is within"
+            f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
+            " with a darker pen or a higher-contrast photo"
+        )
+    ink = (background - x) if dark_on_light else (x - background)
+    ink = np.clip(ink / contrast, 0.0, 1.0)
+    # A soft floor rather than a hard threshold: paper grain goes to 0 while the
+    # anti-aliased edges of the strokes stay continuous.
+    ink = np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
+
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if max(ink.shape) > PRE_SHRINK:
+        # Area-average big crops first, so that widening strokes stays cheap.
+        ink = _resize(ink, PRE_SHRINK, "BOX")
+    ink = _thicken(ink)
+    small = np.clip(_resize(ink, BOX, "LANCZOS"), 0.0, 1.0)  # Lanczos overshoots
+    new_h, new_w = small.shape
+    peak = small.max()
+    if peak <= 0:
+        raise ValueError(f"no digit found in {source}: the ink vanished when scaled to {BOX} px")
+    small /= peak  # thin strokes averaged down from a big image would otherwise be faint
+
+    # LeCun's centring: paste in the middle of the 28x28 field, then shift by the rounded
+    # offset of the centre of mass from (14, 14). Centred top is (28 - h) // 2, so the final
+    # top is round(14 - com) either way; clipping keeps the whole digit in the frame.
+    total = small.sum()
+    com_r = float((np.arange(new_h) @ small.sum(axis=1)) / total)
+    com_c = float((np.arange(new_w) @ small.sum(axis=0)) / total)
+    top = int(np.clip(np.floor(FIELD / 2 - com_r + 0.5), 0, FIELD - new_h))
+    left = int(np.clip(np.floor(FIELD / 2 - com_c + 0.5), 0, FIELD - new_w))
+    out = np.zeros((FIELD, FIELD), dtype=np.float32)
+    out[top : top + new_h, left : left + new_w] = small
+    return out
+
+
+def prepare_digit(image: np.ndarray) -> np.ndarray:
+    """Prepare an array image of one digit the way MNIST digits were prepared.
+
+    Args:
+        image: greyscale ``(H, W)`` or colour ``(H, W, 3)`` / ``(H, W, 4)`` array, uint8
+            (0..255), uint16, bool, or float in [0, 1] (floats above 1 are read as 0..255).
+            Alpha is composited over white. Either polarity works: dark ink on light paper
+            is inverted.
+
+    Returns:
+        float32 array of shape (28, 28) in [0, 1]: bright ink on black (like MNIST / 255),
+        the longer side of the digit 20 px, its centre of mass at pixel (14, 14).
+
+    Raises:
+        ValueError: wrong shape or value range, or no ink (a blank image).
+    """
+    return _prepare(_to_grey(image), "the image")
+
+
+def _read_pixels(im: Any) -> np.ndarray:
+    """Decode an opened Pillow image to an array accepted by :func:`_to_grey`."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im)  # phone photos are often stored sideways
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        return arr / (65535.0 if arr.max() > 255 else 255.0)
+    if im.mode == "F":
+        return np.asarray(im, dtype=np.float64)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    return np.asarray(im.convert("RGBA" if has_alpha else "L"))
+
+
+def load_digit(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a PNG/JPEG (anything Pillow reads) of one handwritten digit and prepare it like
+    MNIST; see :func:`prepare_digit` for the result.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a readable image, is larger than ``MAX_MEGAPIXELS``
+            (checked before decoding), or is blank.
+        ImportError: Pillow is not installed.
+    """
+    path = Path(path)
+    image_mod = _pillow()
+    from PIL import UnidentifiedImageError
+
+    if not path.exists():
+        raise FileNotFoundError(f"no such image file: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+
+    bomb = (image_mod.DecompressionBombError, image_mod.DecompressionBombWarning)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", image_mod.DecompressionBombWarning)
+            (w, h), pixels = _decode(image_mod, path)
+    except UnidentifiedImageError as exc:
+        raise ValueError(
+            f"could not read {path} as an image: Pillow does not recognise its format"
+            " (expected PNG, JPEG or another common image file)"
+        ) from exc
+    except bomb as exc:
+        raise ValueError(
+            f"{path} declares a huge image size (possible decompression bomb); refusing to"
+            " decode it"
+        ) from exc
+    except PermissionError:
+        raise
+    # Truncated or corrupt data surfaces while decoding, as any of these depending on where.
+    except (OSError, SyntaxError, EOFError, ValueError) as exc:
+        raise ValueError(
+            f"could not read {path} as an image (corrupt or truncated): {exc}"
+        ) from exc
+    if pixels is None:
+        raise ValueError(
+            f"{path} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels), over the limit of"
+            f" {MAX_MEGAPIXELS:g}; scale it down first (a few hundred pixels across is plenty"
+            " for one digit)"
+        )
+    return _prepare(_to_grey(pixels), str(path))
+
+
+def _decode(image_mod: Any, path: Path) -> tuple[tuple[int, int], np.ndarray | None]:
+    """Return the image size and its pixels, or None for pixels if it is over the limit."""
+    with image_mod.open(path) as im:  # lazy: only the header has been read here
+        w, h = im.size
+        if w * h > MAX_MEGAPIXELS * 1e6:
+            return (w, h), None
+        return (w, h), _read_pixels(im)
