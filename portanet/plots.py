@@ -164,7 +164,8 @@ def plot_confusion_matrix(
     label = "count" if is_int else ("fraction" if cm.max() <= 1 else "value")
     bar = fig.colorbar(image, ax=ax, shrink=0.8, label=label)
     bar.set_ticks(_power_ticks(norm))
-    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    tick_format = "{:,.0f}" if is_int else "{:.3g}"
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: tick_format.format(v)))
 
     # Rotate the column labels only when they would not fit side by side (~12 chars/inch).
     long_names = max(len(s) for s in names) > 0.9 * 12 * side * 0.85 / k

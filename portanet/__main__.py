@@ -1,0 +1,5 @@
+import sys
+
+from portanet.cli import main
+
+sys.exit(main())

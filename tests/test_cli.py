@@ -1,0 +1,162 @@
+"""The portanet command end to end on small generated data: train, save, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portanet import cli
+
+
+def make_dataset(path: Path, n_train: int = 1200, n_test: int = 300, seed: int = 0) -> Path:
+    """Ten noisy 28x28 prototypes, one per class, as uint8 images: easy but not trivial."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, 28, 28)) < 0.25
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, n)
+        flips = rng.random((n, 28, 28)) < 0.08
+        images = (prototypes[labels] ^ flips) * rng.integers(150, 256, (n, 1, 1))
+        return images.astype(np.uint8), labels.astype(np.uint8)
+
+    (x_train, y_train), (x_test, y_test) = draw(n_train), draw(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "small.npz")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip(backend)
+    model_path, out = tmp_path / "model.npz", tmp_path / "run"
+    status = cli.main(["train", "--dataset-file", str(dataset), "--model", "mlp512",
+                       "--hidden", "64", "--optimizer", "adam", "--lr", "0.003",
+                       "--epochs", "3", "--batch-size", "32", "--validation", "200",
+                       "--backend", backend, "--save", str(model_path), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert f"backend: {backend}" in printed
+    assert "epoch   3/3" in printed and "val " in printed and "samples/s" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["report"]["accuracy"] > 0.9  # chance is 0.1
+    assert report["config"]["recipe"]["hidden"] == [64]
+    assert report["environment"]["backend"] == backend
+    assert len(report["history"]["val_accuracy"]) == 3
+    for picture in ("learning_curves.png", "confusion_matrix.png", "misclassified.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"test accuracy {report['report']['accuracy']:.2%}" in printed
+
+    assert cli.main(["evaluate", str(model_path), "--dataset-file", str(dataset),
+                     "--backend", backend]) == 0
+    evaluated = capsys.readouterr().out
+    assert f"test accuracy {report['report']['accuracy']:.2%}" in evaluated
+
+    with np.load(dataset) as data:
+        image, label = data["x_test"][0], int(data["y_test"][0])
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "digit.png")
+    assert cli.main(["predict", str(model_path), str(tmp_path / "digit.png"), "--json",
+                     "--backend", backend]) == 0
+    answer = json.loads(capsys.readouterr().out.strip())
+    assert answer["path"].endswith("digit.png") and len(answer["top3"]) == 3
+    assert sum(t["probability"] for t in answer["top3"]) <= 1.0 + 1e-6
+    assert answer["top3"][0]["digit"] in range(10)
+    assert label in range(10)
+
+
+def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["train", "--dataset-file", str(dataset), "--model", "tiny", "--epochs",
+                     "30", "--batch-size", "full", "--dtype", "float64", "--validation", "0",
+                     "--out", str(tmp_path), "--quiet"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["recipe"]["batch_size"] is None
+    assert report["environment"]["dtype"] == "float64"
+    assert "epoch " not in capsys.readouterr().out  # --quiet
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--hidden", "12,x"], "--hidden takes widths"),
+        (["train", "--batch-size", "many"], "--batch-size takes a number"),
+        (["train", "--lr", "-1"], "learning rate must be > 0"),
+        (["train", "--dropout", "1.5"], "dropout must be in [0, 1)"),
+        (["train", "--validation", "5000"], "leaves no training images"),
+        (["evaluate", "missing.npz"], "no model file"),
+        (["train", "--dataset-file", "nowhere.npz"], "no dataset file"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(argv: list[str], message: str, dataset: Path,
+                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    if argv[0] == "train" and "--dataset-file" not in argv:
+        argv = [*argv, "--dataset-file", str(dataset), "--limit", "300", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dataset_file_without_the_arrays(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    np.savez(tmp_path / "odd.npz", images=np.zeros((2, 28, 28), np.uint8))
+    assert cli.main(["train", "--dataset-file", str(tmp_path / "odd.npz")]) == 2
+    assert "needs x_train, y_train, x_test, y_test" in capsys.readouterr().err
+
+
+def test_predict_reports_bad_images_and_goes_on(dataset: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    model_path = tmp_path / "m.npz"
+    assert cli.main(["train", "--dataset-file", str(dataset), "--model", "linear",
+                     "--limit", "200", "--validation", "0", "--save", str(model_path),
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    (tmp_path / "blank.png").write_bytes(b"")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "white.png")
+    status = cli.main(["predict", str(model_path), str(tmp_path / "blank.png"),
+                       str(tmp_path / "empty.png"), str(tmp_path / "white.png")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "blank.png" in err and "empty.png" in err and "white.png" in err
+
+
+def test_info_lists_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "numpy" in out and "cupy" in out and "auto picks:" in out
+
+
+def test_ctrl_c_stops_cleanly_and_still_saves(dataset: Path, tmp_path: Path) -> None:
+    """The first Ctrl-C ends training after the current step; the model and report are written."""
+    model_path, out = tmp_path / "m.npz", tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portanet", "train", "--dataset-file", str(dataset),
+         "--model", "mlp512", "--hidden", "32", "--epochs", "1000", "--validation", "0",
+         "--backend", "numpy", "--save", str(model_path), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("epoch"):
+            process.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted: stopped after" in stdout
+    assert model_path.exists() and (out / "report.json").exists()
