@@ -86,3 +86,12 @@ def separable_data(
     X = rng.normal(size=(n, features)).astype(np.float32)
     teacher = rng.normal(size=(features, classes))
     return X, np.argmax(X @ teacher, axis=1).astype(np.int64)
+
+
+REPORT_LINES: list[str] = []
+"""Facts a test found about this machine, printed at the end of the run (e.g. the data route)."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in REPORT_LINES:
+        terminalreporter.write_line(f"portanet: {line}")
