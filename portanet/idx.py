@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portanet._fetch import atomic_write
+from portanet._files import atomic_write
 
 UBYTE = 0x08
 LABELS_MAGIC = 0x00000801
@@ -111,7 +111,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, *, compress: bool
     data = idx_bytes(array)
     if compress:
         data = gzip.compress(data, mtime=0)
-    atomic_write(Path(path), data)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _describe(magic: int) -> str:

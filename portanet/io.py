@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from portanet._files import atomic_write
 from portanet.backend import Backend
 from portanet.layers import LAYER_TYPES
 from portanet.model import Sequential
@@ -23,26 +23,6 @@ from portanet.model import Sequential
 FORMAT = "portanet-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "__portanet__"
-
-
-def atomic_write(path: str | os.PathLike[str], write: Any, suffix: str = "") -> Path:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash or error half-way leaves any existing file at ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save(model: Sequential, path: str | os.PathLike[str], **extra: Any) -> Path:

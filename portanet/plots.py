@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from portanet._files import atomic_write
 
 __all__ = [
     "plotting_available",
@@ -50,15 +51,7 @@ def _figure(width: float, height: float) -> Any:
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically, creating the folder; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI, facecolor="white"))
 
 
 def _series(history: Mapping[str, Sequence[float]], key: str) -> np.ndarray:

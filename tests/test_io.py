@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import io
+from portanet import _files, io
 from tests.conftest import separable_data
 
 
@@ -93,6 +93,6 @@ def test_failed_save_leaves_the_old_file_intact(tmp_path: Path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        io.atomic_write(path, fail)
+        _files.atomic_write(path, fail)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind

@@ -150,9 +150,8 @@ def test_write_is_atomic_and_overwrites(tmp_path, monkeypatch):
     # If saving fails half-way, the old file is untouched and no temporary file remains.
     from matplotlib.figure import Figure
 
-    def broken_savefig(self, fname, **kwargs):
-        with open(fname, "wb") as f:
-            f.write(b"partial")
+    def broken_savefig(self, file, **kwargs):
+        file.write(b"partial")
         raise RuntimeError("disk full")
 
     before = target.read_bytes()
