@@ -100,7 +100,9 @@ class Dense(Layer):
                 + ("; add a Flatten() layer before it" if x.ndim > 2 else "")
             )
         self._x = x
-        return x @ self.params["W"] + self.params["b"]
+        z = x @ self.params["W"]
+        z += self.params["b"]  # in place where arrays allow it; saves a pass and an allocation
+        return z
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
@@ -126,7 +128,9 @@ class ReLU(Layer):
         return self.xp.maximum(x, 0.0)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        return self.xp.where(self._x > 0, dout, 0.0)
+        # A 0/1 float mask times dout: several times faster on NumPy than xp.where with a
+        # scalar branch, and the standard forbids multiplying by a boolean array directly.
+        return dout * self.xp.astype(self._x > 0, dout.dtype)
 
 
 class Sigmoid(Layer):
