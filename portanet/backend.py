@@ -10,6 +10,7 @@ Conversions happen only here, at the boundary: host NumPy arrays go in with
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -70,6 +71,15 @@ class Backend:
         if self.name == "array_api_strict":
             return str(self.device)
         return str(self.device)
+
+    def with_dtype(self, dtype: str) -> Backend:
+        """This backend (same namespace, device and generator) computing in ``dtype``."""
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose 'float32' or 'float64'")
+        if dtype == self.dtype_name:
+            return self
+        _check_dtype_supported(self.name, self.xp, self.device, dtype)
+        return dataclasses.replace(self, dtype=getattr(self.xp, dtype))
 
     def asarray(self, host: Any, dtype: Any = None) -> Any:
         """Copy a host array (NumPy or nested lists) onto this backend's device.
@@ -262,12 +272,15 @@ def get_backend(
         name = "cupy" if usable else "numpy"
         note = f"auto chose {name}: {why}"
     xp, dev = _namespace_for(name, device)
-    xp_dtype = getattr(xp, dtype)
-    if name == "array_api_strict" and dtype == "float64":
-        supported = xp.__array_namespace_info__().dtypes(device=dev)
-        if "float64" not in supported:
-            raise ValueError(f"array_api_strict device {dev} has no float64; use dtype='float32'")
-    return Backend(name=name, xp=xp, device=dev, dtype=xp_dtype, rng=rng, note=note or name)
+    _check_dtype_supported(name, xp, dev, dtype)
+    return Backend(name=name, xp=xp, device=dev, dtype=getattr(xp, dtype), rng=rng,
+                   note=note or name)
+
+
+def _check_dtype_supported(name: str, xp: ModuleType, device: Any, dtype: str) -> None:
+    if dtype == "float64" and hasattr(xp, "__array_namespace_info__"):
+        if "float64" not in xp.__array_namespace_info__().dtypes(device=device):
+            raise ValueError(f"the {name} device {device} has no float64; use dtype='float32'")
 
 
 def _backend_of_array(array: Any, dtype: str, rng: np.random.Generator) -> Backend:

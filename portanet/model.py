@@ -22,7 +22,8 @@ class Sequential:
         seed: seeds the model's host random generator, used for initial weights, dropout masks
             and shuffling; the same seed gives the same initial weights on every backend.
             ``None`` draws from the backend's generator.
-        dtype: float dtype name used when ``backend`` is given by name.
+        dtype: ``"float32"`` or ``"float64"``; default: the backend's dtype (float32 for a
+            backend given by name).
     """
 
     def __init__(
@@ -30,7 +31,7 @@ class Sequential:
         layers: Sequence[Layer],
         backend: Backend | str | None = None,
         seed: int | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
     ) -> None:
         layers = list(layers)
         if not layers:
@@ -42,7 +43,9 @@ class Sequential:
                 raise ValueError(
                     f"layer {i} ({layer!r}) already belongs to a model; create a new layer"
                 )
-        base = get_backend(backend, dtype)
+        base = get_backend(backend, dtype or "float32")
+        if dtype is not None:
+            base = base.with_dtype(dtype)
         if seed is None:
             seed = int(base.rng.integers(2**63))
         # A private copy of the backend with the model's own generator: models don't share state.

@@ -253,6 +253,8 @@ def fit(
     num_batches = -(-n // batch)
     backend, xp = model.backend, model.backend.xp
     callbacks = list(callbacks) + ([PrintEpochs()] if verbose else [])
+    batch_callbacks = [cb for cb in callbacks
+                       if type(cb).on_batch_end is not Callback.on_batch_end]
     history = History()
     l2 = float(l2)
     onehot_loss = ONE_HOT_FORMS.get(loss_fn)
@@ -293,9 +295,9 @@ def fit(
                 seen = hi
                 losses.append(value)
                 outputs.append(logits)
-                if callbacks:
+                if batch_callbacks:
                     running = partial(_epoch_figures, xp, losses, outputs, y_epoch, batch, b + 1)
-                    for cb in callbacks:
+                    for cb in batch_callbacks:
                         cb.on_batch_end(b, running)
                 if stop.requested:
                     break

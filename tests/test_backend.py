@@ -127,3 +127,15 @@ def test_numpy_namespace_reductions_match_array_api_compat(dtype, axis, keepdims
 def test_numpy_backend_owns_plain_numpy_arrays() -> None:
     b = pn.get_backend("numpy")
     assert b.owns(np.zeros(3)) and not b.owns([1, 2])
+
+
+def test_model_dtype_overrides_a_backend_object() -> None:
+    b32 = pn.get_backend("numpy")
+    model = pn.Sequential([pn.Dense(2, 2)], backend=b32, dtype="float64")
+    assert model.backend.dtype_name == "float64" and b32.dtype_name == "float32"
+    assert all(p.dtype == np.float64 for _, p, _ in model.named_parameters())
+    assert pn.Sequential([pn.Dense(2, 2)], backend=model.backend).backend.dtype_name == "float64"
+    pytest.importorskip("array_api_strict")
+    strict = pn.get_backend("array_api_strict", device="no_float64")
+    with pytest.raises(ValueError, match="no float64"):
+        pn.Sequential([pn.Dense(2, 2)], backend=strict, dtype="float64")
