@@ -108,8 +108,10 @@ class Dense(Layer):
         xp = self.xp
         if dout.shape[0] == 1:
             # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
-            # matrix product with an inner dimension of 1, and the bias gradient is dout itself.
-            self.grads["W"] = xp.reshape(self._x, (self.in_features, 1)) * dout
+            # matrix product with an inner dimension of 1. Formed as (out, in) and transposed
+            # (a view), its long axis is the fast one. The bias gradient is dout itself.
+            column = xp.reshape(dout, (self.out_features, 1))
+            self.grads["W"] = xp.permute_dims(column * self._x, (1, 0))
             self.grads["b"] = xp.reshape(dout, (self.out_features,))
         else:
             self.grads["W"] = self._x.T @ dout

@@ -80,6 +80,12 @@ def test_layer_gradients(make_layer: Callable[[], pn.Layer], backend64: pn.Backe
     check_layer(build(make_layer(), backend64), backend64, x)
 
 
+def test_dense_per_sample_path(backend64: pn.Backend) -> None:
+    """Batch size 1 takes Dense's outer-product branch: check it numerically too."""
+    x = np.random.default_rng(0).normal(size=(1, 5))
+    check_layer(build(pn.Dense(5, 3), backend64), backend64, x)
+
+
 def test_flatten_gradient(backend64: pn.Backend) -> None:
     x = np.random.default_rng(0).normal(size=(3, 2, 4))
     check_layer(build(pn.Flatten(), backend64), backend64, x)
