@@ -37,6 +37,10 @@ class Layer:
         self.backend = backend
         self.xp = backend.xp
 
+    def load_param(self, key: str, host: np.ndarray) -> None:
+        """Set parameter ``key`` from a host array of the right shape (``load_state_dict``)."""
+        self.params[key] = self.backend.asarray(host)
+
     def forward(self, x: Any) -> Any:
         """Compute the layer's output for a batch ``x``, caching what backward needs."""
         raise NotImplementedError
@@ -60,6 +64,11 @@ class Layer:
 
 class Dense(Layer):
     """Fully connected layer: ``Z = X @ W + b`` with W of shape (in, out), b of shape (out,).
+
+    W is kept in (out, in) memory order (a transposed view), as the reference programs keep
+    it: the per-sample products and the weight-gradient product ``dout.T @ X`` run fastest that
+    way, and the gradient comes out in the same order, so updates stream through matching
+    memory. Only speed depends on this; ``W.shape`` is (in, out) everywhere.
 
     Args:
         in_features: number of input features (784 for flattened MNIST).
@@ -89,8 +98,16 @@ class Dense(Layer):
         super().build(backend, rng)
         w = self.weight_init(rng, (self.in_features, self.out_features))
         b = self.bias_init(rng, (self.out_features,))
-        self.params = {"W": backend.asarray(w), "b": backend.asarray(b)}
+        self.params = {}
         self.grads = {}
+        self.load_param("W", w)
+        self.load_param("b", b)
+
+    def load_param(self, key: str, host: np.ndarray) -> None:
+        if key == "W":
+            self.params["W"] = self.xp.permute_dims(self.backend.asarray(host.T), (1, 0))
+        else:
+            super().load_param(key, host)
 
     def forward(self, x: Any) -> Any:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -108,14 +125,13 @@ class Dense(Layer):
         xp = self.xp
         if dout.shape[0] == 1:
             # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
-            # matrix product with an inner dimension of 1. Formed as (out, in) and transposed
-            # (a view), its long axis is the fast one. The bias gradient is dout itself.
-            column = xp.reshape(dout, (self.out_features, 1))
-            self.grads["W"] = xp.permute_dims(column * self._x, (1, 0))
+            # matrix product with an inner dimension of 1; the bias gradient is dout itself.
+            grad_t = xp.reshape(dout, (self.out_features, 1)) * self._x
             self.grads["b"] = xp.reshape(dout, (self.out_features,))
         else:
-            self.grads["W"] = self._x.T @ dout
+            grad_t = dout.T @ self._x
             self.grads["b"] = xp.sum(dout, axis=0)
+        self.grads["W"] = xp.permute_dims(grad_t, (1, 0))  # dW = X.T @ dout, in W's order
         return dout @ self.params["W"].T if need_dx else None
 
     def config(self) -> dict[str, Any]:

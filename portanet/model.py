@@ -161,8 +161,9 @@ class Sequential:
                 "state does not fit this model's layers: " + "; ".join(problems)
                 + f". The model is {self!r}"
             )
-        for name, params, _grads, key in self._slots:
-            params[key] = self.backend.asarray(np.asarray(state[name]))
+        for i, layer in enumerate(self.layers):
+            for key in layer.params:
+                layer.load_param(key, np.asarray(state[f"{i}.{key}"]))
 
     def summary(self) -> str:
         """A table of layers, output widths and parameter counts."""
