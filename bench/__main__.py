@@ -1,0 +1,5 @@
+"""``python -m bench``: run portanet's benchmark suite."""
+
+from bench.cli import main
+
+raise SystemExit(main())

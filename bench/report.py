@@ -1,0 +1,270 @@
+"""Results on disk: one JSON file and one markdown file per run (written atomically), and
+``SUMMARY.md``, regenerated from the newest full run of each backend in the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SUMMARY = "SUMMARY.md"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder + os.replace, so
+    a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _mib(value: Any) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.1f}"
+
+
+def machine_lines(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    cpu, blas, env, gpu = m["cpu"], m["numpy_blas"], m["env"], m["gpu"]
+    runtime = blas.get("runtime") or {}
+    v = m["versions"]
+    torch = m.get("torch") or {}
+    lines = [
+        f"- CPU: {cpu['model']}, {cpu['logical_cores']} logical cores "
+        f"({cpu['usable_cores']} usable), SIMD {', '.join(cpu['simd']) or 'n/a'}",
+        f"- NumPy BLAS: {blas.get('name')} {blas.get('version')}, core in use "
+        f"**{runtime.get('core', 'n/a')}**, {blas.get('threads')} threads"
+        + (f" ({runtime.get('parallel')})" if runtime.get("parallel") else ""),
+        "- Environment: " + ", ".join(
+            f"{k}={'unset' if env.get(k) is None else env[k]}"
+            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                      "MKL_NUM_THREADS")),
+        f"- GPU: {gpu['name'] + ' (driver ' + str(gpu['driver_version']) + ')' if gpu.get('usable') else 'none usable: ' + gpu['why']}",  # noqa: E501
+        f"- Versions: Python {v['python']}, NumPy {v['numpy']}, array-api-compat "
+        f"{v['array_api_compat']}, array-api-strict {v['array_api_strict']}, "
+        f"PyTorch {v['torch']}, CuPy {v['cupy']}, portanet {v['portanet']}"
+        + (f" (git {v['portanet_git']['commit']}"
+           + (", with local changes" if v["portanet_git"]["tracked_changes"] else "") + ")"
+           if v.get("portanet_git") else ""),
+    ]
+    if torch:
+        lines.append(f"- PyTorch CPU: {torch.get('threads')} threads, BLAS {torch.get('blas')}, "
+                     f"CPU capability {torch.get('cpu_capability')}")
+    return lines
+
+
+def load_lines(results: dict[str, Any]) -> list[str]:
+    load = results["load"]
+    wait = load.get("wait") or {}
+    lines = [f"- 1-minute load average at start: {_fmt(load['at_start'][0] if load['at_start'] else None, 2)}"  # noqa: E501
+             + (f" (waited {wait['waited_seconds']}s for it to fall below {wait['threshold']}"
+                + ("" if wait.get("quiet") else "; it did not") + ")"
+                if wait.get("waited_seconds") else ""),
+             f"- During the timed runs: highest 1-minute load {_fmt(load.get('max_load1'), 2)} "
+             f"(includes this benchmark's own threads); other processes kept at most "
+             f"{_fmt(load.get('max_others_cores'), 2)} cores busy",
+             f"- At the end: {_fmt(load['at_end'][0] if load['at_end'] else None, 2)}"]
+    quiet = load.get("quiet_policy")
+    if quiet:
+        lines.append(
+            f"- Disturbed measurements (other processes using >= {quiet['threshold_cores']} "
+            f"cores during them) were repeated after waiting: {quiet['measurements_repeated']} "
+            f"repeated, {quiet['waited_seconds']}s waited, {quiet['contended_measurements_kept']}"
+            " still disturbed and kept (flagged in the JSON)")
+    return lines
+
+
+def reference_lines(ref: dict[str, Any]) -> list[str]:
+    cfg = ref["config"]
+    lines = [
+        f"784-{cfg['layers'][1]}-10 ReLU MLP, softmax cross-entropy, {cfg['optimizer']}, "
+        f"{cfg['dtype']}, batch {cfg['batch_size']}, one epoch = {cfg['epoch_samples']:,} "
+        f"samples, data on the device, backend **{cfg['backend']}** ({cfg['device']}). Median "
+        f"of {cfg['repeats']} timed runs"
+        + (f" of {cfg['samples_per_timed_run']:,} samples each, **scaled x"
+           f"{cfg['scale_factor']:.2f} to a full epoch**" if cfg["scaled_to_epoch"] else
+           " of one full epoch each")
+        + "; variants interleaved round by round (order rotated each round).",
+        "",
+        "| variant | s/epoch (median) | min | max | samples/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in ("portanet", "floor", "limit", "torch"):
+        r = ref.get(name, {})
+        if "seconds_per_epoch" not in r:
+            lines.append(f"| {name} | skipped: {r.get('skipped', 'n/a')} | | | |")
+            continue
+        label = name if name != "torch" else f"PyTorch ({r.get('device')}, {r.get('threads')} threads)"  # noqa: E501
+        lines.append(f"| {label} | {r['seconds_per_epoch']:.3f} | {r['min_seconds_per_epoch']:.3f}"
+                     f" | {r['max_seconds_per_epoch']:.3f} | {r['samples_per_second']:,.0f} |")
+    lines += ["", "| ratio | paired (median of per-round ratios) | of the medians | of the "
+                  "fastest runs |", "|---|---:|---:|---:|"]
+    for key, value in ref["ratios"].items():
+        lines.append(f"| {key} | **{_fmt(value)}** | {_fmt(ref['ratios_of_medians'][key])} | "
+                     f"{_fmt(ref.get('ratios_of_minimums', {}).get(key))} |")
+    lines += ["", "Paired ratios compare variants timed in the same round (drift in the "
+                  "machine's speed between rounds cancels); they are the ones the goals use. "
+                  "Where the three columns disagree, the machine was noisy: read the spread "
+                  "(min/max above) before the verdicts."]
+    if "goals" in ref:
+        lines += ["", "NumPy-backend goals (paired ratios, same run):", "",
+                  "| goal | measured | met |", "|---|---:|---|"]
+        for key, g in ref["goals"].items():
+            lines.append(f"| {key} {g['rule']} {g['bound']} | {_fmt(g['measured'])} | "
+                         f"{'yes' if g['met'] else 'no' if g['met'] is not None else 'n/a'} |")
+    lines += ["", "How each variant is timed:", ""]
+    for name in ("portanet", "floor", "limit", "torch"):
+        if ref.get(name, {}).get("method"):
+            lines.append(f"- {name}: {ref[name]['method']}")
+    return lines
+
+
+def scaling_lines(sc: dict[str, Any]) -> list[str]:
+    cfg = sc["config"]
+    lines = [
+        f"portanet on **{cfg['backend']}**, 784-hidden-10 ReLU MLP, {cfg['optimizer']}, "
+        f"{cfg['dtype']}. {cfg['method']}. Rows marked *extrapolated* timed only the first "
+        f"samples of an epoch (a whole number of batches) and scaled to {cfg['epoch_samples']:,}.",
+        "",
+        "| hidden | batch | s/epoch | samples/s | timed | peak MiB | maxrss growth MiB |",
+        "|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in sc["rows"]:
+        timed = (f"{r['samples_timed']:,} samples, extrapolated" if r["extrapolated"]
+                 else f"full epoch x{len(r['runs'])}")
+        batch = f"{r['batch_size']:,} (full)" if r["full_batch"] else f"{r['batch_size']:,}"
+        lines.append(f"| {r['hidden']} | {batch} | {r['seconds_per_epoch']:.3f} | "
+                     f"{r['samples_per_second']:,.0f} | {timed} | {_mib(r['peak_memory_bytes'])}"
+                     f" | {_mib(r['memory'].get('maxrss_growth_bytes'))} |")
+    method = sc["rows"][0]["memory"].get("method") if sc["rows"] else None
+    if method:
+        lines += ["", f"Peak memory: {method} (the data set itself is excluded; fit's shuffled "
+                      "copy of it is included)."]
+    return lines
+
+
+def per_sample_lines(ps: dict[str, Any]) -> list[str]:
+    cfg = ps["config"]
+    lines = [f"One-layer 784->10 model, {cfg['loss']}, {cfg['optimizer']}, batch 1, "
+             f"{cfg['dtype']}. {cfg['method']}.", "",
+             "| implementation | backend | us/sample | samples/s | x plain NumPy | timed |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in ps["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['impl']} | {r['backend']} | skipped: {r['skipped']} | | | |")
+            continue
+        lines.append(f"| {r['impl']} | {r['backend']} ({r['device']}) | {r['us_per_sample']:,.1f}"
+                     f" | {r['samples_per_second']:,.0f} | {_fmt(r.get('ratio_to_plain_numpy'), 2) if r['impl'] == 'portanet' else '1.00'}"  # noqa: E501
+                     f" | {r['samples_timed']:,} |")
+    return lines
+
+
+def profile_lines(prof: dict[str, Any]) -> list[str]:
+    lines = [f"Seconds per phase of one epoch of {prof['samples']:,} samples, median of "
+             f"{prof['phases']['rounds']} interleaved rounds; each phase synchronised and timed on"
+             " its own (portanet's layers and optimizer as fit calls them, wrapped with timers; "
+             "the floor's matching operations).",
+             "", "| phase | portanet s | floor s |", "|---|---:|---:|"]
+    floor = prof["phases"].get("floor", {})
+    for phase, seconds in prof["phases"]["portanet"].items():
+        lines.append(f"| {phase} | {seconds:.3f} | {_fmt(floor.get(phase))} |")
+    lines += ["", "cProfile (sorted by own time):", "", "```",
+              prof["cprofile_text"].strip(), "```"]
+    return lines
+
+
+def run_markdown(results: dict[str, Any], heading: str = "#") -> str:
+    run = results["run"]
+    data = run["data"]
+    h2 = heading + "#"
+    lines = [
+        f"{heading} portanet benchmark: {run['backend']}, {run['mode']} run, {run['started']}",
+        "",
+        f"Command: `{run['command']}` ({run['wall_seconds']:.0f} s wall). Results file: "
+        f"`{run['json_file']}`.",
+        "",
+        f"Data: **{data['source']}** ({data['note']}"
+        + (f"; fell back because {data['fallback_reason']}" if data.get("fallback_reason")
+           else "") + ").",
+        "",
+        *machine_lines(results),
+        *load_lines(results),
+        "",
+        f"GPU: {run['gpu_note']}",
+    ]
+    if "reference" in results:
+        lines += ["", f"{h2} Reference workload", "", *reference_lines(results["reference"])]
+    if "scaling" in results:
+        lines += ["", f"{h2} Scaling (batch size x hidden width)", "",
+                  *scaling_lines(results["scaling"])]
+    if "per_sample" in results:
+        lines += ["", f"{h2} Per-sample SGD (reference D)", "",
+                  *per_sample_lines(results["per_sample"])]
+    if "profile" in results:
+        lines += ["", f"{h2} Where portanet's time goes", "", *profile_lines(results["profile"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_run(results: dict[str, Any], out: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out``; returns their paths."""
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    atomic_write(json_path, json.dumps(results, indent=1, sort_keys=False) + "\n")
+    atomic_write(md_path, run_markdown(results))
+    return json_path, md_path
+
+
+def write_summary(out: Path) -> Path:
+    """Regenerate ``SUMMARY.md`` from the runs in ``out``: for each backend its newest full
+    run (its newest quick run where it has no full one), then a list of every run."""
+    runs = []
+    for path in sorted(out.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            runs.append((path, data, data["run"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    rank = {"full": 0, "quick": 1, "tiny": 2}
+    chosen: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for path, data, run in sorted(runs, key=lambda r: r[2].get("started", ""), reverse=True):
+        backend = run.get("backend")
+        have = chosen.get(backend)
+        if have is None or rank.get(run.get("mode"), 3) < rank.get(have[1]["run"].get("mode"), 3):
+            chosen[backend] = (path, data)
+    lines = ["# portanet benchmark summary", "",
+             "Generated by `python -m bench` from the result files in this folder: for each "
+             "backend its newest full run (a quick run only where no full run exists). Quick "
+             "runs time partial epochs and scale them; full runs time whole epochs.", ""]
+    for backend in sorted(chosen):
+        path, data = chosen[backend]
+        lines.append(run_markdown(data, heading="##"))
+    lines += ["## All runs in this folder", "",
+              "| file | mode | backend | data | portanet s/epoch | /floor | /limit | /PyTorch |",
+              "|---|---|---|---|---:|---:|---:|---:|"]
+    for path, data, run in sorted(runs, key=lambda r: r[2].get("started", "")):
+        ref = data.get("reference", {})
+        ratios = ref.get("ratios", {})
+        lines.append(f"| {path.name} | {run.get('mode')} | {run.get('backend')} | "
+                     f"{run.get('data', {}).get('source')} | "
+                     f"{_fmt(ref.get('portanet', {}).get('seconds_per_epoch'))} | "
+                     f"{_fmt(ratios.get('portanet/floor'))} | {_fmt(ratios.get('portanet/limit'))}"
+                     f" | {_fmt(ratios.get('portanet/torch'))} |")
+    path = out / SUMMARY
+    atomic_write(path, "\n".join(lines) + "\n")
+    return path
