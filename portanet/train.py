@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from portanet.backend import Backend
 from portanet.layers import Dense, Flatten, Softmax, softmax
 from portanet.losses import LOSSES, ONE_HOT_FORMS, l2_penalty, one_hot, softmax_cross_entropy
 from portanet.model import Sequential
@@ -77,15 +78,22 @@ class PrintEpochs(Callback):
 # --- the boundary: checks and the single host-to-device copy --------------------------------
 
 
+def _host_or_device(backend: Backend, array: Any, what: str) -> tuple[Any, bool]:
+    """``array`` and whether it is already on ``backend``; host data (NumPy, lists) is accepted
+    as NumPy, arrays of another backend raise a ValueError naming ``what``."""
+    if isinstance(array, (list, tuple)):
+        array = np.asarray(array)
+    on_device = backend.owns(array)
+    if not on_device and not isinstance(array, np.ndarray):
+        backend.check_array(array, what)
+    return array, on_device
+
+
 def prepare_inputs(model: Sequential, X: Any, what: str = "X") -> Any:
     """Check ``X`` (host NumPy or an array of the model's backend) and return it on the device
     in the model's float dtype. Raises ValueError naming the problem and the fix."""
     backend, xp = model.backend, model.backend.xp
-    if isinstance(X, (list, tuple)):
-        X = np.asarray(X)
-    on_device = backend.owns(X)
-    if not on_device and not isinstance(X, np.ndarray):
-        backend.check_array(X, what)
+    X, on_device = _host_or_device(backend, X, what)
     dtype_ok = xp.isdtype(X.dtype, "real floating") if on_device else X.dtype.kind == "f"
     if not dtype_ok:
         raise ValueError(
@@ -128,11 +136,7 @@ def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
     """Check integer labels ``y`` (length ``n``, in ``[0, classes)``) and return them on the
     device as int64. Raises ValueError naming the problem and the fix."""
     backend, xp = model.backend, model.backend.xp
-    if isinstance(y, (list, tuple)):
-        y = np.asarray(y)
-    on_device = backend.owns(y)
-    if not on_device and not isinstance(y, np.ndarray):
-        backend.check_array(y, what)
+    y, on_device = _host_or_device(backend, y, what)
     integral = xp.isdtype(y.dtype, "integral") if on_device else y.dtype.kind in "iu"
     if not integral:
         raise ValueError(
