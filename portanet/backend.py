@@ -63,13 +63,7 @@ class Backend:
     def device_name(self) -> str:
         """A short description of the device, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``."""
         if self.name == "cupy":
-            import cupy
-
-            props = cupy.cuda.runtime.getDeviceProperties(self.device.id)
-            gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-            return f"cuda:{self.device.id} ({gpu})"
-        if self.name == "array_api_strict":
-            return str(self.device)
+            return cuda_device_label(self.device.id)
         return str(self.device)
 
     def with_dtype(self, dtype: str) -> Backend:
@@ -190,6 +184,15 @@ def cuda_status() -> tuple[bool, str]:
     except Exception as exc:
         return False, f"CuPy sees {count} CUDA device(s) but cannot run on them ({exc})"
     return True, f"CuPy can use {count} CUDA device(s)"
+
+
+def cuda_device_label(ordinal: int) -> str:
+    """``"cuda:N (GPU name, memory)"`` for a CUDA device CuPy can use."""
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(ordinal)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return f"cuda:{ordinal} ({name}, {props['totalGlobalMem'] / 2**30:.0f} GiB)"
 
 
 def _namespace_for(name: str, device: Any) -> tuple[ModuleType, Any]:

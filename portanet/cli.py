@@ -26,7 +26,12 @@ import numpy as np
 import portanet
 from portanet import datasets, metrics
 from portanet._files import atomic_write
-from portanet.backend import BACKEND_NAMES, BackendUnavailableError, cuda_status
+from portanet.backend import (
+    BACKEND_NAMES,
+    BackendUnavailableError,
+    cuda_device_label,
+    cuda_status,
+)
 from portanet.recipes import DEFAULT_PRESET, OPTIMIZERS, PRESETS, Recipe, get_recipe
 from portanet.train import Callback, History
 
@@ -362,11 +367,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if usable:
         import cupy
 
-        gpus = []
-        for i in range(cupy.cuda.runtime.getDeviceCount()):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
-            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-            gpus.append(f"cuda:{i} {name} ({props['totalGlobalMem'] / 2**30:.0f} GiB)")
+        gpus = [cuda_device_label(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
         print(f"  cupy              available, CuPy {cupy.__version__}: " + "; ".join(gpus))
     else:
         print(f"  cupy              unavailable: {why}")

@@ -66,12 +66,6 @@ class Sequential:
         return self.backend.xp
 
     @property
-    def in_features(self) -> int | None:
-        """Input features of the first Dense layer if no reshaping layer precedes it."""
-        first = self.layers[0]
-        return first.in_features if isinstance(first, Dense) else None
-
-    @property
     def num_outputs(self) -> int | None:
         """Width of the model's output: the last Dense layer's ``out_features``."""
         for layer in reversed(self.layers):
