@@ -124,6 +124,11 @@ def _strict_to_host(array: Any) -> np.ndarray:
     return np.array(array.to_device(array_api_strict.Device("CPU_DEVICE")), copy=True)
 
 
+def _strict_describe(device: Any) -> str:
+    text = str(device)  # "array_api_strict.Device('CPU_DEVICE')"
+    return text.split("'")[1] if text.count("'") == 2 else text
+
+
 def _torch_sync(device: Any) -> None:
     if getattr(device, "type", None) == "cuda":
         import torch
@@ -151,7 +156,8 @@ SEAMS: dict[str, Seam] = {
                  transposed_weights=False),
     "array_api_strict": Seam("array_api_strict", "array_api_strict", "array-api-strict",
                              _load_strict, to_host=_strict_to_host, synchronize=_nothing,
-                             describe=str, activate=_no_context, transposed_weights=True),
+                             describe=_strict_describe, activate=_no_context,
+                             transposed_weights=True),
     # PyTorch places each operation on its operands' device; no context is needed.
     "torch": Seam("torch", "torch", "torch", _load_torch,
                   to_host=lambda a: a.detach().cpu().numpy().copy(), synchronize=_torch_sync,
