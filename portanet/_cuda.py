@@ -166,8 +166,10 @@ class PoolPeak:
     Hooks are per thread: allocations in other threads are not counted.
 
         with PoolPeak(device_id=0) as peak:
+            ...                 # setup, e.g. input checks
+            peak.mark()         # count from here
             fit(...)
-        peak.peak_bytes
+        peak.peak_above_mark    # bytes
     """
 
     def __init__(self, device_id: int | None = None) -> None:
@@ -177,6 +179,7 @@ class PoolPeak:
         self.live: dict[int, int] = {}
         self.current = 0
         self.peak_bytes = 0
+        self.marked = 0
         owner = self
 
         class _Hook(cupy.cuda.MemoryHook):
@@ -199,6 +202,15 @@ class PoolPeak:
 
     def _remove(self, key: int) -> None:
         self.current -= self.live.pop(key, 0)
+
+    def mark(self) -> None:
+        """Start the peak again from the bytes in use now (e.g. at the start of an epoch)."""
+        self.marked = self.peak_bytes = self.current
+
+    @property
+    def peak_above_mark(self) -> int:
+        """The peak bytes in use since :meth:`mark` (or entry), above those in use then."""
+        return self.peak_bytes - self.marked
 
     def __enter__(self) -> PoolPeak:
         self._hook.__enter__()

@@ -111,3 +111,14 @@ def test_an_unavailable_backend_asked_for_by_name_fails(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(seams, "cuda_status", lambda refresh=False: (False, "no GPU"))
     assert cli.main(["check", "--backend", "cupy"]) == 1
+
+
+def test_a_wrong_activation_fails_the_step_against_numpy() -> None:
+    def leaky(x: Any, y: Any) -> Any:  # ReLU's forward lets 1% of negative inputs through
+        return np.where(x > 0, x, 0.01 * x)
+
+    broken = dataclasses.replace(pn.get_backend("numpy", seed=0),
+                                 xp=broken_namespace(maximum=leaky))
+    row = pn.check([broken], stream=None).rows[0]
+    assert row.status == "FAIL" and row.reason.startswith("one step against NumPy: after one "
+                                                          "step"), row.reason

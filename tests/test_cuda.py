@@ -330,7 +330,12 @@ def test_pool_peak_is_the_high_water_mark_of_live_blocks(fake_cupy: FakeCupy) ->
         hook.free_postprocess(device_id=0, mem_size=100, mem_ptr=1, pmem_id=11)
         hook.malloc_postprocess(device_id=0, size=50, mem_size=64, mem_ptr=4, pmem_id=14)
         hook.malloc_postprocess(device_id=0, size=1, mem_size=0, mem_ptr=0, pmem_id=0)  # failed
-    assert peak.peak_bytes == 300 and peak.current == 264
+        assert peak.peak_bytes == 300 and peak.current == 264
+        peak.mark()
+        hook.malloc_postprocess(device_id=0, size=30, mem_size=36, mem_ptr=5, pmem_id=15)
+        hook.free_postprocess(device_id=0, mem_size=36, mem_ptr=5, pmem_id=15)
+        hook.free_postprocess(device_id=0, mem_size=200, mem_ptr=2, pmem_id=12)
+    assert peak.peak_above_mark == 36 and peak.current == 64
 
 
 # --- the seam table ----------------------------------------------------------------------------
