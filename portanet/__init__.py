@@ -6,6 +6,7 @@ run time with :func:`get_backend` or the ``PORTANET_BACKEND`` environment variab
 
 from portanet import datasets, init, losses, metrics, optim, recipes
 from portanet.backend import Backend, BackendUnavailableError, get_backend
+from portanet.check import check
 from portanet.io import load, save
 from portanet.layers import Dense, Dropout, Flatten, Layer, ReLU, Sigmoid, Softmax, Tanh
 from portanet.model import Sequential
@@ -27,6 +28,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "check",
     "evaluate",
     "fit",
     "get_backend",

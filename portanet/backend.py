@@ -4,33 +4,104 @@ A :class:`Backend` is the one place where portanet touches a concrete array libr
 else is written against its ``xp`` namespace (the Python array API standard, through
 array-api-compat), so the same code runs on NumPy, CuPy, array-api-strict and PyTorch.
 
-Conversions happen only here, at the boundary: host NumPy arrays go in with
-:meth:`Backend.asarray` and come out with :meth:`Backend.to_numpy`.
+What differs between the libraries is one table, :data:`portanet.seams.SEAMS`: per backend,
+how to load it, move an array to the host, wait for the device, describe the device, enter the
+device (CuPy runs every kernel on the *current* CUDA device), and the weight layout its kernels
+like. ``Backend``, ``portanet info``, ``portanet check`` and the benchmarks read it instead of
+branching on the name.
+
+Conversions happen only at the boundary: host NumPy arrays go in with :meth:`Backend.asarray`
+and come out with :meth:`Backend.to_numpy`; a device array never turns into a NumPy array
+implicitly (:func:`host_array` says how to convert it instead).
+
+What is reproducible where (same seed):
+- initial weights, shuffling order and the host data: identical on every backend (drawn on the
+  host by NumPy, then copied);
+- dropout masks: identical on NumPy, array-api-strict and PyTorch (drawn on the host); on CuPy
+  they come from CuPy's own generator on the GPU (seeded from the host generator), so they are
+  repeatable run to run on the same GPU and CuPy version, but differ from the CPU backends';
+- results: bitwise repeatable within one backend, device and library version; across backends
+  they agree to float32 rounding (``portanet check`` compares one step with NumPy's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import importlib.util
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from portanet._cuda import CUPY_INSTALL_HINT, cuda_status
+from portanet._cuda import device_label as cuda_device_label
+from portanet.seams import _OTHER, SEAMS, BackendUnavailableError, Seam
+
+__all__ = ["BACKEND_NAMES", "CUPY_INSTALL_HINT", "Backend", "BackendUnavailableError", "SEAMS",
+           "Seam", "cuda_device_label", "cuda_status", "get_backend", "host_array",
+           "namespace_of", "on_model_device", "to_host"]
 
 BACKEND_NAMES = ("auto", "numpy", "cupy", "array_api_strict", "torch")
 DTYPE_NAMES = ("float32", "float64")
 ENV_VAR = "PORTANET_BACKEND"
-
-CUPY_INSTALL_HINT = (
-    'install CuPy for your CUDA version: pip install "portanet[cuda12]" (CUDA 12, e.g. Colab) '
-    'or pip install "portanet[cuda13]" (CUDA 13)'
+PER_SAMPLE_NOTE = (
+    "per-sample SGD (batch 1) launches about 20 small kernels per sample, so on a GPU it is "
+    "bound by launch overhead (tens of microseconds per kernel from Python) and the CPU is "
+    "expected to be faster; tools/gpu_check.sh measures both"
 )
 
 
-class BackendUnavailableError(RuntimeError):
-    """The requested backend cannot run here (library missing, or no usable device)."""
+# --- host arrays ------------------------------------------------------------------------------
+
+
+def _kind(array: Any) -> str:
+    return type(array).__module__.split(".")[0] + "." + type(array).__name__
+
+
+def host_array(value: Any, what: str = "the array") -> np.ndarray:
+    """``value`` as a host NumPy array (NumPy arrays, lists, scalars, CPU tensors), never by an
+    implicit copy from a GPU: a CuPy array or a CUDA tensor raises a ValueError naming ``what``
+    and the explicit conversion (:func:`to_host`)."""
+    if isinstance(value, np.ndarray):
+        return value
+    import array_api_compat
+
+    on_gpu = array_api_compat.is_cupy_array(value) or (
+        array_api_compat.is_torch_array(value) and value.device.type != "cpu")
+    problem = None
+    if not on_gpu:
+        try:
+            return np.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = f" on {value.device}" if hasattr(value, "device") else ""
+    raise ValueError(
+        f"{what} is a {_kind(value)}{where}, and portanet copies device arrays to the host only "
+        f"when asked" + (f" ({problem})" if problem else "") + ": convert it explicitly with "
+        "portanet.backend.to_host(array) (or backend.to_numpy(array)), or pass the host array "
+        "it came from"
+    )
+
+
+def to_host(array: Any) -> np.ndarray:
+    """A new host NumPy array from an array of any backend (the explicit device-to-host copy)."""
+    if isinstance(array, np.ndarray):
+        return np.array(array, copy=True)
+    return get_backend(array).to_numpy(array)
+
+
+def namespace_of(array: Any) -> ModuleType:
+    """The array-API namespace of ``array`` (array-api-compat's wrapper for NumPy and CuPy)."""
+    import array_api_compat
+
+    return array_api_compat.array_namespace(array)
+
+
+# --- the backend ------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -40,10 +111,11 @@ class Backend:
     Attributes:
         name: ``"numpy"``, ``"cupy"``, ``"array_api_strict"`` or ``"torch"``.
         xp: the array-API namespace (from array-api-compat, or array-api-strict itself).
-        device: the device arrays are created on (``xp.asarray(..., device=device)``).
+        device: the device arrays are created on (``xp.asarray(..., device=device)``); for CuPy
+            a ``cupy.cuda.Device`` (default: the current device when the backend was made).
         dtype: the float dtype of parameters and activations, an ``xp`` dtype object.
-        rng: the host random generator; random numbers are drawn here and copied to the device,
-            so the same seed gives the same numbers on every backend.
+        rng: the host random generator. Initial weights and shuffles are drawn here, so the same
+            seed gives the same numbers on every backend; see the module docstring for dropout.
         note: a human-readable line on how this backend was chosen (``"auto"`` explains itself).
     """
 
@@ -53,6 +125,12 @@ class Backend:
     dtype: Any
     rng: np.random.Generator = field(repr=False)
     note: str = ""
+    _device_rng: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def seam(self) -> Seam:
+        """This backend's row of :data:`SEAMS`."""
+        return SEAMS.get(self.name, _OTHER)
 
     @property
     def dtype_name(self) -> str:
@@ -62,9 +140,42 @@ class Backend:
     @property
     def device_name(self) -> str:
         """A short description of the device, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``."""
-        if self.name == "cupy":
-            return cuda_device_label(self.device.id)
-        return str(self.device)
+        return self.seam.describe(self.device)
+
+    @property
+    def weights_transposed(self) -> bool:
+        """Whether Dense keeps W (shape (in, out)) in (out, in) memory order, a transposed view.
+
+        True on the CPU backends: NumPy's per-sample outer product and ``dout.T @ X`` run fastest
+        that way and the gradient comes out in the same order (measured: per-sample 1.85x ->
+        1.4x the reference loop). False on CuPy: its elementwise kernels walk a Fortran-ordered
+        2-D array in C order (uncoalesced loads) and its temporaries are C-ordered, so the
+        update ``p -= lr * g`` and weight decay would mix layouts on every step.
+        """
+        return self.seam.transposed_weights
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which the library computes on this backend's device.
+
+        CuPy runs every kernel and creates every array on the *current* CUDA device, whatever
+        device its inputs live on, so ``fit``/``evaluate``/``predict`` run inside it; anything
+        else you compute by hand on a device other than the current one belongs inside it too::
+
+            with backend.activate():
+                logits = model.forward(X)
+
+        A no-op on the other backends. Contexts nest.
+        """
+        return self.seam.activate(self.device)
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished all queued work (a no-op on the CPU)."""
+        self.seam.synchronize(self.device)
+
+    def fork(self, seed: int) -> Backend:
+        """This backend with its own host generator seeded ``seed`` and its own device
+        generator (made on first use): what a model keeps, so models don't share random state."""
+        return dataclasses.replace(self, rng=np.random.default_rng(seed), _device_rng=None)
 
     def with_dtype(self, dtype: str) -> Backend:
         """This backend (same namespace, device and generator) computing in ``dtype``."""
@@ -79,29 +190,25 @@ class Backend:
         """Copy a host array (NumPy or nested lists) onto this backend's device.
 
         ``dtype`` defaults to the backend's float dtype for floating input and keeps integer and
-        boolean input as it is.
+        boolean input as it is. An array already of this backend is converted on its device;
+        a device array of another library raises a ValueError (see :func:`host_array`).
         """
-        host = np.asarray(host)
+        if self.name != "numpy" and self.owns(host):
+            if dtype is None:
+                dtype = self.dtype if self.xp.isdtype(host.dtype, "real floating") else host.dtype
+            with self.activate():
+                return self.xp.asarray(host, dtype=dtype, device=self.device)
+        host = host_array(host, "the array given to backend.asarray")
         if dtype is None:
             dtype = self.dtype if host.dtype.kind in "fc" else self.from_numpy_dtype(host.dtype)
         host = np.ascontiguousarray(host, dtype=self.to_numpy_dtype(dtype))
-        return self.xp.asarray(host, device=self.device)
+        with self.activate():
+            return self.xp.asarray(host, device=self.device)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         """Copy an array of this backend to a new host NumPy array (never a view)."""
         self.check_array(array, "array")
-        if self.name == "numpy":
-            return np.array(array, copy=True)
-        if self.name == "cupy":
-            return array.get()
-        if self.name == "torch":
-            return array.detach().cpu().numpy().copy()
-        if self.name == "array_api_strict":
-            import array_api_strict
-
-            on_cpu = array.to_device(array_api_strict.Device("CPU_DEVICE"))
-            return np.array(on_cpu, copy=True)
-        return np.asarray(np.from_dlpack(array)).copy()
+        return self.seam.to_host(array)
 
     def to_numpy_dtype(self, dtype: Any) -> np.dtype:
         """The NumPy dtype with the same name as an ``xp`` dtype (or a name / NumPy dtype)."""
@@ -128,9 +235,8 @@ class Backend:
         """Raise a ValueError naming ``what`` when ``array`` belongs to another backend."""
         if self.owns(array):
             return
-        kind = type(array).__module__.split(".")[0] + "." + type(array).__name__
         raise ValueError(
-            f"{what} is a {kind}, but this model lives on the {self.name!r} backend; "
+            f"{what} is a {_kind(array)}, but this model lives on the {self.name!r} backend; "
             f"portanet never copies between backends silently. Convert it once with "
             f"backend.asarray(host_numpy_array), or move the model with portanet.load(path, "
             f"backend=...)."
@@ -139,94 +245,47 @@ class Backend:
     def uniform(self, shape: tuple[int, ...]) -> Any:
         """Uniform [0, 1) random numbers of the backend dtype on the device.
 
-        On CuPy they are drawn by CuPy's own generator (seeded from the host generator), which
-        avoids a host-to-device copy for every dropout mask; everywhere else they come from the
-        host generator.
+        On CuPy they are drawn by CuPy's own generator on the device (seeded once from the host
+        generator, created on this backend's device), which avoids a host-to-device copy for
+        every dropout mask; everywhere else they come from the host generator.
         """
         if self.name == "cupy":
-            if self._device_rng is None:
-                import cupy
+            with self.activate():
+                if self._device_rng is None:
+                    import cupy
 
-                self._device_rng = cupy.random.default_rng(int(self.rng.integers(2**63)))
-            with self.device:
+                    self._device_rng = cupy.random.default_rng(int(self.rng.integers(2**63)))
                 return self._device_rng.random(shape, dtype=self.to_numpy_dtype(self.dtype))
         host = self.rng.random(shape, dtype=np.float32)
         return self.asarray(host)
 
-    _device_rng: Any = field(default=None, repr=False, compare=False)
+    def workload_advice(self, batch_size: int | None) -> str | None:
+        """A sentence when this backend is a poor fit for training at ``batch_size`` (per-sample
+        SGD on a GPU), else None. ``portanet train`` prints it."""
+        if batch_size == 1 and self.name == "cupy":
+            return f"note: {PER_SAMPLE_NOTE}; try --backend numpy"
+        return None
 
 
-def namespace_of(array: Any) -> ModuleType:
-    """The array-API namespace of ``array`` (array-api-compat's wrapper for NumPy and CuPy)."""
-    import array_api_compat
-
-    return array_api_compat.array_namespace(array)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def cuda_status() -> tuple[bool, str]:
-    """Whether CuPy can use a CUDA device here, and a sentence saying why (not)."""
-    if importlib.util.find_spec("cupy") is None:
-        return False, f"CuPy is not installed; {CUPY_INSTALL_HINT}"
-    try:
-        import cupy
+def on_model_device(fn: F) -> F:
+    """Decorator for ``fn(model, ...)``: run it inside ``model.backend.activate()``.
 
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver, no device, or a CUDA mismatch: all say "unusable"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return False, (
-            f"CuPy is installed but cannot use a CUDA device ({first_line}); check the NVIDIA "
-            f"driver and that the cupy-cuda package matches its CUDA version"
-        )
-    if count < 1:
-        return False, "CuPy is installed but no CUDA device is visible (CUDA_VISIBLE_DEVICES?)"
-    try:
-        cupy.zeros(1, dtype=cupy.float32) + 1  # the first real CUDA call
-    except Exception as exc:
-        return False, f"CuPy sees {count} CUDA device(s) but cannot run on them ({exc})"
-    return True, f"CuPy can use {count} CUDA device(s)"
+    ``fit``, ``evaluate``, ``predict`` and ``predict_proba`` use it, so every kernel of a call,
+    the optimizer step included, runs on the model's device.
+    """
+
+    @functools.wraps(fn)
+    def inside(model: Any, *args: Any, **kwargs: Any) -> Any:
+        with model.backend.activate():
+            return fn(model, *args, **kwargs)
+
+    return inside  # type: ignore[return-value]
 
 
-def cuda_device_label(ordinal: int) -> str:
-    """``"cuda:N (GPU name, memory)"`` for a CUDA device CuPy can use."""
-    import cupy
-
-    props = cupy.cuda.runtime.getDeviceProperties(ordinal)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return f"cuda:{ordinal} ({name}, {props['totalGlobalMem'] / 2**30:.0f} GiB)"
-
-
-def _namespace_for(name: str, device: Any) -> tuple[ModuleType, Any]:
-    if name == "numpy":
-        from portanet import _numpy_namespace as xp
-
-        return xp, "cpu"
-    if name == "cupy":
-        usable, why = cuda_status()
-        if not usable:
-            raise BackendUnavailableError(f"the 'cupy' backend is unavailable: {why}.")
-        import array_api_compat.cupy as xp
-        import cupy
-
-        return xp, cupy.cuda.Device(0 if device is None else int(device))
-    if name == "array_api_strict":
-        if importlib.util.find_spec("array_api_strict") is None:
-            raise BackendUnavailableError(
-                "the 'array_api_strict' backend needs array-api-strict: "
-                "pip install array-api-strict (or pip install 'portanet[test]')"
-            )
-        import array_api_strict as xp
-
-        return xp, xp.Device(device or "CPU_DEVICE")
-    if name == "torch":
-        if importlib.util.find_spec("torch") is None:
-            raise BackendUnavailableError(
-                "the 'torch' backend needs PyTorch: pip install torch"
-            )
-        import array_api_compat.torch as xp
-        import torch
-
-        return xp, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    raise AssertionError(f"unhandled backend {name!r}")
+# --- choosing a backend -------------------------------------------------------------------------
 
 
 def get_backend(
@@ -235,6 +294,7 @@ def get_backend(
     *,
     seed: int | None = None,
     device: Any = None,
+    per_sample: bool = False,
 ) -> Backend:
     """Select a backend by name, or the backend of an array already in hand.
 
@@ -245,11 +305,14 @@ def get_backend(
             environment variable, else ``"auto"``.
         dtype: ``"float32"`` (default) or ``"float64"``, the dtype of parameters and activations.
         seed: seed of the host random generator (``None``: fresh entropy).
-        device: a device for the namespace, e.g. a CUDA ordinal for CuPy or
-            ``"no_float64"`` for array-api-strict's device without float64.
+        device: a device for the namespace: for CuPy a CUDA ordinal (``1``, ``"cuda:1"``;
+            default: the current device), for array-api-strict e.g. ``"no_float64"`` (its
+            device without float64).
+        per_sample: the work is per-sample SGD (batch 1); ``"auto"`` then picks NumPy, which is
+            expected to beat a GPU there (see :data:`PER_SAMPLE_NOTE`).
 
     Raises:
-        ValueError: unknown backend or dtype name.
+        ValueError: unknown backend or dtype name, or a CUDA ordinal that does not exist.
         BackendUnavailableError: the backend's library is missing or it has no usable device.
     """
     if isinstance(name, Backend):
@@ -274,7 +337,9 @@ def get_backend(
         usable, why = cuda_status()
         name = "cupy" if usable else "numpy"
         note = f"auto chose {name}: {why}"
-    xp, dev = _namespace_for(name, device)
+        if usable and per_sample:
+            name, note = "numpy", f"auto chose numpy although {why}: {PER_SAMPLE_NOTE}"
+    xp, dev = SEAMS[name].load(device)
     _check_dtype_supported(name, xp, dev, dtype)
     return Backend(name=name, xp=xp, device=dev, dtype=getattr(xp, dtype), rng=rng,
                    note=note or name)

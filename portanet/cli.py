@@ -1,10 +1,11 @@
-"""The ``portanet`` command: train, evaluate, predict, info, data.
+"""The ``portanet`` command: train, evaluate, predict, info, check, data.
 
     portanet train                       # MNIST, the 'best' preset, best available backend
     portanet train --model mlp1024 --backend numpy --epochs 8 --save mlp.npz
     portanet evaluate mlp.npz
     portanet predict mlp.npz my_digit.png --json
     portanet info
+    portanet check
     portanet data mnist --verify
 """
 
@@ -26,13 +27,9 @@ import numpy as np
 import portanet
 from portanet import datasets, metrics
 from portanet._files import atomic_write
-from portanet.backend import (
-    BACKEND_NAMES,
-    BackendUnavailableError,
-    cuda_device_label,
-    cuda_status,
-)
+from portanet.backend import BACKEND_NAMES, BackendUnavailableError, cuda_status
 from portanet.recipes import DEFAULT_PRESET, OPTIMIZERS, PRESETS, Recipe, get_recipe
+from portanet.seams import SEAMS
 from portanet.train import Callback, History
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -351,8 +348,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import importlib.metadata
-    import importlib.util
     import os
 
     import array_api_compat
@@ -362,25 +357,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"default backend: {os.environ.get('PORTANET_BACKEND') or 'auto'}"
           + (" (from PORTANET_BACKEND)" if os.environ.get("PORTANET_BACKEND") else ""))
     print("backends:")
-    print("  numpy             available (CPU)")
-    usable, why = cuda_status()
-    if usable:
-        import cupy
-
-        gpus = [cuda_device_label(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
-        print(f"  cupy              available, CuPy {cupy.__version__}: " + "; ".join(gpus))
-    else:
-        print(f"  cupy              unavailable: {why}")
-    for module, package in (("array_api_strict", "array-api-strict"), ("torch", "torch")):
-        if importlib.util.find_spec(module) is None:
-            print(f"  {module:<17} unavailable: not installed (pip install {package})")
+    for name, seam in SEAMS.items():
+        usable, why = seam.available()
+        if usable:
+            try:
+                where = portanet.get_backend(name).device_name
+            except (BackendUnavailableError, ValueError) as exc:
+                usable, why = False, str(exc)
+        if usable:
+            print(f"  {name:<17} available, {seam.version()} on {where}"
+                  + (f" ({why})" if name == "cupy" else ""))
         else:
-            print(f"  {module:<17} available, {importlib.metadata.version(package)}")
-    print(f"auto picks: {'cupy' if usable else 'numpy'}")
+            print(f"  {name:<17} unavailable: {why}")
+    print(f"auto picks: {'cupy' if cuda_status()[0] else 'numpy'}")
+    print("prove this setup with: portanet check")
     blas = os.environ.get("OPENBLAS_CORETYPE")
     if blas:
         print(f"OPENBLAS_CORETYPE={blas} (forces OpenBLAS kernels; unset it for the CPU's own)")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from portanet.check import check
+
+    return 0 if check(args.backend).ok else 1
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -448,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="version, backends and GPUs")
     info.set_defaults(func=cmd_info)
+
+    check = sub.add_parser("check", help="prove this setup: gradients, a step against NumPy, "
+                                         "save/load and a timed run on every backend here")
+    check.add_argument("--backend", action="append", choices=list(SEAMS),
+                       help="check only this backend (repeatable; default: all that can run)")
+    check.set_defaults(func=cmd_check)
 
     data = sub.add_parser("data", help="fetch, verify and locate MNIST / Fashion-MNIST")
     datasets.add_data_arguments(data)

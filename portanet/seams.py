@@ -1,0 +1,170 @@
+"""The backend seam as one table, :data:`SEAMS`: per array library, how to load it, move an
+array to the host, wait for the device, describe the device, enter the device, and which weight
+layout its kernels like. :mod:`portanet.backend`, ``portanet info``, ``portanet check`` and the
+benchmarks read this table instead of branching on the backend's name.
+
+To add a backend, add a row here and its name to ``portanet.backend.BACKEND_NAMES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from portanet import _cuda
+from portanet._cuda import cuda_status
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (library missing, or no usable device)."""
+
+
+@dataclass(frozen=True)
+class Seam:
+    """How portanet talks to one array library: one row of :data:`SEAMS`.
+
+    Attributes:
+        name: the backend name.
+        module: the module that must be importable.
+        requirement: what to ``pip install`` when it is not.
+        load: ``device -> (xp, device)``; raises BackendUnavailableError or ValueError.
+        to_host: ``array -> new NumPy array`` (an explicit copy from the device).
+        synchronize: ``device -> None``: wait until the device has finished its queued work.
+        describe: ``device -> str``, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100, 80 GiB)"``.
+        activate: ``device -> context manager`` in which the library computes on that device.
+        transposed_weights: keep Dense weights in (out, in) memory order (see
+            :attr:`Backend.weights_transposed`).
+    """
+
+    name: str
+    module: str
+    requirement: str
+    load: Callable[[Any], tuple[ModuleType, Any]]
+    to_host: Callable[[Any], np.ndarray]
+    synchronize: Callable[[Any], None]
+    describe: Callable[[Any], str]
+    activate: Callable[[Any], contextlib.AbstractContextManager[Any]]
+    transposed_weights: bool
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this backend can run here, and one line saying why (not)."""
+        if self.name == "cupy":
+            return cuda_status()
+        if self.name != "numpy" and importlib.util.find_spec(self.module) is None:
+            return False, f"not installed (pip install {self.requirement})"
+        return True, "installed"
+
+    def version(self) -> str | None:
+        """The installed library's version, or None."""
+        import importlib.metadata
+
+        for dist in (self.requirement, "cupy-cuda13x", "cupy-cuda12x", "cupy"):
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                if self.name != "cupy":
+                    break
+        return None
+
+
+def _nothing(device: Any) -> None:
+    return None
+
+
+def _no_context(device: Any) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def _load_numpy(device: Any) -> tuple[ModuleType, Any]:
+    if device not in (None, "cpu"):
+        raise ValueError(f"the numpy backend runs on the CPU only, got device {device!r}")
+    from portanet import _numpy_namespace as xp
+
+    return xp, "cpu"
+
+
+def _load_cupy(device: Any) -> tuple[ModuleType, Any]:
+    usable, why = cuda_status()
+    if not usable:
+        raise BackendUnavailableError(f"the 'cupy' backend is unavailable: {why}.")
+    import array_api_compat.cupy as xp
+
+    return xp, _cuda.device(device)
+
+
+def _load_strict(device: Any) -> tuple[ModuleType, Any]:
+    if importlib.util.find_spec("array_api_strict") is None:
+        raise BackendUnavailableError(
+            "the 'array_api_strict' backend needs array-api-strict: "
+            "pip install array-api-strict (or pip install 'portanet[test]')"
+        )
+    import array_api_strict as xp
+
+    return xp, xp.Device(device or "CPU_DEVICE")
+
+
+def _load_torch(device: Any) -> tuple[ModuleType, Any]:
+    if importlib.util.find_spec("torch") is None:
+        raise BackendUnavailableError("the 'torch' backend needs PyTorch: pip install torch")
+    import array_api_compat.torch as xp
+    import torch
+
+    return xp, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _strict_to_host(array: Any) -> np.ndarray:
+    import array_api_strict
+
+    return np.array(array.to_device(array_api_strict.Device("CPU_DEVICE")), copy=True)
+
+
+def _strict_describe(device: Any) -> str:
+    text = str(device)  # "array_api_strict.Device('CPU_DEVICE')"
+    return text.split("'")[1] if text.count("'") == 2 else text
+
+
+def _torch_sync(device: Any) -> None:
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _torch_describe(device: Any) -> str:
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
+SEAMS: dict[str, Seam] = {
+    "numpy": Seam("numpy", "numpy", "numpy", _load_numpy,
+                  to_host=lambda a: np.array(a, copy=True), synchronize=_nothing,
+                  describe=lambda d: "cpu", activate=_no_context, transposed_weights=True),
+    # CuPy: kernels run on the current device, so the backend enters its device around work.
+    "cupy": Seam("cupy", "cupy", "portanet[cuda12-ctk]", _load_cupy,
+                 to_host=lambda a: a.get(), synchronize=lambda d: d.synchronize(),
+                 describe=lambda d: _cuda.device_label(d.id), activate=lambda d: d,
+                 transposed_weights=False),
+    "array_api_strict": Seam("array_api_strict", "array_api_strict", "array-api-strict",
+                             _load_strict, to_host=_strict_to_host, synchronize=_nothing,
+                             describe=_strict_describe, activate=_no_context,
+                             transposed_weights=True),
+    # PyTorch places each operation on its operands' device; no context is needed.
+    "torch": Seam("torch", "torch", "torch", _load_torch,
+                  to_host=lambda a: a.detach().cpu().numpy().copy(), synchronize=_torch_sync,
+                  describe=_torch_describe, activate=_no_context, transposed_weights=True),
+}
+"""The backend seam, one row per backend (``auto`` resolves to one of these)."""
+
+_OTHER = Seam("other", "", "", _load_numpy,
+              to_host=lambda a: np.asarray(np.from_dlpack(a)).copy(), synchronize=_nothing,
+              describe=str, activate=_no_context, transposed_weights=True)
