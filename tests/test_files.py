@@ -144,6 +144,12 @@ def test_only_our_own_stale_partial_files_are_removed(tmp_path: Path) -> None:
     victim = tmp_path / "precious.txt"
     victim.write_bytes(b"keep me")
     (tmp_path / ".m.npz.linklink.part").symlink_to(victim)  # a link: never followed or removed
+    theirs = tmp_path / ".m.npz.others12.part"  # another user's save: not ours to remove
+    theirs.write_bytes(b"someone else's")
+    if os.geteuid() == 0:
+        os.chown(theirs, 65534, 65534)
+    else:
+        theirs.unlink()  # an unprivileged test cannot give a file away
     busy = tmp_path / ".m.npz.busy1234.part"  # a save running right now holds its lock
     busy.write_bytes(b"in progress")
     held = os.open(busy, os.O_RDONLY)
@@ -159,6 +165,7 @@ def test_only_our_own_stale_partial_files_are_removed(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == data, name
     assert (tmp_path / ".m.npz.linklink.part").is_symlink() and victim.read_bytes() == b"keep me"
     assert busy.read_bytes() == b"in progress"
+    assert theirs.exists() or os.geteuid() != 0
 
 
 def test_partial_file_of_a_killed_save_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
