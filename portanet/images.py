@@ -2,7 +2,13 @@
 
 The steps follow how MNIST itself was made (LeCun et al.):
 
-1. greyscale, ink made bright on a black background (a dark-on-light scan is inverted);
+1. greyscale (transparency shown over black for light ink, over white for dark ink), ink
+   made bright on a black background (a dark-on-light scan is inverted). The background is
+   the majority, split from the ink by Otsu's threshold, not the border: a dark frame
+   around a scan (the scanner's lid, a table round the paper) is recognised as a frame by
+   the share of the border it covers and removed; isolated specks are dropped. Images with
+   no ink, too little ink (a speck), or no stroke-like content (noise, a solid blob) are
+   refused with the reason;
 2. background subtracted and the faintest values (paper grain, JPEG ringing) dropped;
 3. cropped to the ink's bounding box; strokes that would end up thinner than 2 px at the
    final scale (a fine pen on a large photo) are widened to 2 px, about the thinnest
@@ -41,6 +47,25 @@ NOISE_FLOOR = 0.15
 MIN_STROKE = 2.0
 #: Crops larger than this are first area-averaged down to it (before widening strokes).
 PRE_SHRINK = 10 * BOX
+#: Images smaller than this on either side cannot hold a recognisable digit.
+MIN_SIDE = 8
+#: The ink is judged on a copy at most this many pixels across (block maxima keep thin strokes).
+ANALYSIS = 160
+#: A border-touching region of ink colour covering at least this share of the image border is
+#: a frame (a scanner's margin, the table round the paper), not part of the digit.
+FRAME_BORDER_SHARE = 0.4
+#: Ink blobs smaller than this share of the largest one are specks (dust), not the digit.
+SPECK_SHARE = 0.05
+#: The ink must span at least this share of the image's longer side.
+MIN_EXTENT = 0.08
+#: The four largest blobs must hold at least this share of the ink (else it is noise).
+MIN_COHERENCE = 0.5
+#: Ink whose widest part is thicker than this share of its size is a solid area, not strokes.
+MAX_THICKNESS = 0.45
+#: Ink that, holes filled, fills this share of its box, with holes under PAGE_HOLES of that
+#: area, is a page with a digit on it (a light page on a darker table), not a digit.
+PAGE_FILL = 0.9
+PAGE_HOLES = 0.35
 
 _PILLOW_HINT = 'reading images needs Pillow: pip install "portanet[images]" (or pip install pillow)'
 
@@ -85,33 +110,202 @@ def _to_grey(image: Any) -> np.ndarray:
 
     if x.ndim == 3:
         rgb = x[:, :, :3]
+        luma = rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's "L"
         if x.shape[2] == 4:
-            alpha = x[:, :, 3:4]
-            rgb = rgb * alpha + (1.0 - alpha)  # composite over white paper
-        x = rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's "L"
+            # Transparency is shown over a backdrop that contrasts with the ink: the colour of
+            # what is drawn (the opaque pixels) decides, so white ink on a transparent drawing
+            # canvas goes over black and dark ink over white paper.
+            alpha = x[:, :, 3]
+            weight = alpha * alpha
+            ink_luma = float((luma * weight).sum() / weight.sum()) if weight.sum() > 0 else 0.0
+            backdrop = 0.0 if ink_luma > 0.5 else 1.0
+            luma = luma * alpha + backdrop * (1.0 - alpha)
+        x = luma
     return x
+
+
+def _otsu(x: np.ndarray) -> float:
+    """Otsu's threshold on [0, 1]: the grey level that best splits the image into two classes."""
+    counts, edges = np.histogram(x, bins=256, range=(0.0, 1.0))
+    p = counts / counts.sum()
+    levels = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    mu0 = np.cumsum(p * levels)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu0[-1] * w0 - mu0) ** 2 / (w0 * (1.0 - w0))
+    between[~np.isfinite(between)] = -1.0
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _ink_map(x: np.ndarray, dark_on_light: bool, threshold: float) -> np.ndarray:
+    """Ink in [0, 1] for one polarity: 0 at the background's median level, 1 at the extreme."""
+    if dark_on_light:
+        background = float(np.median(x[x >= threshold]))
+        ink = (background - x) / max(background - float(x.min()), 1e-12)
+    else:
+        background = float(np.median(x[x < threshold]))
+        ink = (x - background) / max(float(x.max()) - background, 1e-12)
+    ink = np.clip(ink, 0.0, 1.0)
+    # A soft floor rather than a hard threshold: paper grain goes to 0 while the
+    # anti-aliased edges of the strokes stay continuous.
+    return np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of a boolean image: labels (0 outside, 1..n) and their sizes
+    (index 0 unused). Min-label propagation with pointer jumping."""
+    h, w = mask.shape
+    none = h * w
+    labels = np.where(mask, np.arange(none).reshape(h, w), none)
+    while True:
+        padded = np.pad(labels, 1, constant_values=none)
+        low = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(low, padded[dy : dy + h, dx : dx + w], out=low)
+        low = np.where(mask, low, none).ravel()
+        inside = low < none
+        low[inside] = low[low[inside]]  # jump to the label of the label
+        low = low.reshape(h, w)
+        if np.array_equal(low, labels):
+            break
+        labels = low
+    _, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(h, w)
+    if not mask.all():  # the "none" value sorts last; make it 0 and the components 1..n
+        inverse = np.where(mask, inverse + 1, 0)
+    else:
+        inverse = inverse + 1
+    return inverse, np.bincount(inverse.ravel())
 
 
 def _border(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[0, :], x[-1, :], x[1:-1, 0], x[1:-1, -1]])
 
 
-def _polarity(x: np.ndarray) -> tuple[bool, float, float]:
-    """Return (dark_on_light, background, ink contrast) for a greyscale image in [0, 1].
+def _erode(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    return np.logical_and.reduce([padded[dy : dy + h, dx : dx + w]
+                                  for dy in range(3) for dx in range(3)])
 
-    The background is the median of the border pixels; the ink is whichever extreme
-    (darkest or brightest pixel) lies further from it.
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    return ~_erode(~mask)
+
+
+def _scattered(ink: np.ndarray) -> int:
+    """The number of specks if a full-resolution window in the middle of the image shows the
+    ink scattered like noise (the four largest blobs hold under MIN_COHERENCE of it), else 0."""
+    h, w = ink.shape
+    top, left = max(0, (h - ANALYSIS) // 2), max(0, (w - ANALYSIS) // 2)
+    _, sizes = _components(ink[top : top + ANALYSIS, left : left + ANALYSIS] > 0.5)
+    blobs = np.sort(sizes[1:])[::-1]
+    if blobs.sum() < 20 or blobs[:4].sum() >= MIN_COHERENCE * blobs.sum():
+        return 0
+    return blobs.size
+
+
+def _judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Remove frames and specks from an ink map; return it and why it is no digit (or None).
+
+    Decided on a copy at most ANALYSIS px across, made of block maxima so thin strokes stay.
     """
-    background = float(np.median(_border(x)))
-    darker = background - float(x.min())
-    brighter = float(x.max()) - background
-    return darker > brighter, background, max(darker, brighter)
+    specks = _scattered(ink)
+    if specks:
+        return ink, (f"no stroke-like content: the ink is scattered over {specks} specks "
+                     f"(noise or texture?), not pen strokes")
+    h, w = ink.shape
+    f = max(1, -(-max(h, w) // ANALYSIS))
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    small = np.pad(ink, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).max(axis=(1, 3))
+    labels, sizes = _components(small > 0.5)
+    if sizes.size <= 1:
+        return ink, "the ink is too faint to make out strokes"
+    share = np.bincount(_border(labels), minlength=sizes.size) / _border(labels).size
+    share[0] = 0.0
+    drop = np.flatnonzero(share >= FRAME_BORDER_SHARE)
+    if drop.size == sizes.size - 1:
+        return ink, ("the marks cover most of the image's border, like a background or a "
+                     "frame, with nothing inside; crop the picture to the digit")
+    kept = sizes.copy()
+    kept[0] = 0
+    kept[drop] = 0
+    drop = np.union1d(drop, np.flatnonzero((kept > 0) & (kept < SPECK_SHARE * kept.max())))
+    if drop.size:
+        gone = _dilate(np.isin(labels, drop))  # one analysis pixel more, for the soft edges
+        ink = np.where(np.repeat(np.repeat(gone, f, axis=0), f, axis=1)[:h, :w], 0.0, ink)
+        labels = np.where(np.isin(labels, drop), 0, labels)
+    mask = labels > 0
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    span = max(tall, wide)
+    if span < MIN_EXTENT * max(mask.shape):
+        return ink, (
+            f"too little ink: the only marks span about {tall * f}x{wide * f} px of the {h}x{w} "
+            f"image (a speck or dust?); draw the digit larger or crop the picture close to it"
+        )
+    holes = _components(~mask)[0]
+    outside = np.isin(holes, _border(holes)) & (holes > 0)
+    filled = ~outside  # the ink with its holes filled in
+    area = np.count_nonzero(filled[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    inside = np.count_nonzero(filled & ~mask)
+    if area >= PAGE_FILL * tall * wide and 0 < inside < PAGE_HOLES * area:
+        return ink, (
+            f"no stroke-like content: the ink is a filled {tall * f}x{wide * f} px rectangle "
+            f"with other marks inside, like a page on a table; crop the picture to the page"
+        )
+    thickness = 1  # the widest disc (square) that fits in the ink, by repeated erosion
+    while (mask := _erode(mask)).any():
+        thickness += 2
+    if thickness > MAX_THICKNESS * span:
+        return ink, (
+            f"no stroke-like content: the ink is a solid area about {thickness * f} px thick "
+            f"in a {span * f} px mark, not pen strokes; crop the picture to the digit"
+        )
+    return ink, None
+
+
+def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+    """The ink (bright on 0) and whether the image was dark on light, or a ValueError saying
+    why no digit was found.
+
+    Both polarities are tried; the one whose ink looks like pen strokes wins, and where both
+    do, the one whose ink is the minority of the image (the background is the majority).
+    """
+    h, w = x.shape
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(
+            f"no digit found in {source}: the image is only {w}x{h} pixels, too small to hold a "
+            f"digit (at least {MIN_SIDE}x{MIN_SIDE}); use a larger picture"
+        )
+    background = float(np.median(x))
+    contrast = max(background - float(x.min()), float(x.max()) - background)
+    if contrast < BLANK_TOLERANCE:
+        raise ValueError(
+            f"no digit found in {source}: the image is blank (every pixel is within"
+            f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
+            " with a darker pen or a higher-contrast photo"
+        )
+    threshold = _otsu(x)
+    majority_dark = np.count_nonzero(x < threshold) * 2 > x.size
+    problems = []
+    for dark_on_light in (not majority_dark, majority_dark):  # the ink is the minority first
+        ink, problem = _judge(_ink_map(x, dark_on_light, threshold))
+        if problem is None:
+            return ink, dark_on_light
+        problems.append(problem)
+    raise ValueError(f"no digit found in {source}: {problems[0]}")
 
 
 def is_dark_on_light(image: np.ndarray) -> bool:
     """True if the digit is darker than its background (pen on paper), False for MNIST-style
-    bright ink on black. Accepts the same arrays as :func:`prepare_digit`."""
-    return _polarity(_to_grey(image))[0]
+    bright ink on black. Accepts the same arrays as :func:`prepare_digit`.
+
+    Raises:
+        ValueError: as :func:`prepare_digit`, when no digit is found.
+    """
+    return _find_ink(_to_grey(image), "the image")[1]
 
 
 def _stroke_width(ink: np.ndarray) -> float:
@@ -164,19 +358,7 @@ def _resize(x: np.ndarray, longer: int, method: str) -> np.ndarray:
 
 
 def _prepare(x: np.ndarray, source: str) -> np.ndarray:
-    dark_on_light, background, contrast = _polarity(x)
-    if contrast < BLANK_TOLERANCE:
-        raise ValueError(
-            f"no digit found in {source}: the image is blank (every pixel is within"
-            f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
-            " with a darker pen or a higher-contrast photo"
-        )
-    ink = (background - x) if dark_on_light else (x - background)
-    ink = np.clip(ink / contrast, 0.0, 1.0)
-    # A soft floor rather than a hard threshold: paper grain goes to 0 while the
-    # anti-aliased edges of the strokes stay continuous.
-    ink = np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
-
+    ink, _ = _find_ink(x, source)
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -210,15 +392,18 @@ def prepare_digit(image: np.ndarray) -> np.ndarray:
     Args:
         image: greyscale ``(H, W)`` or colour ``(H, W, 3)`` / ``(H, W, 4)`` array, uint8
             (0..255), uint16, bool, or float in [0, 1] (floats above 1 are read as 0..255).
-            Alpha is composited over white. Either polarity works: dark ink on light paper
-            is inverted.
+            Transparent parts are shown over white for dark ink and over black for light
+            ink. Either polarity works: dark ink on light paper is inverted; a dark frame
+            round a light page is removed.
 
     Returns:
         float32 array of shape (28, 28) in [0, 1]: bright ink on black (like MNIST / 255),
         the longer side of the digit 20 px, its centre of mass at pixel (14, 14).
 
     Raises:
-        ValueError: wrong shape or value range, or no ink (a blank image).
+        ValueError: wrong shape or value range, or no digit found; the message says why: a
+            blank image, one too small, too little ink (a speck), or no stroke-like content
+            (noise, a solid area).
     """
     return _prepare(_to_grey(image), "the image")
 
