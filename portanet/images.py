@@ -190,10 +190,6 @@ def _erode(mask: np.ndarray) -> np.ndarray:
                                   for dy in range(3) for dx in range(3)])
 
 
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    return ~_erode(~mask)
-
-
 def _scattered(ink: np.ndarray) -> int:
     """The number of specks if a full-resolution window in the middle of the image shows the
     ink scattered like noise (the four largest blobs hold under MIN_COHERENCE of it), else 0."""
@@ -233,12 +229,18 @@ def _judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
     kept[drop] = 0
     drop = np.union1d(drop, np.flatnonzero((kept > 0) & (kept < SPECK_SHARE * kept.max())))
     if drop.size:
-        gone = _dilate(np.isin(labels, drop))  # one analysis pixel more, for the soft edges
+        gone = np.isin(labels, drop)
         ink = np.where(np.repeat(np.repeat(gone, f, axis=0), f, axis=1)[:h, :w], 0.0, ink)
         labels = np.where(np.isin(labels, drop), 0, labels)
     mask = labels > 0
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    if drop.size:  # what fades out of a removed frame or speck lies outside the digit's box
+        box = np.zeros_like(ink, dtype=bool)
+        margin = 2 * f
+        box[max(0, rows[0] * f - margin) : (rows[-1] + 1) * f + margin,
+            max(0, cols[0] * f - margin) : (cols[-1] + 1) * f + margin] = True
+        ink = np.where(box, ink, 0.0)
     span = max(tall, wide)
     if span < MIN_EXTENT * max(mask.shape):
         return ink, (
