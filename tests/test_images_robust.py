@@ -97,12 +97,13 @@ PAGE = scan(seven())
         PAGE,
         framed(PAGE, 0.05),  # the scanner's black margin all round
         soft_frame(PAGE),
+        framed(PAGE, 0.05, widths=(33, 10, 12, 16)),  # 2 px above the 7's bar
         framed(PAGE, 0.10, sides=("top", "left"), widths=(20, 10, 25, 10)),  # lid shadow
         framed(scan(seven((260, 230), top=70, left=70)), 0.02, widths=(60, 60, 60, 50)),  # wide
         on_table(PAGE),  # the table is most of the picture
     ],
-    ids=["page", "dark-frame", "soft-frame", "two-sided-shadow", "wide-frame-most-of-it",
-         "page-on-table"],
+    ids=["page", "dark-frame", "soft-frame", "frame-close-to-the-digit", "two-sided-shadow",
+         "wide-frame-most-of-it", "page-on-table"],
 )
 def test_dark_frame_does_not_flip_the_polarity(image):
     assert is_dark_on_light(image)
