@@ -23,7 +23,8 @@ try:
 except ImportError:  # Windows: an open file cannot be deleted there, which protects it anyway
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["OutputPathError", "atomic_write", "check_output_dir", "check_output_path"]
+__all__ = ["InputPathError", "OutputPathError", "atomic_write", "check_input_file",
+           "check_output_dir", "check_output_path"]
 
 PathLike = str | os.PathLike[str]
 Inputs = Mapping[str, PathLike | None] | Iterable[PathLike | None]
@@ -35,6 +36,10 @@ class OutputPathError(OSError, ValueError):
 
     Both an ``OSError`` (what a failed write raises) and a ``ValueError`` (a bad argument).
     """
+
+
+class InputPathError(OSError, ValueError):
+    """An input path that is not a readable regular file; the message names it and the fix."""
 
 
 def _kind(mode: int) -> str:
@@ -301,3 +306,24 @@ def check_output_dir(
     for name in names:
         check_output_path(folder / name, inputs, what=f"{what} {folder}:")
     return folder
+
+
+def check_input_file(path: PathLike, *, what: str = "the input file") -> Path:
+    """Check that ``path`` is an existing regular file (through links) before reading it: a
+    FIFO would block the reader forever, and a folder or ``/dev/null`` gives a baffling error.
+
+    Raises:
+        FileNotFoundError: nothing is at ``path`` (the message names ``what`` and the path).
+        InputPathError: ``path`` is empty, or a folder, FIFO, device or socket.
+    """
+    if not str(path):
+        raise InputPathError(f"{what}: the path is empty")
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise InputPathError(f"{what} {path} is {_kind(mode)}, not a regular file; give the "
+                             f"path of a file")
+    return path

@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from portanet import _files
-from portanet._files import OutputPathError, atomic_write, check_output_dir, check_output_path
+from portanet._files import (
+    InputPathError,
+    OutputPathError,
+    atomic_write,
+    check_input_file,
+    check_output_dir,
+    check_output_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -350,3 +357,25 @@ def test_output_path_error_is_both_oserror_and_valueerror() -> None:
     # turns ValueError into a one-line message, both see it.
     assert issubclass(OutputPathError, OSError) and issubclass(OutputPathError, ValueError)
     assert _files.__all__
+
+
+def test_check_input_file(tmp_path: Path) -> None:
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"d")
+    link = tmp_path / "link.npz"
+    link.symlink_to(data)
+    assert check_input_file(data) == data and check_input_file(link) == link
+    os.mkfifo(tmp_path / "pipe")  # reading it would block for ever
+    with pytest.raises(InputPathError, match=r"--dataset-file .*pipe is a FIFO \(named pipe\), "
+                                             r"not a regular file"):
+        check_input_file(tmp_path / "pipe", what="--dataset-file")
+    with pytest.raises(InputPathError, match=r"the model file /dev/null is a character device"):
+        check_input_file("/dev/null", what="the model file")
+    with pytest.raises(InputPathError, match="is a folder"):
+        check_input_file(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"the input file .*gone\.npz does not exist"):
+        check_input_file(tmp_path / "gone.npz")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        check_input_file(data / "below-a-file.npz")
+    with pytest.raises(InputPathError, match="the path is empty"):
+        check_input_file("")
