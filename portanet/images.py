@@ -2,7 +2,13 @@
 
 The steps follow how MNIST itself was made (LeCun et al.):
 
-1. greyscale, ink made bright on a black background (a dark-on-light scan is inverted);
+1. greyscale (transparency shown over black for light ink, over white for dark ink), ink
+   made bright on a black background (a dark-on-light scan is inverted). The background is
+   the majority, split from the ink by Otsu's threshold, not the border: a dark frame
+   around a scan (the scanner's lid, a table round the paper) is recognised as a frame by
+   the share of the border it covers and removed; isolated specks are dropped. Images with
+   no ink, too little ink (a speck), or no stroke-like content (noise, a solid blob) are
+   refused with the reason;
 2. background subtracted and the faintest values (paper grain, JPEG ringing) dropped;
 3. cropped to the ink's bounding box; strokes that would end up thinner than 2 px at the
    final scale (a fine pen on a large photo) are widened to 2 px, about the thinnest
@@ -25,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from portanet._ink import judge, otsu
+
 __all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
 
 #: Refuse images larger than this many megapixels (checked from the header, before decoding).
@@ -41,6 +49,8 @@ NOISE_FLOOR = 0.15
 MIN_STROKE = 2.0
 #: Crops larger than this are first area-averaged down to it (before widening strokes).
 PRE_SHRINK = 10 * BOX
+#: Images smaller than this on either side cannot hold a recognisable digit.
+MIN_SIDE = 8
 
 _PILLOW_HINT = 'reading images needs Pillow: pip install "portanet[images]" (or pip install pillow)'
 
@@ -85,33 +95,74 @@ def _to_grey(image: Any) -> np.ndarray:
 
     if x.ndim == 3:
         rgb = x[:, :, :3]
+        luma = rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's "L"
         if x.shape[2] == 4:
-            alpha = x[:, :, 3:4]
-            rgb = rgb * alpha + (1.0 - alpha)  # composite over white paper
-        x = rgb @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's "L"
+            # Transparency is shown over a backdrop that contrasts with the ink: the colour of
+            # what is drawn (the opaque pixels) decides, so white ink on a transparent drawing
+            # canvas goes over black and dark ink over white paper.
+            alpha = x[:, :, 3]
+            weight = alpha * alpha
+            ink_luma = float((luma * weight).sum() / weight.sum()) if weight.sum() > 0 else 0.0
+            backdrop = 0.0 if ink_luma > 0.5 else 1.0
+            luma = luma * alpha + backdrop * (1.0 - alpha)
+        x = luma
     return x
 
 
-def _border(x: np.ndarray) -> np.ndarray:
-    return np.concatenate([x[0, :], x[-1, :], x[1:-1, 0], x[1:-1, -1]])
+def _ink_map(x: np.ndarray, dark_on_light: bool, threshold: float) -> np.ndarray:
+    """Ink in [0, 1] for one polarity: 0 at the background's median level, 1 at the extreme."""
+    if dark_on_light:
+        background = float(np.median(x[x >= threshold]))
+        ink = (background - x) / max(background - float(x.min()), 1e-12)
+    else:
+        background = float(np.median(x[x < threshold]))
+        ink = (x - background) / max(float(x.max()) - background, 1e-12)
+    ink = np.clip(ink, 0.0, 1.0)
+    # A soft floor rather than a hard threshold: paper grain goes to 0 while the
+    # anti-aliased edges of the strokes stay continuous.
+    return np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
 
 
-def _polarity(x: np.ndarray) -> tuple[bool, float, float]:
-    """Return (dark_on_light, background, ink contrast) for a greyscale image in [0, 1].
+def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+    """The ink (bright on 0) and whether the image was dark on light, or a ValueError saying
+    why no digit was found.
 
-    The background is the median of the border pixels; the ink is whichever extreme
-    (darkest or brightest pixel) lies further from it.
+    Both polarities are tried; the one whose ink looks like pen strokes wins, and where both
+    do, the one whose ink is the minority of the image (the background is the majority).
     """
-    background = float(np.median(_border(x)))
-    darker = background - float(x.min())
-    brighter = float(x.max()) - background
-    return darker > brighter, background, max(darker, brighter)
+    h, w = x.shape
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(
+            f"no digit found in {source}: the image is only {w}x{h} pixels, too small to hold a "
+            f"digit (at least {MIN_SIDE}x{MIN_SIDE}); use a larger picture"
+        )
+    background = float(np.median(x))
+    contrast = max(background - float(x.min()), float(x.max()) - background)
+    if contrast < BLANK_TOLERANCE:
+        raise ValueError(
+            f"no digit found in {source}: the image is blank (every pixel is within"
+            f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
+            " with a darker pen or a higher-contrast photo"
+        )
+    threshold = otsu(x)
+    majority_dark = np.count_nonzero(x < threshold) * 2 > x.size
+    problems = []
+    for dark_on_light in (not majority_dark, majority_dark):  # the ink is the minority first
+        ink, problem = judge(_ink_map(x, dark_on_light, threshold))
+        if problem is None:
+            return ink, dark_on_light
+        problems.append(problem)
+    raise ValueError(f"no digit found in {source}: {problems[0]}")
 
 
 def is_dark_on_light(image: np.ndarray) -> bool:
     """True if the digit is darker than its background (pen on paper), False for MNIST-style
-    bright ink on black. Accepts the same arrays as :func:`prepare_digit`."""
-    return _polarity(_to_grey(image))[0]
+    bright ink on black. Accepts the same arrays as :func:`prepare_digit`.
+
+    Raises:
+        ValueError: as :func:`prepare_digit`, when no digit is found.
+    """
+    return _find_ink(_to_grey(image), "the image")[1]
 
 
 def _stroke_width(ink: np.ndarray) -> float:
@@ -164,19 +215,7 @@ def _resize(x: np.ndarray, longer: int, method: str) -> np.ndarray:
 
 
 def _prepare(x: np.ndarray, source: str) -> np.ndarray:
-    dark_on_light, background, contrast = _polarity(x)
-    if contrast < BLANK_TOLERANCE:
-        raise ValueError(
-            f"no digit found in {source}: the image is blank (every pixel is within"
-            f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
-            " with a darker pen or a higher-contrast photo"
-        )
-    ink = (background - x) if dark_on_light else (x - background)
-    ink = np.clip(ink / contrast, 0.0, 1.0)
-    # A soft floor rather than a hard threshold: paper grain goes to 0 while the
-    # anti-aliased edges of the strokes stay continuous.
-    ink = np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
-
+    ink, _ = _find_ink(x, source)
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -210,15 +249,18 @@ def prepare_digit(image: np.ndarray) -> np.ndarray:
     Args:
         image: greyscale ``(H, W)`` or colour ``(H, W, 3)`` / ``(H, W, 4)`` array, uint8
             (0..255), uint16, bool, or float in [0, 1] (floats above 1 are read as 0..255).
-            Alpha is composited over white. Either polarity works: dark ink on light paper
-            is inverted.
+            Transparent parts are shown over white for dark ink and over black for light
+            ink. Either polarity works: dark ink on light paper is inverted; a dark frame
+            round a light page is removed.
 
     Returns:
         float32 array of shape (28, 28) in [0, 1]: bright ink on black (like MNIST / 255),
         the longer side of the digit 20 px, its centre of mass at pixel (14, 14).
 
     Raises:
-        ValueError: wrong shape or value range, or no ink (a blank image).
+        ValueError: wrong shape or value range, or no digit found; the message says why: a
+            blank image, one too small, too little ink (a speck), or no stroke-like content
+            (noise, a solid area).
     """
     return _prepare(_to_grey(image), "the image")
 

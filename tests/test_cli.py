@@ -63,10 +63,12 @@ def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path
     evaluated = capsys.readouterr().out
     assert f"test accuracy {report['report']['accuracy']:.2%}" in evaluated
 
-    with np.load(dataset) as data:
-        image, label = data["x_test"][0], int(data["y_test"][0])
     from PIL import Image
 
+    # A drawn stroke: the synthetic dataset's images are random dots, which predict refuses
+    # as "no stroke-like content" (issue 14).
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 12:16] = 255
     Image.fromarray(image).save(tmp_path / "digit.png")
     assert cli.main(["predict", str(model_path), str(tmp_path / "digit.png"), "--json",
                      "--backend", backend]) == 0
@@ -74,7 +76,6 @@ def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path
     assert answer["path"].endswith("digit.png") and len(answer["top3"]) == 3
     assert sum(t["probability"] for t in answer["top3"]) <= 1.0 + 1e-6
     assert answer["top3"][0]["digit"] in range(10)
-    assert label in range(10)
 
 
 def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
