@@ -21,6 +21,17 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 SCHEDULES = ("constant", "linear", "cosine")
 
 
+class _Keep:
+    """The type of :data:`KEEP`."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+"""Passed to :meth:`Recipe.replace` for a field that keeps its value (e.g. an option not given)."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything needed to build and train a classifier on flattened 28x28 images.
@@ -53,8 +64,10 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with some fields changed (``None`` values are ignored), checked."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """A copy with the given fields changed, checked. A field given as :data:`KEEP` keeps
+        its value; any other value is set, ``None`` included (``batch_size=None``: full batch).
+        """
+        changes = {k: v for k, v in changes.items() if v is not KEEP}
         recipe = dataclasses.replace(self, **changes)
         recipe.check()
         return recipe
@@ -80,6 +93,14 @@ class Recipe:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         parse_init(self.weight_init)
         parse_init(self.bias_init)
+
+    def describe(self) -> str:
+        """One line: optimizer, learning rate, schedule, batch, epochs and regularisation."""
+        return (f"{self.optimizer} lr {self.lr} ({self.schedule}), "
+                f"batch {self.batch_size or 'full'}, {self.epochs} epochs"
+                + (f", dropout {self.dropout}" if self.dropout else "")
+                + (f", L2 {self.l2}" if self.l2 else "")
+                + (f", weight decay {self.weight_decay}" if self.weight_decay else ""))
 
     def as_dict(self) -> dict[str, Any]:
         """The recipe as a JSON-able dict."""
@@ -135,6 +156,33 @@ class Recipe:
             "l2": self.l2,
             "lr_schedule": self.make_schedule(),
         }
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """Hidden layer widths from ``"512,256"`` (``""``: no hidden layer).
+
+    Raises:
+        ValueError: a width is not a whole number.
+    """
+    try:
+        return tuple(int(width) for width in text.split(",") if width.strip())
+    except ValueError:
+        raise ValueError(f"hidden layer widths are whole numbers like 512,256, got {text!r}"
+                         ) from None
+
+
+def parse_batch_size(text: str) -> int | None:
+    """A batch size from ``"128"``, or ``None`` (full-batch gradient descent) from ``"full"``.
+
+    Raises:
+        ValueError: neither a whole number nor ``"full"``.
+    """
+    if text.strip().lower() == "full":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a batch size is a whole number or 'full', got {text!r}") from None
 
 
 def parse_init(spec: str) -> init.Initializer:

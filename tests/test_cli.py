@@ -91,8 +91,8 @@ def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--hidden", "12,x"], "--hidden takes widths"),
-        (["train", "--batch-size", "many"], "--batch-size takes a number"),
+        (["train", "--hidden", "12,x"], "argument --hidden: hidden layer widths are whole"),
+        (["train", "--batch-size", "many"], "argument --batch-size: a batch size is a whole"),
         (["train", "--lr", "-1"], "learning rate must be > 0"),
         (["train", "--dropout", "1.5"], "dropout must be in [0, 1)"),
         (["train", "--validation", "5000"], "leaves no training images"),
