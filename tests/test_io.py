@@ -10,7 +10,7 @@ import pytest
 
 import portanet as pn
 from portanet import _files, io
-from tests.conftest import separable_data
+from tests.helpers import separable_data
 
 
 def trained_model(backend: pn.Backend | str) -> pn.Sequential:

@@ -10,7 +10,7 @@ import pytest
 
 import portanet as pn
 from portanet import optim
-from tests.conftest import separable_data
+from tests.helpers import separable_data
 
 
 def mlp(backend: pn.Backend | str, seed: int = 0, features: int = 20, classes: int = 4,
