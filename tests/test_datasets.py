@@ -573,6 +573,26 @@ def test_to_device(dtype):
     assert x.shape == (8, 28, 28) and float(np.max(np.asarray(x))) <= 1.0
 
 
+def test_to_device_takes_non_contiguous_and_read_only_arrays(backend):
+    """Transposed, strided and read-only host arrays give the same device arrays, and the
+    caller's arrays are neither changed nor shared with the result."""
+    images, labels = TINY[TRAIN_IMAGES], TINY[TRAIN_LABELS]
+    X, y = to_device(images, labels, backend)
+    frozen = images.copy()
+    frozen.flags.writeable = False
+    variants = [
+        (np.ascontiguousarray(images.transpose(0, 2, 1)).transpose(0, 2, 1), labels),
+        (np.repeat(images, 2, axis=0)[::2], np.repeat(labels, 2)[::2]),
+        (frozen, labels[::-1].copy()[::-1]),
+    ]
+    for host_images, host_labels in variants:
+        before = host_images.copy()
+        X2, y2 = to_device(host_images, host_labels, backend)
+        np.testing.assert_array_equal(backend.to_numpy(X2), backend.to_numpy(X))
+        np.testing.assert_array_equal(backend.to_numpy(y2), backend.to_numpy(y))
+        np.testing.assert_array_equal(host_images, before)
+
+
 def test_to_device_validates():
     images, labels = TINY[TRAIN_IMAGES], TINY[TRAIN_LABELS]
     with pytest.raises(TypeError, match="uint8"):
