@@ -361,34 +361,24 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def print_where(spec: data.DatasetSpec, copies: list[data.sources.Copy]) -> int:
     print(f"cache folder: {data.cache_dir() / spec.name}")
-    status = 0
+    good = {c.name: c.where for c in reversed(copies) if c.array is not None}  # first wins
+    absent = f"no verified copy here (run: portanet data {spec.name})"
     for name in data.FILES:
-        good = next((c for c in copies if c.name == name and c.array is not None), None)
-        if good is None:
-            status = 1
-            print(f"{name}: no verified copy here (run: portanet data {spec.name})")
-        else:
-            print(f"{name}: {good.where}")
-    return status
+        print(f"{name}: {good.get(name, absent)}")
+    return 0 if len(good) == len(data.FILES) else 1
 
 
 def print_verify(spec: data.DatasetSpec, copies: list[data.sources.Copy]) -> int:
-    status = 0
     for copy in copies:
-        if copy.problem is None:
-            print(f"OK   {copy.where}")
-        else:
-            status = 1
-            print(f"BAD  {copy.where}: {copy.problem}")
-    for name in data.FILES:
-        if not any(c.name == name for c in copies):
-            status = 1
-            print(f"MISSING  {name} (run: portanet data {spec.name})")
-    if status:
+        print(f"BAD  {copy.where}: {copy.problem}" if copy.problem else f"OK   {copy.where}")
+    missing = [name for name in data.FILES if not any(c.name == name for c in copies)]
+    for name in missing:
+        print(f"MISSING  {name} (run: portanet data {spec.name})")
+    if missing or any(copy.problem for copy in copies):
         print(f"portanet data: {spec.title} is not complete and verified here", file=sys.stderr)
-    else:
-        print(f"{spec.title}: every file verified")
-    return status
+        return 1
+    print(f"{spec.title}: every file verified")
+    return 0
 
 
 # --- argument parsing ------------------------------------------------------------------------
