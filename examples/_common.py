@@ -67,8 +67,7 @@ def load_data(args: argparse.Namespace, dataset: str = "mnist", first: int | Non
     """Load MNIST (or ``"fashion"``), keep the first ``first`` / ``--limit`` training images and
     copy everything to the backend chosen by ``--backend`` and ``--dtype``."""
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed)
-    load = datasets.load_fashion_mnist if dataset == "fashion" else datasets.load_mnist
-    (x_train, y_train), (x_test, y_test) = load()
+    (x_train, y_train), (x_test, y_test) = datasets.load_dataset(dataset)
     keep = [n for n in (first, args.limit) if n is not None]
     if keep:
         x_train, y_train = x_train[: min(keep)], y_train[: min(keep)]

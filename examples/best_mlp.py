@@ -24,6 +24,7 @@ from typing import Any
 from _common import finish, load_data, make_parser, parse, timed
 
 import portanet
+from portanet import datasets
 from portanet.recipes import PRESETS
 
 RECIPE = PRESETS["best"]
@@ -31,7 +32,7 @@ RECIPE = PRESETS["best"]
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = make_parser(__doc__, epochs=RECIPE.epochs)
-    parser.add_argument("--dataset", choices=("mnist", "fashion"), default="mnist",
+    parser.add_argument("--dataset", choices=datasets.dataset_names(), default="mnist",
                         help="MNIST digits or Fashion-MNIST clothes (default: mnist)")
     args = parse(parser, argv)
     recipe = RECIPE.replace(epochs=args.epochs)

@@ -4,7 +4,7 @@ The same code trains on NumPy (CPU), CuPy (CUDA GPUs), array-api-strict and PyTo
 run time with :func:`get_backend` or the ``PORTANET_BACKEND`` environment variable.
 """
 
-from portanet import datasets, init, losses, metrics, optim, recipes
+from portanet import data, datasets, init, losses, metrics, optim, recipes
 from portanet.backend import Backend, BackendUnavailableError, get_backend
 from portanet.check import check
 from portanet.io import load, save
@@ -32,6 +32,7 @@ __all__ = [
     "evaluate",
     "fit",
     "get_backend",
+    "data",
     "datasets",
     "init",
     "load",

@@ -7,323 +7,259 @@
     portanet info
     portanet check
     portanet data mnist --verify
+
+Each subcommand is a pair: ``add_NAME(subparsers)`` declares its arguments and ``cmd_NAME(args)``
+carries them out and returns the exit status; :data:`SUBCOMMANDS` lists the pairs in help order.
+The work itself lives in the library (:mod:`portanet.data`, :mod:`portanet.recipes`,
+:mod:`portanet.report`, :mod:`portanet.progress`); this module only parses and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 import portanet
-from portanet import datasets, metrics
-from portanet._files import atomic_write
+from portanet import data, metrics, recipes
 from portanet.backend import BACKEND_NAMES, BackendUnavailableError, cuda_status
-from portanet.recipes import DEFAULT_PRESET, OPTIMIZERS, PRESETS, Recipe, get_recipe
+from portanet.progress import EpochProgress
+from portanet.report import HeldOut, class_names_for, default_out_dir, make_report, write_report
 from portanet.seams import SEAMS
-from portanet.train import Callback, History
+from portanet.train import History
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
-DATASET_CHOICES = ("mnist", "fashion")
+Split = tuple[np.ndarray, np.ndarray]
+DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
 
 
-# --- progress -----------------------------------------------------------------------------------
-
-
-class ProgressBar(Callback):
-    """A one-line progress bar per epoch with running loss and accuracy (on a terminal only),
-    and one summary line per epoch."""
-
-    def __init__(self, stream: TextIO, bar: bool, epochs_total: int) -> None:
-        self.stream = stream
-        self.bar = bar
-        self.epochs_total = epochs_total
-        self._last_draw = 0.0
-
-    def on_epoch_begin(self, epoch: int, epochs: int, num_batches: int) -> None:
-        self.epoch, self.num_batches = epoch, num_batches
-        self._start = time.perf_counter()
-        self._last_draw = 0.0
-
-    def on_batch_end(self, batch: int, running: Any) -> None:
-        now = time.perf_counter()
-        if not self.bar or (now - self._last_draw < 0.25 and batch + 1 < self.num_batches):
-            return
-        self._last_draw = now
-        loss, accuracy = running()  # reads the device: only a few times a second
-        done = (batch + 1) / self.num_batches
-        filled = int(done * 30)
-        self.stream.write(
-            f"\r  epoch {self.epoch + 1}/{self.epochs_total} [{'#' * filled}{'.' * (30 - filled)}]"
-            f" {done:4.0%}  loss {loss:.4f}  accuracy {accuracy:.2%}  {now - self._start:5.1f}s"
-        )
-        self.stream.flush()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.bar:
-            self.stream.write("\r" + " " * 100 + "\r")
-        line = (f"epoch {epoch + 1:>3}/{self.epochs_total}  loss {logs['loss']:.4f}  "
-                f"train {logs['accuracy']:.2%}")
-        if "val_accuracy" in logs:
-            line += f"  val {logs['val_accuracy']:.2%}"
-        line += (f"  lr {logs['lr']:.4g}  {logs['seconds']:.1f}s  "
-                 f"{logs['samples_per_second']:,.0f} samples/s")
-        print(line, flush=True)
-
-
 # --- data -------------------------------------------------------------------------------------
 
 
-def load_data(
-    dataset: str, data_dir: str | None, dataset_file: str | None
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Train and test splits as host arrays, from the verified loaders or a user's ``.npz``."""
-    if dataset_file:
-        return _load_npz(Path(dataset_file))
-    loader = datasets.load_mnist if dataset == "mnist" else datasets.load_fashion_mnist
-    return loader(data_dir)
+@dataclass
+class Data:
+    """The host splits a command works on.
+
+    Attributes:
+        name: what to call the data in messages and folder names: the data set or the file.
+        dataset: canonical name of a known data set, ``None`` for the user's own ``.npz``.
+        class_names: from the data set's spec, or ``"0" .. "K-1"`` from the labels of a file.
+    """
+
+    name: str
+    dataset: str | None
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    validation: Split | None = None
 
 
-def _load_npz(path: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A user's own data: ``x_train, y_train, x_test, y_test``, 28x28 uint8 images."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except FileNotFoundError:
-        raise UsageError(f"no dataset file at {path}") from None
-    except KeyError as exc:
-        raise UsageError(f"{path} lacks the array {exc}; it needs x_train, y_train, x_test, "
-                         f"y_test") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a readable .npz file: {exc}") from None
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+def load_data(args: argparse.Namespace, dataset: str, *, train_subset: int | None = None,
+              validation: int = 0) -> Data:
+    """The data ``--dataset-file`` or ``dataset`` names, cut to ``train_subset`` and ``--limit``,
+    with the last ``validation`` training images split off."""
+    if args.dataset_file:
+        (x, y), test = data.load_npz(args.dataset_file)
+        loaded = Data(args.dataset_file, None, (x, y), test, data.class_names(None, y, test[1]))
+    else:
+        spec = data.get_spec(dataset)
+        (x, y), test = data.load_dataset(spec.name, args.data_dir)
+        loaded = Data(spec.name, spec.name, (x, y), test, spec.classes)
+    for n in (train_subset, args.limit):
+        x, y = (x[:n], y[:n]) if n else (x, y)
+    if args.limit:
+        loaded.test = (test[0][:args.limit], test[1][:args.limit])
+    if validation:
+        if validation >= len(x):
+            raise UsageError(f"--validation {validation} leaves no training images "
+                             f"(there are {len(x)})")
+        loaded.validation = (x[-validation:], y[-validation:])
+        x, y = x[:-validation], y[:-validation]
+    loaded.train = (x, y)
+    return loaded
 
 
-def class_names(dataset: str) -> list[str]:
-    return list(FASHION_CLASSES) if dataset == "fashion" else [str(d) for d in range(10)]
+def held_out(loaded: Data, backend: portanet.Backend) -> HeldOut:
+    """The test split on ``backend``, with its host images and class names for the report."""
+    return HeldOut(*data.to_device(*loaded.test, backend), loaded.test[0], loaded.class_names)
+
+
+def print_report(report: dict[str, Any], trailer: str) -> None:
+    """The metrics table, then one line with the test accuracy and ``trailer``."""
+    print()
+    print(metrics.format_report(report))
+    print(f"\ntest accuracy {report['accuracy']:.2%} on {report['num_samples']:,} images"
+          f"{trailer}")
+
+
+def print_written(written: list[Path], no_pictures: str | None) -> None:
+    if no_pictures:
+        print(f"report written to {written[0]}; no pictures: {no_pictures}")
+    else:
+        print("written: " + ", ".join(str(p) for p in written))
 
 
 # --- train ------------------------------------------------------------------------------------
 
 
-def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    recipe = get_recipe(args.model)
-    hidden = None
-    if args.hidden is not None:
-        try:
-            hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
-        except ValueError:
-            raise UsageError(f"--hidden takes widths like 512,256, got {args.hidden!r}") from None
-    batch_size: Any = None
-    if args.batch_size is not None:
-        if args.batch_size == "full":
-            batch_size = "full"
-        else:
-            try:
-                batch_size = int(args.batch_size)
-            except ValueError:
-                raise UsageError(f"--batch-size takes a number or 'full', got "
-                                 f"{args.batch_size!r}") from None
-    try:
-        recipe = recipe.replace(
-            hidden=hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-            weight_decay=args.weight_decay, dropout=args.dropout,
-            batch_size=None if batch_size == "full" else batch_size,
-        )
-        if batch_size == "full":
-            recipe = dataclasses.replace(recipe, batch_size=None)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
-    return recipe
+def add_train(sub: Any) -> None:
+    train = sub.add_parser("train", help="train a classifier (MNIST by default)")
+    train.add_argument("--dataset", choices=data.dataset_names(), default="mnist",
+                       metavar="NAME", help=DATASET_HELP + " (default: mnist)")
+    train.add_argument("--model", choices=list(recipes.PRESETS), default=recipes.DEFAULT_PRESET,
+                       help=f"preset (default {recipes.DEFAULT_PRESET}): " + "; ".join(
+                           f"{k}: {v.description}" for k, v in recipes.PRESETS.items()))
+    # Options that change the preset default to KEEP: not given, the preset's value stays.
+    train.add_argument("--hidden", type=_option(recipes.parse_hidden), default=recipes.KEEP,
+                       help="hidden layer widths, e.g. 512,256 (overrides the preset)")
+    backend_option(train)
+    train.add_argument("--epochs", type=int, default=recipes.KEEP)
+    train.add_argument("--batch-size", type=_option(recipes.parse_batch_size),
+                       default=recipes.KEEP,
+                       help="samples per step, or 'full' for full-batch descent")
+    train.add_argument("--lr", type=float, default=recipes.KEEP, help="learning rate")
+    train.add_argument("--optimizer", choices=recipes.OPTIMIZERS, default=recipes.KEEP)
+    train.add_argument("--weight-decay", type=float, default=recipes.KEEP)
+    train.add_argument("--dropout", type=float, default=recipes.KEEP,
+                       help="dropout after each hidden layer")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--validation", type=int, default=5000,
+                       help="hold out the last N training images for validation (0: none)")
+    train.add_argument("--save", help="save the trained model to this .npz file")
+    train.add_argument("--out", help="folder for report.json and the pictures "
+                                     "(default runs/DATE-DATASET-MODEL)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    data_options(train)
+    train.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    recipe = recipe_from_args(args)
+    recipe = recipes.get_recipe(args.model).replace(
+        hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed)
     print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
           f"{backend.note}")
-    (x_train, y_train), (x_test, y_test) = load_data(args.dataset, args.data_dir,
-                                                     args.dataset_file)
-    if recipe.train_subset:
-        x_train, y_train = x_train[:recipe.train_subset], y_train[:recipe.train_subset]
-    if args.limit:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-        x_test, y_test = x_test[:args.limit], y_test[:args.limit]
-    validation = None
-    if args.validation:
-        if args.validation >= len(x_train):
-            raise UsageError(f"--validation {args.validation} leaves no training images "
-                             f"(there are {len(x_train)})")
-        x_val, y_val = x_train[-args.validation:], y_train[-args.validation:]
-        x_train, y_train = x_train[:-args.validation], y_train[:-args.validation]
-        validation = datasets.to_device(x_val, y_val, backend)
-    X, y = datasets.to_device(x_train, y_train, backend)
-    X_test, y_test_dev = datasets.to_device(x_test, y_test, backend)
-    classes = 10
-    model = recipe.build(backend, seed=args.seed, in_features=X.shape[1], classes=classes,
-                         dtype=args.dtype)
-    print(f"data: {args.dataset_file or args.dataset}, {X.shape[0]:,} training, "
-          f"{0 if validation is None else validation[0].shape[0]:,} validation, "
-          f"{X_test.shape[0]:,} test images")
-    print(f"model '{recipe.name}': {model!r}, {model.num_parameters():,} parameters")
-    fit_args = recipe.fit_arguments()
-    print(f"training: {recipe.optimizer} lr {recipe.lr} ({recipe.schedule}), "
-          f"batch {recipe.batch_size or 'full'}, {recipe.epochs} epochs"
-          + (f", dropout {recipe.dropout}" if recipe.dropout else "")
-          + (f", L2 {recipe.l2}" if recipe.l2 else "")
-          + (f", weight decay {recipe.weight_decay}" if recipe.weight_decay else ""))
-    progress = ProgressBar(sys.stderr, bar=not args.quiet and sys.stderr.isatty(),
-                           epochs_total=recipe.epochs)
-    started = time.perf_counter()
-    history = portanet.fit(model, X, y, validation_data=validation,
-                           callbacks=[] if args.quiet else [progress], **fit_args)
-    train_seconds = time.perf_counter() - started
-    if history.interrupted:
-        print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",
-              flush=True)
-    if args.quiet:
-        _print_last_epoch(history)
-    report = report_for(model, X_test, y_test_dev, args.dataset)
-    print()
-    print(metrics.format_report(report))
-    samples = X.shape[0] * history.epochs
-    print(f"\ntest accuracy {report['accuracy']:.2%} on {report['num_samples']:,} images; "
-          f"trained {train_seconds:.1f}s ({samples / max(train_seconds, 1e-9):,.0f} samples/s) "
-          f"on {backend.name}")
-    config = {"command": "train", "dataset": args.dataset_file or args.dataset,
-              "recipe": recipe.as_dict(), "seed": args.seed, "validation": args.validation,
-              "limit": args.limit}
-    timings = {"train_seconds": train_seconds,
-               "samples_per_second": samples / max(train_seconds, 1e-9),
-               "epoch_seconds": history.seconds}
+    loaded = load_data(args, args.dataset, train_subset=recipe.train_subset,
+                       validation=args.validation)
+    model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
+                         classes=len(loaded.class_names), dtype=args.dtype)
+    history, seconds = train(model, recipe, loaded, quiet=args.quiet)
+    test = held_out(loaded, backend)
+    report = make_report(model, test)
+    rate = len(loaded.train[0]) * history.epochs / max(seconds, 1e-9)
+    print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend.name}")
     if args.save:
-        path = portanet.save(model, args.save, dataset=args.dataset, recipe=recipe.as_dict(),
+        path = portanet.save(model, args.save, dataset=loaded.dataset,
+                             class_names=list(loaded.class_names), recipe=recipe.as_dict(),
                              test_accuracy=report["accuracy"])
         print(f"model saved to {path}")
-    out = Path(args.out) if args.out else default_out_dir(args.dataset, recipe.name)
-    write_outputs(out, model, report, config, timings, history, X_test, y_test, x_test,
-                  args.dataset)
+    config = {"command": "train", "dataset": loaded.name, "recipe": recipe.as_dict(),
+              "seed": args.seed, "validation": args.validation, "limit": args.limit}
+    timings = {"train_seconds": seconds, "samples_per_second": rate,
+               "epoch_seconds": history.seconds}
+    out = Path(args.out) if args.out else default_out_dir(loaded.name, recipe.name)
+    print_written(*write_report(out, model, report, test, config=config, timings=timings,
+                                history=history))
     return 130 if history.interrupted else 0
 
 
-def _print_last_epoch(history: History) -> None:
-    if history.epochs:
+def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, quiet: bool
+          ) -> tuple[History, float]:
+    """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
+    the history and the seconds it took."""
+    X, y = data.to_device(*loaded.train, model.backend)
+    validation = loaded.validation and data.to_device(*loaded.validation, model.backend)
+    print(f"data: {loaded.name}, {len(loaded.train[0]):,} training, "
+          f"{len(loaded.validation[0]) if loaded.validation else 0:,} validation, "
+          f"{len(loaded.test[0]):,} test images")
+    print(f"model '{recipe.name}': {model!r}, {model.num_parameters():,} parameters")
+    print(f"training: {recipe.describe()}")
+    callbacks = [] if quiet else [
+        EpochProgress(sys.stderr, bar=sys.stderr.isatty(), epochs_total=recipe.epochs)]
+    started = time.perf_counter()
+    history = portanet.fit(model, X, y, validation_data=validation, callbacks=callbacks,
+                           **recipe.fit_arguments())
+    seconds = time.perf_counter() - started
+    if history.interrupted:
+        print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",
+              flush=True)
+    if quiet and history.epochs:
         print(f"trained {history.epochs} epochs: loss {history.loss[-1]:.4f}, "
               f"train accuracy {history.accuracy[-1]:.2%}")
-
-
-def report_for(model: portanet.Sequential, X_test: Any, y_test: Any, dataset: str
-               ) -> dict[str, Any]:
-    predicted = model.backend.to_numpy(portanet.predict(model, X_test))
-    labels = model.backend.to_numpy(y_test)
-    return metrics.classification_report(labels, predicted, num_classes=10,
-                                         class_names=class_names(dataset))
-
-
-def default_out_dir(dataset: str, name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{dataset}-{name}"
-
-
-def environment(model: portanet.Sequential) -> dict[str, Any]:
-    import array_api_compat
-
-    env = {"portanet": portanet.__version__, "python": platform.python_version(),
-           "numpy": np.__version__, "array_api_compat": array_api_compat.__version__,
-           "platform": platform.platform(), "backend": model.backend.name,
-           "device": model.backend.device_name, "dtype": model.backend.dtype_name}
-    if model.backend.name == "cupy":
-        import cupy
-
-        env["cupy"] = cupy.__version__
-    return env
-
-
-def write_outputs(
-    out: Path, model: portanet.Sequential, report: dict[str, Any], config: dict[str, Any],
-    timings: dict[str, Any], history: History | None, X_test: Any, y_test: np.ndarray,
-    images: np.ndarray, dataset: str,
-) -> None:
-    """report.json plus PNG pictures (when Matplotlib is installed) in ``out``."""
-    document = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config, "environment": environment(model), "timings": timings,
-        "history": history.as_dict() if history else None, "report": report,
-    }
-    atomic_write(out / "report.json",
-                 lambda f: f.write(json.dumps(document, indent=2).encode("utf-8")))
-    written = [out / "report.json"]
-    from portanet import plots
-
-    available, why = plots.plotting_available()
-    if not available:
-        print(f"report written to {out / 'report.json'}; no pictures: {why}")
-        return
-    if history is not None and history.epochs:
-        written.append(plots.plot_learning_curves(history.as_dict(), out / "learning_curves.png"))
-    written.append(plots.plot_confusion_matrix(np.asarray(report["confusion_matrix"]),
-                                               out / "confusion_matrix.png",
-                                               class_names=class_names(dataset)))
-    proba = model.backend.to_numpy(portanet.predict_proba(model, X_test))
-    written.append(plots.plot_misclassified(images, y_test, proba.argmax(axis=1), proba,
-                                            out / "misclassified.png",
-                                            class_names=class_names(dataset)))
-    print("written: " + ", ".join(str(p) for p in written))
+    return history, seconds
 
 
 # --- evaluate / predict --------------------------------------------------------------------
 
 
-def _load_model(path: str, backend: str | None, dtype: str | None) -> portanet.Sequential:
+def load_model(path: str, backend: str | None, dtype: str | None = None
+               ) -> tuple[portanet.Sequential, dict[str, Any]]:
+    """A saved model and the extra metadata it was saved with."""
     try:
-        return portanet.load(path, backend=backend, dtype=dtype)
+        model = portanet.load(path, backend=backend, dtype=dtype)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
+    return model, portanet.io.load_metadata(path).get("extra", {})
+
+
+def add_evaluate(sub: Any) -> None:
+    evaluate = sub.add_parser("evaluate", help="the test report of a saved model")
+    evaluate.add_argument("model_path", metavar="MODEL")
+    evaluate.add_argument("--dataset", choices=data.dataset_names(), metavar="NAME",
+                          help=DATASET_HELP + " (default: the one the model was trained on)")
+    backend_option(evaluate)
+    evaluate.add_argument("--dtype", choices=("float32", "float64"))
+    evaluate.add_argument("--out", help="folder for report.json and the pictures")
+    data_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = _load_model(args.model_path, args.backend, args.dtype)
-    meta = portanet.io.load_metadata(args.model_path)
-    dataset = args.dataset or meta.get("extra", {}).get("dataset") or "mnist"
+    model, extra = load_model(args.model_path, args.backend, args.dtype)
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
-    _, (x_test, y_test) = load_data(dataset, args.data_dir, args.dataset_file)
-    if args.limit:
-        x_test, y_test = x_test[:args.limit], y_test[:args.limit]
-    X_test, y_dev = datasets.to_device(x_test, y_test, model.backend)
+    loaded = load_data(args, args.dataset or extra.get("dataset") or "mnist")
+    test = held_out(loaded, model.backend)
     started = time.perf_counter()
-    report = report_for(model, X_test, y_dev, dataset)
+    report = make_report(model, test)
     seconds = time.perf_counter() - started
-    print(metrics.format_report(report))
-    print(f"\ntest accuracy {report['accuracy']:.2%} on {report['num_samples']:,} images "
-          f"({seconds:.2f}s)")
+    print_report(report, f" ({seconds:.2f}s)")
     if args.out:
-        write_outputs(Path(args.out), model, report,
-                      {"command": "evaluate", "model": args.model_path, "dataset": dataset},
-                      {"evaluate_seconds": seconds}, None, X_test, y_test, x_test, dataset)
+        config = {"command": "evaluate", "model": args.model_path, "dataset": loaded.name}
+        print_written(*write_report(Path(args.out), model, report, test, config=config,
+                                    timings={"evaluate_seconds": seconds}))
     return 0
+
+
+def add_predict(sub: Any) -> None:
+    predict = sub.add_parser("predict", help="classify your own images (PNG/JPEG)")
+    predict.add_argument("model_path", metavar="MODEL")
+    predict.add_argument("images", metavar="IMAGE", nargs="+")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    backend_option(predict)
+    predict.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from portanet import images
 
-    model = _load_model(args.model_path, args.backend, None)
-    dataset = portanet.io.load_metadata(args.model_path).get("extra", {}).get("dataset")
-    names = class_names(dataset or "mnist")
+    model, extra = load_model(args.model_path, args.backend)
+    named = extra.get("class_names") or (
+        data.get_spec(extra["dataset"]).classes if extra.get("dataset") else ())
+    names = class_names_for(model, named)
     failures = 0
     for path in args.images:
         try:
@@ -345,6 +281,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # --- info -------------------------------------------------------------------------------------
+
+
+def add_info(sub: Any) -> None:
+    info = sub.add_parser("info", help="version, backends and GPUs")
+    info.set_defaults(func=cmd_info)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -377,13 +318,118 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- check ------------------------------------------------------------------------------------
+
+
+def add_check(sub: Any) -> None:
+    check = sub.add_parser("check", help="prove this setup: gradients, a step against NumPy, "
+                                         "save/load and a timed run on every backend here")
+    check.add_argument("--backend", action="append", choices=list(SEAMS),
+                       help="check only this backend (repeatable; default: all that can run)")
+    check.set_defaults(func=cmd_check)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from portanet.check import check
 
     return 0 if check(args.backend).ok else 1
 
 
+# --- data -------------------------------------------------------------------------------------
+
+
+def add_data(sub: Any) -> None:
+    parser = sub.add_parser("data", help="fetch, verify and locate MNIST / Fashion-MNIST")
+    parser.add_argument("dataset", nargs="?", default="mnist", choices=data.dataset_names(),
+                        metavar="NAME", help=DATASET_HELP + " (default: mnist)")
+    parser.add_argument("--verify", action="store_true",
+                        help="re-check the checksums of the local copies and report OK/bad per "
+                             "file (fetches nothing)")
+    parser.add_argument("--where", action="store_true",
+                        help="print where the data lives (fetches nothing)")
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help=f"a folder with the IDX files or an .npz to use first "
+                             f"(default: ${data.DATA_ENV})")
+    parser.set_defaults(func=cmd_data)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    spec = data.get_spec(args.dataset)
+    if args.where or args.verify:
+        copies = data.sources.local_copies(spec, args.data_dir)
+        status = 0
+        if args.where:
+            status |= print_where(spec, copies)
+        if args.verify:
+            status |= print_verify(spec, copies)
+        return status
+    try:
+        found = data.sources.find(spec, args.data_dir)
+    except data.DatasetUnavailableError as exc:  # not a usage error: status 1, as for --verify
+        print(f"portanet data: {exc}", file=sys.stderr)
+        return 1
+    for name in data.FILES:
+        print(f"OK   {name}  ({found[name][0]})")
+    print(f"{spec.title} is ready: {len(found[data.TRAIN_IMAGES][1])} training and "
+          f"{len(found[data.TEST_IMAGES][1])} test images, verified.")
+    return 0
+
+
+def print_where(spec: data.DatasetSpec, copies: list[data.sources.Copy]) -> int:
+    print(f"cache folder: {data.cache_dir() / spec.name}")
+    good = {c.name: c.where for c in reversed(copies) if c.array is not None}  # first wins
+    absent = f"no verified copy here (run: portanet data {spec.name})"
+    for name in data.FILES:
+        print(f"{name}: {good.get(name, absent)}")
+    return 0 if len(good) == len(data.FILES) else 1
+
+
+def print_verify(spec: data.DatasetSpec, copies: list[data.sources.Copy]) -> int:
+    for copy in copies:
+        print(f"BAD  {copy.where}: {copy.problem}" if copy.problem else f"OK   {copy.where}")
+    missing = [name for name in data.FILES if not any(c.name == name for c in copies)]
+    for name in missing:
+        print(f"MISSING  {name} (run: portanet data {spec.name})")
+    if missing or any(copy.problem for copy in copies):
+        print(f"portanet data: {spec.title} is not complete and verified here", file=sys.stderr)
+        return 1
+    print(f"{spec.title}: every file verified")
+    return 0
+
+
 # --- argument parsing ------------------------------------------------------------------------
+
+
+def backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None,
+                   help="array backend (default: $PORTANET_BACKEND, else auto: CuPy on a "
+                        "usable GPU, else NumPy)")
+
+
+def data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with the dataset files (else PORTANET_DATA, "
+                                      "the cache, or a download)")
+    p.add_argument("--dataset-file", help="your own .npz with x_train, y_train, x_test, "
+                                          "y_test (28x28 uint8 images)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="use only the first N training and test images (quick runs)")
+
+
+def _option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a parser that raises ValueError: its message is shown."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_info,
+                                            add_check, add_data]
+"""The ``add_NAME`` functions, in the order ``portanet --help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,89 +437,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="portanet", description="Train and use small neural networks on NumPy or CuPy.")
     parser.add_argument("--version", action="version", version=f"portanet {portanet.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def backend_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--backend", choices=[b for b in BACKEND_NAMES], default=None,
-                       help="array backend (default: $PORTANET_BACKEND, else auto: CuPy on a "
-                            "usable GPU, else NumPy)")
-
-    def data_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", help="folder with the dataset files (else PORTANET_DATA, "
-                                          "the cache, or a download)")
-        p.add_argument("--dataset-file", help="your own .npz with x_train, y_train, x_test, "
-                                              "y_test (28x28 uint8 images)")
-        p.add_argument("--limit", type=int, default=0,
-                       help="use only the first N training and test images (quick runs)")
-
-    train = sub.add_parser("train", help="train a classifier (MNIST by default)")
-    train.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist")
-    train.add_argument("--model", choices=list(PRESETS), default=DEFAULT_PRESET,
-                       help=f"preset (default {DEFAULT_PRESET}): " + "; ".join(
-                           f"{k}: {v.description}" for k, v in PRESETS.items()))
-    train.add_argument("--hidden", help="hidden layer widths, e.g. 512,256 (overrides the preset)")
-    backend_option(train)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", help="samples per step, or 'full' for full-batch descent")
-    train.add_argument("--lr", type=float, help="learning rate")
-    train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--dropout", type=float, help="dropout after each hidden layer")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--validation", type=int, default=5000,
-                       help="hold out the last N training images for validation (0: none)")
-    train.add_argument("--save", help="save the trained model to this .npz file")
-    train.add_argument("--out", help="folder for report.json and the pictures "
-                                     "(default runs/DATE-DATASET-MODEL)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    data_options(train)
-    train.set_defaults(func=cmd_train)
-
-    evaluate = sub.add_parser("evaluate", help="the test report of a saved model")
-    evaluate.add_argument("model_path", metavar="MODEL")
-    evaluate.add_argument("--dataset", choices=DATASET_CHOICES,
-                          help="default: the dataset the model was trained on")
-    backend_option(evaluate)
-    evaluate.add_argument("--dtype", choices=("float32", "float64"))
-    evaluate.add_argument("--out", help="folder for report.json and the pictures")
-    data_options(evaluate)
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    predict = sub.add_parser("predict", help="classify your own images (PNG/JPEG)")
-    predict.add_argument("model_path", metavar="MODEL")
-    predict.add_argument("images", metavar="IMAGE", nargs="+")
-    predict.add_argument("--json", action="store_true", help="one JSON object per image")
-    backend_option(predict)
-    predict.set_defaults(func=cmd_predict)
-
-    info = sub.add_parser("info", help="version, backends and GPUs")
-    info.set_defaults(func=cmd_info)
-
-    check = sub.add_parser("check", help="prove this setup: gradients, a step against NumPy, "
-                                         "save/load and a timed run on every backend here")
-    check.add_argument("--backend", action="append", choices=list(SEAMS),
-                       help="check only this backend (repeatable; default: all that can run)")
-    check.set_defaults(func=cmd_check)
-
-    data = sub.add_parser("data", help="fetch, verify and locate MNIST / Fashion-MNIST")
-    datasets.add_data_arguments(data)
-    data.set_defaults(func=datasets.run_data)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``portanet`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except (UsageError, BackendUnavailableError, datasets.DatasetUnavailableError) as exc:
-        print(f"portanet {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except (UsageError, BackendUnavailableError, data.DatasetUnavailableError,
+            ValueError) as exc:
         print(f"portanet {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -76,13 +76,33 @@ _BY_NAME: dict[str, Callable[[], Initializer]] = {
 
 
 def get_initializer(init: str | Initializer) -> Initializer:
-    """An initializer from its name (``"he"``, ``"glorot"``, ``"zeros"``, ...) or as given."""
+    """An initializer as given, or from its text form: the one grammar for initializers.
+
+    The text is a name, optionally followed by ``:`` and the factory's arguments separated by
+    commas: ``"he"``, ``"glorot"``, ``"zeros"``, ``"normal"``, ``"normal:0.01"`` (std),
+    ``"normal:0.01,0.5"`` (std, mean), ``"uniform:-0.5,0.5"`` (low, high); ``"kaiming"`` and
+    ``"xavier"`` are other names for ``"he"`` and ``"glorot"``. Recipes, ``Dense`` and the
+    command line all read initializers through here.
+
+    Raises:
+        ValueError: an unknown name, an argument that is not a number, or the wrong number of
+            arguments (the message lists the forms).
+    """
     if callable(init):
         return init
-    try:
-        return _BY_NAME[init]()
-    except KeyError:
+    name, _, args = str(init).partition(":")
+    forms = "he, glorot, zeros, normal[:STD[,MEAN]] or uniform[:LOW,HIGH]"
+    if name not in _BY_NAME:
         raise ValueError(
-            f"unknown initializer {init!r}; choose one of {', '.join(_BY_NAME)} "
+            f"unknown initializer {init!r}; use {forms} (also kaiming, xavier), "
             f"or pass e.g. portanet.init.uniform(-0.5, 0.5)"
-        ) from None
+        )
+    try:
+        values = [float(a) for a in args.split(",")] if args else []
+    except ValueError:
+        raise ValueError(f"bad initializer {init!r}: its arguments must be numbers") from None
+    try:
+        return _BY_NAME[name](*values)
+    except TypeError:
+        raise ValueError(f"bad initializer {init!r}: wrong number of arguments; use {forms}"
+                         ) from None

@@ -8,7 +8,7 @@ cores in a few minutes. ``portanet train --model NAME`` and the scripts in ``exa
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from portanet import init, optim
@@ -21,12 +21,24 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
 SCHEDULES = ("constant", "linear", "cosine")
 
 
+class _Keep:
+    """The type of :data:`KEEP`."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+"""Passed to :meth:`Recipe.replace` for a field that keeps its value (e.g. an option not given)."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything needed to build and train a classifier on flattened 28x28 images.
 
-    Initializers are strings: ``"he"``, ``"glorot"``, ``"zeros"``, ``"normal:STD"`` or
-    ``"uniform:LOW,HIGH"``. ``batch_size=None`` is full-batch gradient descent.
+    Initializers are strings in :func:`portanet.init.get_initializer`'s grammar: ``"he"``,
+    ``"glorot"``, ``"zeros"``, ``"normal:STD"`` or ``"uniform:LOW,HIGH"``.
+    ``batch_size=None`` is full-batch gradient descent.
     """
 
     name: str = "custom"
@@ -50,11 +62,12 @@ class Recipe:
     batch_size: int | None = 128
     train_subset: int | None = None
     reference: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with some fields changed (``None`` values are ignored), checked."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """A copy with the given fields changed, checked. A field given as :data:`KEEP` keeps
+        its value; any other value is set, ``None`` included (``batch_size=None``: full batch).
+        """
+        changes = {k: v for k, v in changes.items() if v is not KEEP}
         recipe = dataclasses.replace(self, **changes)
         recipe.check()
         return recipe
@@ -78,8 +91,16 @@ class Recipe:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
-        parse_init(self.weight_init)
-        parse_init(self.bias_init)
+        init.get_initializer(self.weight_init)
+        init.get_initializer(self.bias_init)
+
+    def describe(self) -> str:
+        """One line: optimizer, learning rate, schedule, batch, epochs and regularisation."""
+        return (f"{self.optimizer} lr {self.lr} ({self.schedule}), "
+                f"batch {self.batch_size or 'full'}, {self.epochs} epochs"
+                + (f", dropout {self.dropout}" if self.dropout else "")
+                + (f", L2 {self.l2}" if self.l2 else "")
+                + (f", weight decay {self.weight_decay}" if self.weight_decay else ""))
 
     def as_dict(self) -> dict[str, Any]:
         """The recipe as a JSON-able dict."""
@@ -95,14 +116,12 @@ class Recipe:
             layers.append(Dropout(self.input_dropout))
         width = in_features
         for h in self.hidden:
-            layers += [Dense(width, h, parse_init(self.weight_init), parse_init(self.bias_init)),
+            layers += [Dense(width, h, self.weight_init, self.bias_init),
                        ACTIVATIONS[self.activation]()]
             if self.dropout:
                 layers.append(Dropout(self.dropout))
             width = h
-        layers.append(
-            Dense(width, classes, parse_init(self.weight_init), parse_init(self.bias_init))
-        )
+        layers.append(Dense(width, classes, self.weight_init, self.bias_init))
         return Sequential(layers, backend=backend, seed=seed, dtype=dtype)
 
     def make_optimizer(self) -> optim.Optimizer:
@@ -137,23 +156,31 @@ class Recipe:
         }
 
 
-def parse_init(spec: str) -> init.Initializer:
-    """An initializer from ``"he"``, ``"glorot"``, ``"zeros"``, ``"normal:0.01"`` or
-    ``"uniform:-0.5,0.5"``."""
-    name, _, args = spec.partition(":")
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """Hidden layer widths from ``"512,256"`` (``""``: no hidden layer).
+
+    Raises:
+        ValueError: a width is not a whole number.
+    """
     try:
-        values = [float(a) for a in args.split(",")] if args else []
-        if name == "normal" and len(values) == 1:
-            return init.normal(values[0])
-        if name == "uniform" and len(values) == 2:
-            return init.uniform(values[0], values[1])
-        if not values:
-            return init.get_initializer(name)
-    except ValueError as exc:
-        raise ValueError(f"bad initializer {spec!r}: {exc}") from None
-    raise ValueError(
-        f"bad initializer {spec!r}; use he, glorot, zeros, normal:STD or uniform:LOW,HIGH"
-    )
+        return tuple(int(width) for width in text.split(",") if width.strip())
+    except ValueError:
+        raise ValueError(f"hidden layer widths are whole numbers like 512,256, got {text!r}"
+                         ) from None
+
+
+def parse_batch_size(text: str) -> int | None:
+    """A batch size from ``"128"``, or ``None`` (full-batch gradient descent) from ``"full"``.
+
+    Raises:
+        ValueError: neither a whole number nor ``"full"``.
+    """
+    if text.strip().lower() == "full":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a batch size is a whole number or 'full', got {text!r}") from None
 
 
 PRESETS: dict[str, Recipe] = {

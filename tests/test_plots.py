@@ -20,8 +20,8 @@ def assert_png(path, min_size=(200, 100)):
         assert im.size[0] >= min_size[0] and im.size[1] >= min_size[1], im.size
         assert im.size[0] <= 4000 and im.size[1] <= 4000, im.size
         im.load()
-    # No temporary files are left behind next to the result.
-    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    # Nothing but the pictures is left next to the result: no temporary file, whatever its name.
+    assert [p.name for p in path.parent.iterdir() if p.suffix != ".png"] == []
 
 
 def digits(n, seed=0):

