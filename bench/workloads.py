@@ -36,17 +36,25 @@ def _batches(n: int, batch: int) -> list[tuple[int, int]]:
 class ArrayModuleFloor:
     """The floor on NumPy or CuPy (``m`` is the module; the code is the same for both).
 
-    Matrix products write into buffers allocated once (measured a few percent faster on NumPy
-    than allocating each step's results, so that is the floor).
+    The fastest plain program a NumPy user writes: each step gathers its batch from the
+    resident data with one permutation per epoch (``X[perm[lo:hi]]``, no shuffled copy of the
+    data set), the learning rate is folded into the output gradient (so each weight update is
+    one in-place ``W -= grad``), bias add and ReLU in place, the ReLU gradient as a mask
+    multiply, matrix products into buffers allocated once, no loss value. L2 (``reg``) is
+    ``W *= 1 - lr * reg`` before the update: the exact gradient term, in place, and no penalty.
+
+    :meth:`step` takes an optional ``tick(phase)`` called after each phase; the phased floor of
+    the profile is this same step with a timer as ``tick``.
     """
 
     name = "floor"
 
-    def __init__(self, m: Any, params: Params, batch: int, lr: float, seed: int) -> None:
+    def __init__(self, m: Any, params: Params, batch: int, lr: float, seed: int,
+                 reg: float = 0.0) -> None:
         self.m = m
         self.W1, self.b1 = m.array(params["W1"]), m.array(params["b1"])
         self.W2, self.b2 = m.array(params["W2"]), m.array(params["b2"])
-        self.batch, self.lr = int(batch), float(lr)
+        self.batch, self.lr, self.reg = int(batch), float(lr), float(reg)
         self.rng = np.random.default_rng(seed)
         self.rows = m.arange(self.batch)
         hidden, classes = self.W2.shape
@@ -56,30 +64,60 @@ class ArrayModuleFloor:
         self.dh = m.empty((self.batch, hidden), dtype=dtype)
         self.g1, self.g2 = m.empty_like(self.W1), m.empty_like(self.W2)
 
-    def run(self, X: Any, y: Any) -> None:
-        m, mm, lr = self.m, self.m.matmul, self.lr
-        W1, b1, W2, b2, g1, g2, rows = self.W1, self.b1, self.W2, self.b2, self.g1, self.g2, \
-            self.rows
-        n = X.shape[0]
+    def run(self, X: Any, y: Any, tick: Any = None) -> None:
+        """One epoch over ``(X, y)``, in a fresh random order."""
+        m, n = self.m, X.shape[0]
         perm = m.asarray(self.rng.permutation(n))
-        Xe, ye = m.take(X, perm, axis=0), m.take(y, perm, axis=0)
-        for lo, hi in _batches(n, self.batch):
-            xb, yb, k = Xe[lo:hi], ye[lo:hi], hi - lo
-            h = mm(xb, W1, out=self.h[:k])
-            h += b1
-            m.maximum(h, 0, out=h)                       # A1 (ReLU in place)
-            z = mm(h, W2, out=self.z[:k])
-            z += b2
-            z -= z.max(axis=1, keepdims=True)
-            m.exp(z, out=z)
-            z *= (lr / k) / z.sum(axis=1, keepdims=True)  # lr * softmax / k
-            z[rows[:k], yb] -= lr / k                     # lr * (softmax - onehot) / k = lr*dZ2
-            dh = mm(z, W2.T, out=self.dh[:k])
-            dh *= h > 0                                   # lr * dZ1 (fastest NumPy mask form)
-            W2 -= mm(h.T, z, out=g2)
-            b2 -= z.sum(axis=0)
-            W1 -= mm(xb.T, dh, out=g1)
-            b1 -= dh.sum(axis=0)
+        if tick:
+            tick("rest of fit (shuffle, loss, bookkeeping)")
+        for lo in range(0, n, self.batch):
+            idx = perm[lo:lo + self.batch]
+            self.step(m.take(X, idx, axis=0), m.take(y, idx), tick)
+
+    def step(self, xb: Any, yb: Any, tick: Any = None) -> None:
+        """One SGD step on a batch; ``tick(phase)`` after each phase when given."""
+        m, mm, lr, k = self.m, self.m.matmul, self.lr, xb.shape[0]
+        W1, b1, W2, b2, g1, g2 = self.W1, self.b1, self.W2, self.b2, self.g1, self.g2
+        if tick:
+            tick("rest of fit (shuffle, loss, bookkeeping)")  # the gather
+        h = mm(xb, W1, out=self.h[:k])
+        h += b1
+        if tick:
+            tick("forward 0 Dense")
+        m.maximum(h, 0, out=h)                           # A1 (ReLU in place)
+        if tick:
+            tick("forward 1 ReLU")
+        z = mm(h, W2, out=self.z[:k])
+        z += b2
+        if tick:
+            tick("forward 2 Dense")
+        z -= z.max(axis=1, keepdims=True)
+        m.exp(z, out=z)
+        z *= (lr / k) / z.sum(axis=1, keepdims=True)     # lr * softmax / k
+        z[self.rows[:k], yb] -= lr / k                   # lr * (softmax - onehot) / k = lr*dZ2
+        if tick:
+            tick("rest of fit (shuffle, loss, bookkeeping)")
+        dh = mm(z, W2.T, out=self.dh[:k])
+        mm(h.T, z, out=g2)
+        gb2 = z.sum(axis=0)
+        if tick:
+            tick("backward 2 Dense")
+        dh *= h > 0                                      # lr * dZ1 (fastest NumPy mask form)
+        if tick:
+            tick("backward 1 ReLU")
+        mm(xb.T, dh, out=g1)
+        gb1 = dh.sum(axis=0)
+        if tick:
+            tick("backward 0 Dense")
+        if self.reg:
+            W2 *= 1.0 - lr * self.reg
+            W1 *= 1.0 - lr * self.reg
+        W2 -= g2
+        b2 -= gb2
+        W1 -= g1
+        b1 -= gb1
+        if tick:
+            tick("optimizer.step")
 
 
 class ArrayModuleLimit:

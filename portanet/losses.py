@@ -24,15 +24,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from portanet import _numpy_namespace
 from portanet.backend import namespace_of
 from portanet.layers import softmax
 from portanet.optim import is_weight
 
-_NAMESPACES: dict[type, Any] = {}
+_NAMESPACES: dict[type, Any] = {np.ndarray: _numpy_namespace}
 
 
 def _xp(array: Any) -> Any:
-    """The array's namespace, looked up once per array type (this runs every step)."""
+    """The array's namespace, looked up once per array type (this runs every step); NumPy
+    arrays get the NumPy backend's namespace (direct reductions, see _numpy_namespace)."""
     xp = _NAMESPACES.get(type(array))
     if xp is None:
         xp = _NAMESPACES[type(array)] = namespace_of(array)
@@ -83,9 +87,15 @@ class Loss:
         return labels
 
     def loss(self, logits: Any, prepared: Any) -> tuple[Any, Any]:
-        """``(loss, dlogits)`` for a batch, given its rows of :meth:`prepare`'s result. No checks:
-        this runs every step."""
+        """``(loss, dlogits)`` for a batch, given its rows of :meth:`prepare`'s result: the mean
+        over the batch of a per-sample loss, and its gradient. No checks."""
         raise NotImplementedError
+
+    def gradient(self, logits: Any, prepared: Any) -> Any:
+        """``dlogits`` alone: what :func:`portanet.fit` calls every step (it computes the
+        epoch's loss once, at the epoch's end, from the logits it kept). Override it when the
+        gradient is cheaper without the value; the default takes it from :meth:`loss`."""
+        return self.loss(logits, prepared)[1]
 
     def __call__(self, logits: Any, labels: Any) -> tuple[Any, Any]:
         """Check the arguments, then prepare and compute: the form for stepping by hand."""
@@ -109,11 +119,14 @@ class SoftmaxCrossEntropy(Loss):
         return one_hot(_xp(labels), labels, num_classes, dtype)
 
     def loss(self, logits: Any, prepared: Any) -> tuple[Any, Any]:
-        xp, targets = _xp(logits), prepared
-        n = float(logits.shape[0])
-        log_p = log_softmax(xp, logits)
-        loss = -xp.sum(targets * log_p) / n
-        return loss, (xp.exp(log_p) - targets) / n
+        xp = _xp(logits)
+        loss = -xp.sum(prepared * log_softmax(xp, logits)) / float(logits.shape[0])
+        return loss, self.gradient(logits, prepared)
+
+    def gradient(self, logits: Any, prepared: Any) -> Any:
+        p = softmax(_xp(logits), logits)
+        p -= prepared  # in place where arrays allow it: p is ours
+        return p * (1.0 / logits.shape[0])
 
 
 class SoftmaxSquaredError(Loss):
@@ -131,12 +144,14 @@ class SoftmaxSquaredError(Loss):
 
     def loss(self, logits: Any, prepared: Any) -> tuple[Any, Any]:
         xp = _xp(logits)
-        n = float(logits.shape[0])
+        diff = softmax(xp, logits) - prepared
+        return xp.sum(diff * diff) / float(logits.shape[0]), self.gradient(logits, prepared)
+
+    def gradient(self, logits: Any, prepared: Any) -> Any:
+        xp = _xp(logits)
         p = softmax(xp, logits)
-        diff = p - prepared
-        loss = xp.sum(diff * diff) / n
-        g = diff * (2.0 / n)
-        return loss, p * (g - xp.sum(g * p, axis=1, keepdims=True))
+        g = (p - prepared) * (2.0 / logits.shape[0])
+        return p * (g - xp.sum(g * p, axis=1, keepdims=True))
 
 
 class FunctionLoss(Loss):

@@ -40,16 +40,21 @@ def _number(name: str, value: Any, allow_zero: bool = False) -> float:
 
 
 
+SCRATCH_MIN_SIZE = 1 << 16
+"""Below this many elements NumPy's temporary comes from its small-block cache, and the
+scratch buffer's bookkeeping would cost more than it saves (per-sample SGD)."""
+
+
 def subtract_scaled(backend_name: str, p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
     """``p -= factor * g`` in place, returning ``p``: the portable form, plus fast paths.
 
-    * NumPy: ``factor * g`` goes into a scratch buffer kept in ``state`` (laid out like ``g``)
-      and is subtracted in place, so a step allocates nothing; the arithmetic is the portable
-      form's, bit for bit.
+    * NumPy, arrays of :data:`SCRATCH_MIN_SIZE` elements or more: ``factor * g`` goes into a
+      scratch buffer kept in ``state`` (laid out like ``g``) and is subtracted in place, so a
+      step allocates nothing; the arithmetic is the portable form's, bit for bit.
     * PyTorch: one fused pass, ``p.sub_(g, alpha=factor)``.
     * Everything else: ``p -= factor * g`` (rebinding where arrays are immutable).
     """
-    if backend_name == "numpy" and p.flags.writeable:
+    if backend_name == "numpy" and g.size >= SCRATCH_MIN_SIZE and p.flags.writeable:
         import numpy as np
 
         buf = state.get("scratch")

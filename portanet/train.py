@@ -271,13 +271,13 @@ def fit(
                 cb.on_epoch_begin(epoch, epochs, -(-data.n // batch))
             start = time.perf_counter()
             order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
-            losses, outputs = _run_epoch(model, loss_obj, optimizer, data, order, batch, l2,
-                                         callbacks, stop)
-            logs = _epoch_logs(model, data, order, batch, losses, outputs, l2)
+            outputs = _run_epoch(model, loss_obj, optimizer, data, order, batch, l2, callbacks,
+                                 stop)
+            logs = _epoch_logs(model, loss_obj, data, order, outputs, l2)
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
             seconds = time.perf_counter() - start
-            seen = min(len(losses) * batch, data.n)
+            seen = min(len(outputs) * batch, data.n)
             logs.update(seconds=seconds, samples_per_second=seen / seconds, lr=optimizer.lr)
             _record(history, logs)
             for cb in callbacks:
@@ -309,13 +309,12 @@ def _shuffled_order(model: Sequential, n: int) -> Any:
 
 def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data, order: Any,
                batch: int, l2: float, callbacks: list[Callback],
-               stop: StopOnInterrupt) -> tuple[list[Any], list[Any]]:
-    """One pass over the data; returns each step's loss and logits (device arrays)."""
+               stop: StopOnInterrupt) -> list[Any]:
+    """One pass over the data; returns each step's logits (device arrays, for the figures)."""
     model.train()
     xp = model.xp
     n = data.n
     batch_callbacks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
-    losses: list[Any] = []
     outputs: list[Any] = []
     for b, lo in enumerate(range(0, n, batch)):
         hi = min(lo + batch, n)
@@ -324,56 +323,49 @@ def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data,
         else:
             idx = order[lo:hi]
             xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.prepared, idx, axis=0)
-        value, logits = _step(model, loss, optimizer, xb, tb, l2)
-        losses.append(value)
-        outputs.append(logits)
+        outputs.append(_step(model, loss, optimizer, xb, tb, l2))
         if batch_callbacks:
-            running = partial(_figures, xp, losses, outputs, _labels(xp, data, order, hi),
-                              batch)
+            running = partial(_figures, xp, loss, data, order, outputs)
             for cb in batch_callbacks:
                 cb.on_batch_end(b, running)
         if stop.requested:
             break
-    return losses, outputs
+    return outputs
 
 
 def _step(model: Sequential, loss: Loss, optimizer: Optimizer, xb: Any, tb: Any,
-          l2: float) -> tuple[Any, Any]:
-    """Forward, loss, backward, update: one step on a batch and its prepared labels."""
+          l2: float) -> Any:
+    """Forward, loss gradient, backward, update: one step on a batch and its prepared labels.
+    Returns the logits (the loss value is computed from them once per epoch)."""
     logits = _forward(model, xb)
-    value, dlogits = loss.loss(logits, tb)
-    model.backward(dlogits, need_input_grad=False)
+    model.backward(loss.gradient(logits, tb), need_input_grad=False)
     optimizer.step(model, l2=l2)
-    return value, logits
+    return logits
 
 
-def _labels(xp: Any, data: _Data, order: Any, seen: int) -> Any:
-    """The labels of the epoch's first ``seen`` samples, in the epoch's order (for figures)."""
-    return data.y[:seen] if order is None else xp.take(data.y, order[:seen], axis=0)
-
-
-def _epoch_logs(model: Sequential, data: _Data, order: Any, batch: int, losses: list[Any],
-                outputs: list[Any], l2: float) -> dict[str, float]:
-    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy: one read."""
-    xp = model.xp
-    seen = min(len(losses) * batch, data.n)
-    mean_loss, accuracy = _figures(xp, losses, outputs, _labels(xp, data, order, seen), batch)
+def _epoch_logs(model: Sequential, loss: Loss, data: _Data, order: Any, outputs: list[Any],
+                l2: float) -> dict[str, float]:
+    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy."""
+    mean_loss, accuracy = _figures(model.xp, loss, data, order, outputs)
     if l2:
         mean_loss += float(l2_penalty(model, l2))
     return {"loss": mean_loss, "accuracy": accuracy}
 
 
-def _figures(xp: Any, losses: list[Any], outputs: list[Any], labels: Any,
-             batch: int) -> tuple[float, float]:
-    """Mean loss and accuracy over the steps so far (every batch but the last is full)."""
-    losses, outputs = list(losses), list(outputs)
+def _figures(xp: Any, loss: Loss, data: _Data, order: Any,
+             outputs: list[Any]) -> tuple[float, float]:
+    """Mean loss and accuracy over the epoch's steps so far, from the logits they produced:
+    one batched loss over all of them (the mean of per-sample losses), then one read."""
     logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
     seen = logits.shape[0]
-    last = seen - batch * (len(losses) - 1)
-    total = xp.sum(xp.stack(losses[:-1])) * float(batch) if len(losses) > 1 else 0.0
-    total = total + losses[-1] * float(last)
-    correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels[:seen])
-    return float(total) / seen, int(correct) / seen
+    if order is None:
+        labels, prepared = data.y[:seen], data.prepared[:seen, ...]
+    else:
+        idx = order[:seen]
+        labels, prepared = xp.take(data.y, idx, axis=0), xp.take(data.prepared, idx, axis=0)
+    value = loss.loss(logits, prepared)[0]
+    correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels)
+    return float(value), int(correct) / seen
 
 
 def _weights_finite(model: Sequential) -> bool:

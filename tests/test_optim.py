@@ -150,7 +150,8 @@ def test_subtract_scaled_fast_paths_match_the_portable_form(name: str) -> None:
     backend = pn.get_backend(name, "float32", seed=0)
     xp = backend.xp
     rng = np.random.default_rng(0)
-    host_p, host_g = rng.normal(size=(30, 7)), rng.normal(size=(30, 7))
+    shape = (300, 256)  # above SCRATCH_MIN_SIZE, so NumPy takes its scratch-buffer path
+    host_p, host_g = rng.normal(size=shape), rng.normal(size=shape)
     p = xp.permute_dims(backend.asarray(host_p.T.copy()), (1, 0))
     g = xp.permute_dims(backend.asarray(host_g.T.copy()), (1, 0))
     expected = backend.to_numpy(p) - np.float32(0.3) * backend.to_numpy(g)
@@ -159,6 +160,7 @@ def test_subtract_scaled_fast_paths_match_the_portable_form(name: str) -> None:
     exact = name != "torch"  # torch fuses the multiply-subtract: one rounding, not two
     assert_close(backend, out, expected, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
     if name == "numpy":
+        assert host_p.size >= optim.SCRATCH_MIN_SIZE
         assert out is p and state["scratch"].strides == g.strides
         scratch = state["scratch"]
         optim.subtract_scaled(backend.name, p, g, 0.3, state)
