@@ -119,6 +119,8 @@ def test_numpy_namespace_reductions_match_array_api_compat(dtype, axis, keepdims
     assert np.isnan(fast.max(np.array([1.0, np.nan]))) and fast.sum(x, dtype=np.float64).dtype \
         == np.float64
     np.testing.assert_array_equal(fast.reshape(x, (5, 4)), compat.reshape(x, (5, 4)))
+    for idx, ax in ((np.array([3, 0, 3]), 0), (np.array([4, 1]), 1), (np.array([7, 19]), None)):
+        np.testing.assert_array_equal(fast.take(x, idx, axis=ax), compat.take(x, idx, axis=ax))
     with pytest.raises(ValueError):
         fast.reshape(x, (5, 4), copy=False) if not x.flags.c_contiguous else \
             fast.reshape(x.T, (20,), copy=False)
