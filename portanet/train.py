@@ -283,6 +283,7 @@ def fit(
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if not math.isfinite(logs["loss"]):
+                model.eval()
                 raise DivergedError(epoch + 1, epochs, optimizer.lr, logs["loss"], history)
             if stop.requested:
                 history.interrupted = True
