@@ -38,13 +38,13 @@ class Plan:
     scaling_widths: tuple[int, ...] = (128, 1024, 4096)
     scaling_batches: tuple[int | None, ...] = (1, 32, 256, 2048, None)  # None: full batch
     scaling_target_seconds: float = 2.5
-    scaling_repeats: int = 3
+    scaling_repeats: int = 2
     per_sample_target_seconds: float = 2.0
     per_sample_repeats: int = 3
     per_sample_probe: int = 300
     full_batch_samples: int = 41_000      # the reference program's training subset
     full_batch_iterations: int = 500
-    full_batch_rounds: int = 3
+    full_batch_rounds: int = 2
     process_epochs: int = 3               # the whole-process pair: epochs per program run ...
     process_samples: int | None = None    # ... on this many training samples (None: all)
     process_pairs: int = 5                # ... alternated this many times

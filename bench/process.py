@@ -2,21 +2,21 @@
 
 Each program (:mod:`bench.programs.mlp_numpy`, :mod:`bench.programs.mlp_portanet`) runs in its
 own Python process, from start-up and imports to the last epoch's test accuracy, on the same
-data file; the pair is run ``plan.process_pairs`` times, the order alternated. Wall time comes
-from the parent's clock around the child; user and system CPU time and the peak resident set
-from ``os.wait4``'s resource usage of that child (what ``/usr/bin/time -v`` reports). Ratios are
+data file; the pair is run ``plan.process_pairs`` times, the order alternated. Each is started
+by :mod:`bench.programs.launch`, which times it and reads its user and system CPU time and peak
+resident set from ``os.wait4`` (what ``/usr/bin/time -v`` reports). Ratios are
 medians of the per-pair ratios. These processes use the whole machine: both pay the same BLAS
 thread settings, inherited from this process's environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_child(module: str, args: list[str]) -> dict[str, Any]:
-    """Run ``python -m module args`` and return its wall, user and system seconds and peak RSS."""
+    """Run ``python -m module args`` through :mod:`bench.programs.launch` and return its wall,
+    user and system seconds and peak RSS, and its last line of output."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                                stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        stdout.seek(0)
-        stderr.seek(0)
-        out, err = stdout.read().decode(), stderr.read().decode()
-    code = proc.returncode
-    if code != 0:
-        raise RuntimeError(f"{module} exited with {code}: {(err or out).strip()[-500:]}")
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"wall_seconds": wall, "user_seconds": usage.ru_utime,
-            "sys_seconds": usage.ru_stime, "peak_rss_bytes": rss,
-            "last_line": out.strip().splitlines()[-1] if out.strip() else ""}
+    with tempfile.TemporaryDirectory(prefix="portanet-bench-") as tmp:
+        result = Path(tmp, "usage.json")
+        proc = subprocess.run([sys.executable, "-m", "bench.programs.launch", str(result), module,
+                               *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{module} exited with {proc.returncode}: "
+                               f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        usage = json.loads(result.read_text())
+    out = proc.stdout.strip()
+    return {**usage, "last_line": out.splitlines()[-1] if out else ""}
 
 
 def process(ctx: Context, plan: Plan, say: Say) -> dict[str, Any]:
@@ -94,10 +88,10 @@ def process(ctx: Context, plan: Plan, say: Say) -> dict[str, Any]:
     return {"config": {"train_samples": train, "test_samples": test,
                        "epochs": plan.process_epochs, "pairs": plan.process_pairs,
                        "programs": PROGRAMS,
-                       "method": "each program a whole `python -m` process on the same .npz; "
-                                 "wall from the parent's clock, CPU and peak RSS from os.wait4 "
-                                 "(as /usr/bin/time -v); order alternated per pair; ratios are "
-                                 "medians of per-pair ratios"},
+                       "method": "each program a whole `python -m` process on the same .npz, "
+                                 "started by a small launcher that times it and reads CPU time "
+                                 "and peak RSS from os.wait4 (as /usr/bin/time -v); order "
+                                 "alternated per pair; ratios are medians of per-pair ratios"},
             "medians": medians, "runs": runs, "ratios": ratios, "goals": goals}
 
 
