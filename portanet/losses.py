@@ -150,8 +150,11 @@ class SoftmaxSquaredError(Loss):
     def gradient(self, logits: Any, prepared: Any) -> Any:
         xp = _xp(logits)
         p = softmax(xp, logits)
-        g = (p - prepared) * (2.0 / logits.shape[0])
-        return p * (g - xp.sum(g * p, axis=1, keepdims=True))
+        g = p - prepared
+        g *= 2.0 / logits.shape[0]  # in place where arrays allow it (g is ours): dL/dp
+        g -= xp.sum(g * p, axis=1, keepdims=True)
+        g *= p
+        return g
 
 
 class FunctionLoss(Loss):

@@ -191,7 +191,10 @@ class SGD(Optimizer):
         # temporary of the weight's size), the subtraction on the backend's fast path.
         if decay:
             p *= 1.0 - lr * decay
-        return subtract_scaled(backend_name, p, g, lr, self._scratch.setdefault(name, {}))
+        scratch = self._scratch.get(name)
+        if scratch is None:
+            scratch = self._scratch[name] = {}
+        return subtract_scaled(backend_name, p, g, lr, scratch)
 
 
 class RMSProp(Optimizer):
