@@ -2,10 +2,10 @@
 
 Inputs are checked once, at the boundary (shape, dtype, NaN, label range), then copied to the
 model's device once and stay there. Each step gathers its batch from the resident data by index
-(one permutation per epoch, no shuffled copy of the data set). Inside an epoch nothing is read
-back to the host: loss and accuracy are accumulated as device arrays and read once per epoch (or
-when a callback asks for them); an epoch whose loss is not finite ends training with a
-:class:`DivergedError`.
+(one permutation per epoch, no shuffled copy of the data set). A step computes only the loss's
+gradient; each step's logits stay on the device, and the epoch's loss and accuracy are computed
+from them and read back once per epoch (or when a callback asks). An epoch whose loss is not
+finite ends training with a :class:`DivergedError`.
 """
 
 from __future__ import annotations
