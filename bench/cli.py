@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import shlex
 import sys
@@ -11,21 +12,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("reference", "scaling", "per_sample")
+SECTIONS = ("reference", "process", "full_batch", "per_sample", "scaling")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="portanet's benchmarks: the reference MLP epoch against the floor (same "
-                    "step inline), the limit (its matrix products) and PyTorch; scaling over "
-                    "batch size and width; per-sample SGD. Writes JSON + markdown to --out and "
-                    "ends its output with one JSON line holding every figure.",
+        description="portanet's benchmarks: the reference MLP epoch against the floor (the "
+                    "fastest plain NumPy step), the limit (its matrix products) and PyTorch, "
+                    "with peak memory; the whole reference program as a process, plain NumPy "
+                    "against portanet; full-batch GD; per-sample SGD; scaling over batch size "
+                    "and width. Writes JSON + markdown to --out and ends its output with one "
+                    "JSON line holding every figure.",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="short run (under 2 minutes on 2 cores): partial epochs, scaled")
+                      help="short run (a few minutes on 2 cores): partial epochs, scaled")
     mode.add_argument("--tiny", action="store_true",
                       help="seconds-long smoke run on 512 samples, hidden 32 (for tests; the "
                            "figures mean nothing)")
@@ -80,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     wait = machine.wait_for_quiet(args.wait_load, wait_max, say=say) if wait_max > 0 else None
 
     import portanet
+    from bench import common, report
     from bench import data as bench_data
-    from bench import report, suite
 
-    plan = suite.plan_for(mode)
+    plan = common.plan_for(mode)
     plan.seed = args.seed
     plan.torch = not args.no_torch
     if args.samples:
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     blas_threads = machine.blas_threads()
-    torch_threads = suite.set_torch_threads(blas_threads) if plan.torch or \
+    torch_threads = common.set_torch_threads(blas_threads) if plan.torch or \
         backend.name == "torch" else None
 
     X_host, y_host, data_info = bench_data.load(args.data, plan.samples, args.seed,
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"OPENBLAS_CORETYPE={facts['env']['OPENBLAS_CORETYPE']}; torch threads "
         f"{torch_threads}; load {machine.load_average()}")
 
-    ctx = suite.make_context(backend, X_host, y_host, blas_threads)
+    ctx = common.make_context(backend, X_host, y_host, blas_threads)
     ctx.torch_threads = torch_threads
     if plan.quiet_retries > 0 and not args.no_retry:
         from bench.timing import QuietPolicy
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m bench " + " ".join(
                 shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
             "data": data_info,
-            "plan": suite.plan_dict(plan),
+            "plan": common.plan_dict(plan),
             "gpu_note": (f"measured on {gpu['name']}" if backend.name == "cupy"
                          else "no GPU figures in this run: " + (
                              gpu["why"] if not gpu.get("usable") else
@@ -153,14 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         "machine": facts,
         "load": {"at_start": load_start, "wait": wait},
     }
-    if "reference" in sections:
-        results["reference"] = suite.reference(ctx, plan, say)
-    if "scaling" in sections:
-        results["scaling"] = suite.scaling(ctx, plan, say)
-    if "per_sample" in sections:
-        results["per_sample"] = suite.per_sample(ctx, plan, say)
+    for section in SECTIONS:
+        if section in sections:
+            module = importlib.import_module(f"bench.{section}")
+            results[section] = getattr(module, section)(ctx, plan, say)
     if args.profile:
-        results["profile"] = suite.profile(ctx, plan, say)
+        from bench.profile import profile
+
+        results["profile"] = profile(ctx, plan, say)
+    results["headline"] = report.headline(results)
 
     results["load"].update(_load_stats(results), at_end=machine.load_average(),
                            quiet_policy=ctx.quiet.as_dict() if ctx.quiet else None)

@@ -4,28 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from portanet._files import atomic_write
 
 SUMMARY = "SUMMARY.md"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder + os.replace, so
-    a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_text(path: Path, text: str) -> None:
+    """``text`` to ``path`` through portanet's one :func:`~portanet._files.atomic_write`."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -103,18 +92,26 @@ def reference_lines(ref: dict[str, Any]) -> list[str]:
            " of one full epoch each")
         + "; variants interleaved round by round (order rotated each round).",
         "",
-        "| variant | s/epoch (median) | min | max | samples/s |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | s/epoch (median) | min | max | samples/s | peak MiB of a run |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name in ("portanet", "floor", "limit", "torch"):
         r = ref.get(name, {})
         if "seconds_per_epoch" not in r:
-            lines.append(f"| {name} | skipped: {r.get('skipped', 'n/a')} | | | |")
+            lines.append(f"| {name} | skipped: {r.get('skipped', 'n/a')} | | | | |")
             continue
         label = name if name != "torch" else f"PyTorch ({r.get('device')}, {r.get('threads')} threads)"  # noqa: E501
+        memory = r.get("memory", {})
+        peak = memory.get("peak_bytes")
+        peak = peak if peak is not None else memory.get("maxrss_growth_bytes")
         lines.append(f"| {label} | {r['seconds_per_epoch']:.3f} | {r['min_seconds_per_epoch']:.3f}"
-                     f" | {r['max_seconds_per_epoch']:.3f} | {r['samples_per_second']:,.0f} |")
-    lines += ["", "| ratio | paired (median of per-round ratios) | of the medians | of the "
+                     f" | {r['max_seconds_per_epoch']:.3f} | {r['samples_per_second']:,.0f} | "
+                     f"{_mib(peak)} |")
+    lines += ["", "Peak memory: one more run of each variant after the timed ones, above what "
+                  "was live before it (the data set excluded): tracemalloc's peak for NumPy "
+                  "arrays; where allocations cannot be traced (PyTorch on the CPU) the growth "
+                  "of the process's peak RSS, which is 0 when it stays below an earlier peak.",
+              "", "| ratio | paired (median of per-round ratios) | of the medians | of the "
                   "fastest runs |", "|---|---:|---:|---:|"]
     for key, value in ref["ratios"].items():
         lines.append(f"| {key} | **{_fmt(value)}** | {_fmt(ref['ratios_of_medians'][key])} | "
@@ -155,8 +152,7 @@ def scaling_lines(sc: dict[str, Any]) -> list[str]:
                      f" | {_mib(r['memory'].get('maxrss_growth_bytes'))} |")
     method = sc["rows"][0]["memory"].get("method") if sc["rows"] else None
     if method:
-        lines += ["", f"Peak memory: {method} (the data set itself is excluded; fit's shuffled "
-                      "copy of it is included)."]
+        lines += ["", f"Peak memory: {method} (the data set itself is excluded)."]
     return lines
 
 
@@ -190,6 +186,61 @@ def profile_lines(prof: dict[str, Any]) -> list[str]:
     return lines
 
 
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The ratios the speed goals are about, each with its bound and verdict (None: the section
+    did not run or could not measure it)."""
+    out: dict[str, Any] = {}
+    ref = results.get("reference", {})
+    for key, goal in ref.get("goals", {}).items():
+        out[f"reference {key}"] = goal
+    for key, goal in results.get("process", {}).get("goals", {}).items():
+        out[f"process {key}"] = goal
+    if "full_batch" in results:
+        out["full batch portanet/plain numpy"] = results["full_batch"]["goal"]
+    if "per_sample" in results:
+        out["per-sample portanet[numpy]/plain numpy"] = results["per_sample"]["goal"]
+    return out
+
+
+def headline_lines(results: dict[str, Any]) -> list[str]:
+    lines = ["| ratio (paired, same run) | goal | measured | met |", "|---|---:|---:|---|"]
+    for key, g in results.get("headline", {}).items():
+        rule = g.get("rule", "<=")
+        lines.append(f"| {key} | {rule} {g['bound']} | {_fmt(g['measured'])} | "
+                     f"{'yes' if g['met'] else 'no' if g['met'] is not None else 'n/a'} |")
+    return lines
+
+
+def process_lines(pr: dict[str, Any]) -> list[str]:
+    cfg = pr["config"]
+    lines = [f"The reference program (784-1024-10, L2 1e-4, SGD lr 0.5, batch 256) for "
+             f"{cfg['epochs']} epoch(s) on {cfg['train_samples']:,} images, test accuracy after "
+             f"each, as a whole Python process: {cfg['method']}. {cfg['pairs']} pair(s).", "",
+             "| program | wall s | user s | sys s | peak RSS MiB | last line |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, m in pr["medians"].items():
+        lines.append(f"| {name} | {m['wall_seconds']:.2f} | {m['user_seconds']:.2f} | "
+                     f"{m['sys_seconds']:.2f} | {_mib(m['peak_rss_bytes'])} | "
+                     f"{m['last_line']} |")
+    r = pr["ratios"]
+    lines += ["", f"portanet/plain numpy (median of per-pair ratios): wall **{_fmt(r['wall'])}**,"
+                  f" peak RSS **{_fmt(r['peak_rss'])}**, user {_fmt(r['user'])}, sys "
+                  f"{_fmt(r['sys'])}."]
+    return lines
+
+
+def full_batch_lines(fb: dict[str, Any]) -> list[str]:
+    cfg = fb["config"]
+    lines = [f"784-10-10 ReLU, float64, {cfg['samples']:,} samples, alpha {cfg['lr']}, "
+             f"{cfg['iterations']} iterations per timed run, {cfg['rounds']} round(s).", "",
+             "| implementation | s per run (median) | ms/iteration | how |", "|---|---:|---:|---|"]
+    for name, r in fb["rows"].items():
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['ms_per_iteration']:.2f} | "
+                     f"{r['method']} |")
+    lines += ["", f"portanet/plain numpy (paired): **{_fmt(fb['ratio'])}**."]
+    return lines
+
+
 def run_markdown(results: dict[str, Any], heading: str = "#") -> str:
     run = results["run"]
     data = run["data"]
@@ -209,8 +260,16 @@ def run_markdown(results: dict[str, Any], heading: str = "#") -> str:
         "",
         f"GPU: {run['gpu_note']}",
     ]
+    if results.get("headline"):
+        lines += ["", f"{h2} Goals", "", *headline_lines(results)]
     if "reference" in results:
         lines += ["", f"{h2} Reference workload", "", *reference_lines(results["reference"])]
+    if "process" in results:
+        lines += ["", f"{h2} Whole process: plain NumPy script against portanet", "",
+                  *process_lines(results["process"])]
+    if "full_batch" in results:
+        lines += ["", f"{h2} Full-batch gradient descent (reference B)", "",
+                  *full_batch_lines(results["full_batch"])]
     if "scaling" in results:
         lines += ["", f"{h2} Scaling (batch size x hidden width)", "",
                   *scaling_lines(results["scaling"])]
@@ -225,8 +284,8 @@ def run_markdown(results: dict[str, Any], heading: str = "#") -> str:
 def write_run(results: dict[str, Any], out: Path, stem: str) -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` into ``out``; returns their paths."""
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    atomic_write(json_path, json.dumps(results, indent=1, sort_keys=False) + "\n")
-    atomic_write(md_path, run_markdown(results))
+    _write_text(json_path, json.dumps(results, indent=1, sort_keys=False) + "\n")
+    _write_text(md_path, run_markdown(results))
     return json_path, md_path
 
 
@@ -266,5 +325,5 @@ def write_summary(out: Path) -> Path:
                      f"{_fmt(ratios.get('portanet/floor'))} | {_fmt(ratios.get('portanet/limit'))}"
                      f" | {_fmt(ratios.get('portanet/torch'))} |")
     path = out / SUMMARY
-    atomic_write(path, "\n".join(lines) + "\n")
+    _write_text(path, "\n".join(lines) + "\n")
     return path

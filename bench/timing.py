@@ -14,22 +14,13 @@ from bench.machine import Contention, load_average, others_cores_now
 
 
 def synchronizer(backend_name: str, device: Any = None) -> Callable[[], None]:
-    """A function that waits for the device's queued work (a no-op on the CPU).
+    """A function that waits for the device's queued work (a no-op on the CPU), from the
+    backend seam table (:data:`portanet.seams.SEAMS`): CuPy waits for the whole device, PyTorch
+    on CUDA for ``torch.cuda.synchronize``."""
+    from portanet.seams import SEAMS
 
-    CuPy: the current CUDA stream. PyTorch on CUDA: ``torch.cuda.synchronize``.
-    """
-    if backend_name == "cupy":
-        import cupy
-
-        def sync_cupy() -> None:
-            cupy.cuda.get_current_stream().synchronize()
-
-        return sync_cupy
-    if backend_name == "torch" and getattr(device, "type", str(device)) == "cuda":
-        import torch
-
-        return torch.cuda.synchronize
-    return lambda: None
+    seam = SEAMS[backend_name]
+    return lambda: seam.synchronize(device)
 
 
 def measure(fn: Callable[[], float | None], sync: Callable[[], None]) -> dict[str, Any]:
@@ -146,8 +137,8 @@ class MemoryWatch:
 
     NumPy and array-api-strict (which wraps NumPy): ``tracemalloc`` (NumPy reports its data
     allocations to it), as the peak above what was live when :meth:`mark` was called, plus the
-    process's ``ru_maxrss`` growth. CuPy: the default memory pool's bytes after the run, having
-    freed its cached blocks before (the pool keeps freed blocks, so this is its high-water mark).
+    process's ``ru_maxrss`` growth. CuPy: a memory-pool hook (:class:`portanet._cuda.PoolPeak`)
+    that records the real peak of bytes in use above those at :meth:`mark`.
     PyTorch on CUDA: ``torch.cuda.max_memory_allocated``. PyTorch on the CPU: ``ru_maxrss``
     growth only.
     """
@@ -170,7 +161,11 @@ class MemoryWatch:
         elif self.name == "cupy":
             import cupy
 
+            from portanet._cuda import PoolPeak
+
             cupy.get_default_memory_pool().free_all_blocks()
+            self._peak = PoolPeak(getattr(self.device, "id", None))
+            self._peak.__enter__()
         elif self.name == "torch" and getattr(self.device, "type", "") == "cuda":
             import torch
 
@@ -184,9 +179,7 @@ class MemoryWatch:
             tracemalloc.reset_peak()
             self.baseline = tracemalloc.get_traced_memory()[0]
         elif self.name == "cupy":
-            import cupy
-
-            self.baseline = cupy.get_default_memory_pool().used_bytes()
+            self._peak.mark()
         elif self.name == "torch" and getattr(self.device, "type", "") == "cuda":
             import torch
 
@@ -203,11 +196,11 @@ class MemoryWatch:
         elif self.name == "cupy":
             import cupy
 
-            pool = cupy.get_default_memory_pool()
-            out["peak_bytes"] = pool.total_bytes() - self.baseline
-            out["pool_total_bytes"] = pool.total_bytes()
-            out["method"] = ("CuPy pool bytes after the run (blocks freed before it) minus the "
-                             "bytes in use at the epoch's start")
+            self._peak.__exit__(None, None, None)
+            out["peak_bytes"] = self._peak.peak_above_mark
+            out["pool_total_bytes"] = cupy.get_default_memory_pool().total_bytes()
+            out["method"] = ("CuPy memory-pool hook: peak bytes in use above those at the "
+                             "epoch's start (comparable with tracemalloc's peak)")
         elif self.name == "torch" and getattr(self.device, "type", "") == "cuda":
             import torch
 

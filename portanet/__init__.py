@@ -10,7 +10,15 @@ from portanet.check import check
 from portanet.io import load, save
 from portanet.layers import Dense, Dropout, Flatten, Layer, ReLU, Sigmoid, Softmax, Tanh
 from portanet.model import Sequential
-from portanet.train import Callback, History, evaluate, fit, predict, predict_proba
+from portanet.train import (
+    Callback,
+    DivergedError,
+    History,
+    evaluate,
+    fit,
+    predict,
+    predict_proba,
+)
 
 __version__ = "0.1.0"
 
@@ -19,6 +27,7 @@ __all__ = [
     "BackendUnavailableError",
     "Callback",
     "Dense",
+    "DivergedError",
     "Dropout",
     "Flatten",
     "History",

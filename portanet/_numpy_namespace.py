@@ -1,6 +1,6 @@
 """The namespace the NumPy backend computes with: array-api-compat's, with direct reductions.
 
-``np.sum``, ``np.max`` and ``np.reshape`` pass through Python wrappers costing a few
+``np.sum``, ``np.max``, ``np.reshape`` and ``np.take`` pass through Python wrappers costing a few
 microseconds a call: nothing at batch 256, but a large share of a per-sample SGD step.
 Calling the ufunc's ``reduce`` gives the same results (same dtype rules, NaN handling and
 keepdims) without the wrapper. ``tests/test_backend.py`` checks the two agree.
@@ -27,6 +27,11 @@ def reshape(x, /, shape, *, copy=None):
     if copy is None:
         return np.ndarray.reshape(x, shape)
     return base_namespace.reshape(x, shape, copy=copy)
+
+
+def take(x, indices, /, *, axis=None):
+    """``xp.take`` through the array method (fit gathers every batch with it)."""
+    return np.ndarray.take(x, indices, axis=axis)
 
 
 __all__ = [*base_namespace.__all__, "base_namespace"]

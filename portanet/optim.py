@@ -3,47 +3,122 @@
 Hyperparameters are Python floats, so a float32 model stays float32. Updates are written as
 in-place operators (``p -= lr * g``): NumPy, CuPy and PyTorch update the array in place, and a
 namespace whose arrays are immutable falls back to rebinding, which is why each result is
-stored back into the layer's ``params``.
+stored back into the layer's ``params``. Plain SGD's update goes through
+:func:`subtract_scaled`, the one backend fast path here (tested against the portable form).
 
-Weight decay (an L2 term ``weight_decay * W`` added to the gradient) applies to weight
-matrices only, not to biases.
+L2 regularisation has one mechanism, weight decay: ``weight_decay * W`` added to the gradient of
+each parameter :func:`is_weight` names (weight matrices and kernels, not biases).
+``fit(l2=...)`` adds its term through the same step.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> float:
-    value = float(value)
-    if not (value >= 0.0 if allow_zero else value > 0.0) or not math.isfinite(value):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+def is_weight(param: Any) -> bool:
+    """The one rule for "this parameter is a weight" (what L2 and weight decay touch): arrays
+    of two or more axes (weight matrices, convolution kernels), not biases or scales."""
+    return param.ndim >= 2
+
+
+def _number(name: str, value: Any, allow_zero: bool = False) -> float:
+    """``value`` as a finite float > 0 (or >= 0), else a ValueError naming ``name``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    bound = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    if not (value >= 0.0 if allow_zero else value > 0.0):
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
     return value
 
 
+
+SCRATCH_MIN_SIZE = 1 << 16
+"""Below this many elements NumPy's temporary comes from its small-block cache, and the
+scratch buffer's bookkeeping would cost more than it saves (per-sample SGD)."""
+
+
+def subtract_scaled(backend_name: str, p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
+    """``p -= factor * g`` in place, returning ``p``: the portable form, plus fast paths.
+
+    * NumPy, arrays of :data:`SCRATCH_MIN_SIZE` elements or more: ``factor * g`` goes into a
+      scratch buffer kept in ``state`` (laid out like ``g``) and is subtracted in place, so a
+      step allocates nothing; the arithmetic is the portable form's, bit for bit.
+    * PyTorch: one fused pass, ``p.sub_(g, alpha=factor)``.
+    * Everything else: ``p -= factor * g`` (rebinding where arrays are immutable).
+    """
+    if backend_name == "numpy" and g.size >= SCRATCH_MIN_SIZE and p.flags.writeable:
+        import numpy as np
+
+        buf = state.get("scratch")
+        if buf is None or buf.shape != g.shape or buf.dtype != g.dtype \
+                or buf.strides != g.strides:
+            buf = state["scratch"] = np.empty_like(g)
+        np.multiply(g, factor, out=buf)
+        np.subtract(p, buf, out=p)
+        return p
+    if backend_name == "torch" and not p.requires_grad:
+        return p.sub_(g, alpha=factor)
+    p -= factor * g
+    return p
+
+
 class Optimizer:
-    """Base class: holds the learning rate and per-parameter state keyed by parameter name."""
+    """Base class: holds the learning rate and per-parameter state keyed by parameter name.
+
+    An optimizer with state belongs to the first model it steps: stepping a model with other
+    parameter shapes, another backend or dtype raises a ValueError (create one per model).
+    """
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
-        self.lr = _positive("lr", lr)
-        self.weight_decay = _positive("weight_decay", weight_decay, allow_zero=True)
+        self.lr = lr
+        self.weight_decay = _number("weight_decay", weight_decay, allow_zero=True)
         self.state: dict[str, dict[str, Any]] = {}
         self.steps = 0
         self.xp: Any = None
+        self._model: Any = None
+        self._signature: Any = None
+        self._scratch: dict[str, dict[str, Any]] = {}  # fast-path buffers, not optimizer state
 
-    def step(self, model: Any) -> None:
-        """Apply one update to every parameter of ``model`` from its current gradients."""
+    @property
+    def lr(self) -> float:
+        """The learning rate, a finite float > 0 (checked on every assignment)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _number("lr", value)
+
+    def step(self, model: Any, l2: float = 0.0) -> None:
+        """Apply one update to every parameter of ``model`` from its current gradients.
+
+        ``l2`` adds to ``weight_decay`` for this step (what ``fit(l2=...)`` uses).
+        """
+        if self._model is None or self._model() is not model:
+            self._bind(model)
         self.steps += 1
-        self.xp = model.backend.xp
-        lr = float(self.lr)
+        backend = model.backend
+        self.xp = backend.xp
+        lr = self._lr
+        decay = self.weight_decay + l2
         for name, params, grads, key in model.parameter_slots():
             p = params[key]
-            g = grads[key]
-            if self.weight_decay and p.ndim > 1:
-                g = g + self.weight_decay * p
-            params[key] = self.update(name, p, g, lr)
+            params[key] = self._apply(backend.name, name, p, grads[key], lr,
+                                      decay if decay and is_weight(p) else 0.0)
+
+    def _apply(self, backend_name: str, name: str, p: Any, g: Any, lr: float,
+               decay: float) -> Any:
+        """The update with weight decay ``decay`` (0 for parameters that are not weights)."""
+        if decay:
+            g = g + decay * p
+        return self.update(name, p, g, lr)
 
     def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
         """Return the updated parameter (in place where the array allows it)."""
@@ -51,6 +126,24 @@ class Optimizer:
 
     def _slot(self, name: str) -> dict[str, Any]:
         return self.state.setdefault(name, {})
+
+    def _bind(self, model: Any) -> None:
+        backend = model.backend
+        signature = (backend.name, str(backend.device), backend.dtype_name,
+                     tuple((name, tuple(p.shape)) for name, p, _ in model.named_parameters()))
+        if self._signature is not None and signature != self._signature and self.state:
+            raise ValueError(
+                f"this {type(self).__name__} already holds state for another model "
+                f"({_describe(self._signature)}), but was asked to step "
+                f"{_describe(signature)}; create a new optimizer for each model"
+            )
+        self._model, self._signature = weakref.ref(model), signature
+
+
+def _describe(signature: Any) -> str:
+    name, device, dtype, shapes = signature
+    listed = ", ".join(f"{n} {s}" for n, s in shapes[:4]) + (", ..." if len(shapes) > 4 else "")
+    return f"{name} on {device}, {dtype}, parameters {listed}"
 
 
 class SGD(Optimizer):
@@ -90,6 +183,19 @@ class SGD(Optimizer):
         p -= lr * g
         return p
 
+    def _apply(self, backend_name: str, name: str, p: Any, g: Any, lr: float,
+               decay: float) -> Any:
+        if self.momentum:
+            return super()._apply(backend_name, name, p, g, lr, decay)
+        # Plain SGD: p -= lr * (g + decay * p), as p *= 1 - lr * decay; p -= lr * g (no
+        # temporary of the weight's size), the subtraction on the backend's fast path.
+        if decay:
+            p *= 1.0 - lr * decay
+        scratch = self._scratch.get(name)
+        if scratch is None:
+            scratch = self._scratch[name] = {}
+        return subtract_scaled(backend_name, p, g, lr, scratch)
+
 
 class RMSProp(Optimizer):
     """RMSProp: ``s = rho * s + (1 - rho) * g^2``; ``p -= lr * g / (sqrt(s) + eps)``."""
@@ -101,7 +207,7 @@ class RMSProp(Optimizer):
         self.rho = float(rho)
         if not 0.0 < self.rho < 1.0:
             raise ValueError(f"rho must be in (0, 1), got {rho!r}")
-        self.eps = _positive("eps", eps)
+        self.eps = _number("eps", eps)
 
     def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
         xp = self.xp
@@ -136,7 +242,7 @@ class Adam(Optimizer):
         for name, beta in (("beta1", self.beta1), ("beta2", self.beta2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
-        self.eps = _positive("eps", eps)
+        self.eps = _number("eps", eps)
 
     def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
         xp = self.xp
@@ -157,6 +263,36 @@ class Adam(Optimizer):
         bias2 = 1.0 - b2**t
         p -= (lr / bias1) * m / (xp.sqrt(v * (1.0 / bias2)) + self.eps)
         return p
+
+
+OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
+    "sgd": SGD,
+    "momentum": lambda: SGD(momentum=0.9),
+    "nesterov": lambda: SGD(momentum=0.9, nesterov=True),
+    "rmsprop": RMSProp,
+    "adam": Adam,
+}
+"""Optimizers by name, with their default hyperparameters (``fit(optimizer="adam")``)."""
+
+
+def get_optimizer(optimizer: Optimizer | str | None) -> Optimizer:
+    """An :class:`Optimizer` from an optimizer, a name in :data:`OPTIMIZERS`, or ``None``
+    (``SGD(lr=0.01)``)."""
+    if optimizer is None:
+        return SGD(lr=0.01)
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}, "
+                f"or pass an object such as portanet.optim.Adam(lr=1e-3)"
+            )
+        return OPTIMIZERS[optimizer]()
+    raise TypeError(
+        f"optimizer must be a portanet.optim.Optimizer (e.g. SGD(lr=0.1)) or one of the names "
+        f"{', '.join(OPTIMIZERS)}, got {type(optimizer).__name__}"
+    )
 
 
 Schedule = Callable[[int, int], float]

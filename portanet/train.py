@@ -1,78 +1,35 @@
 """Training and inference loops: ``fit``, ``evaluate``, ``predict``, ``predict_proba``.
 
 Inputs are checked once, at the boundary (shape, dtype, NaN, label range), then copied to the
-model's device once. Inside an epoch nothing is read back to the host: loss and accuracy are
-accumulated as device arrays and read once per epoch (or when a callback asks for them).
+model's device once and stay there. Each step gathers its batch from the resident data by index
+(one permutation per epoch, no shuffled copy of the data set). A step computes only the loss's
+gradient; each step's logits stay on the device, and the epoch's loss and accuracy are computed
+from them and read back once per epoch (or when a callback asks). An epoch whose loss is not
+finite ends training with a :class:`DivergedError`.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from portanet.backend import Backend
+from portanet.backend import Backend, host_array, on_model_device
+from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.layers import Dense, Flatten, Softmax, softmax
-from portanet.losses import LOSSES, ONE_HOT_FORMS, l2_penalty, one_hot, softmax_cross_entropy
+from portanet.losses import Loss, as_loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
-from portanet.optim import SGD, Optimizer, Schedule
+from portanet.optim import Optimizer, Schedule, get_optimizer
 
 LossFn = Callable[[Any, Any], tuple[Any, Any]]
 
-
-@dataclass
-class History:
-    """Per-epoch figures of a :func:`fit` run (validation lists stay empty without val data)."""
-
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    samples_per_second: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def epochs(self) -> int:
-        """Number of epochs run (an interrupted epoch counts)."""
-        return len(self.loss)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The history as a JSON-serialisable dict."""
-        return asdict(self)
-
-
-class Callback:
-    """Hooks called by :func:`fit`. Override what you need; all default to doing nothing."""
-
-    def on_epoch_begin(self, epoch: int, epochs: int, num_batches: int) -> None:
-        """Before the first batch of ``epoch`` (0-based)."""
-
-    def on_batch_end(self, batch: int, running: Callable[[], tuple[float, float]]) -> None:
-        """After each step. ``running()`` returns (mean loss, accuracy) so far in this epoch;
-        calling it reads the device, so call it only now and then (e.g. to redraw a bar)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        """After each epoch, with that epoch's loss, accuracy, val figures, seconds and lr."""
-
-
-class PrintEpochs(Callback):
-    """Prints one line per epoch (what ``fit(..., verbose=True)`` uses)."""
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        line = f"epoch {epoch + 1}: loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
-        if "val_accuracy" in logs:
-            line += f"  val_loss {logs['val_loss']:.4f}  val_accuracy {logs['val_accuracy']:.4f}"
-        line += f"  {logs['seconds']:.2f}s  {logs['samples_per_second']:,.0f} samples/s"
-        print(line, flush=True)
+__all__ = ["Callback", "DivergedError", "History", "PrintEpochs", "evaluate", "fit", "predict",
+           "predict_proba", "prepare_inputs", "prepare_labels"]
 
 
 # --- the boundary: checks and the single host-to-device copy --------------------------------
@@ -82,9 +39,14 @@ def _host_or_device(backend: Backend, array: Any, what: str) -> tuple[Any, bool]
     """``array`` and whether it is already on ``backend``; host data (NumPy, lists) is accepted
     as NumPy, arrays of another backend raise a ValueError naming ``what``."""
     if isinstance(array, (list, tuple)):
-        array = np.asarray(array)
+        array = host_array(array, what)
     on_device = backend.owns(array)
     if not on_device and not isinstance(array, np.ndarray):
+        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+            raise TypeError(
+                f"{what} is a {type(array).__name__} ({array!r:.40}), not an array; pass an "
+                f"array of shape (samples, ...), e.g. numpy.asarray(rows)"
+            )
         backend.check_array(array, what)
     return array, on_device
 
@@ -158,12 +120,14 @@ def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
     return y
 
 
-def _resolve_loss(model: Sequential, loss: LossFn | str) -> LossFn:
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-        loss = LOSSES[loss]
-    if isinstance(model.layers[-1], Softmax) and loss in LOSSES.values():
+
+
+# --- what fit is given: checked once, before the first step --------------------------------
+
+
+def _resolve_loss(model: Sequential, loss: Loss | LossFn | str) -> Loss:
+    loss = as_loss(loss)
+    if isinstance(model.layers[-1], Softmax) and loss.takes_logits:
         raise ValueError(
             "the model ends in a Softmax layer, but portanet's losses take logits and apply "
             "softmax themselves; remove the last Softmax layer (predict_proba still gives "
@@ -172,7 +136,8 @@ def _resolve_loss(model: Sequential, loss: LossFn | str) -> LossFn:
     return loss
 
 
-def _batches(batch_size: int | None, n: int) -> int:
+def _batch_size(batch_size: int | None, n: int) -> int:
+    """The number of samples per step: ``batch_size`` capped at ``n``, ``n`` for ``None``."""
     if batch_size is None:
         return n
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
@@ -181,39 +146,79 @@ def _batches(batch_size: int | None, n: int) -> int:
     return min(int(batch_size), n)
 
 
-class _StopOnInterrupt:
-    """While active, the first Ctrl-C asks the loop to stop after the current step; a second
-    Ctrl-C interrupts at once. Only in the main thread (signals can't be caught elsewhere)."""
+def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
+               validation_data: Any) -> tuple[float, list[Callback]]:
+    """Check fit's arguments that bypass the optimizer; returns ``l2`` and the callbacks."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
+    if not model.parameter_slots():
+        raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    try:
+        l2 = float(l2)
+    except (TypeError, ValueError):
+        raise ValueError(f"l2 must be a number >= 0, got {l2!r}") from None
+    if not (math.isfinite(l2) and l2 >= 0.0):
+        raise ValueError(f"l2 must be a finite number >= 0 (e.g. 1e-4), got {l2!r}")
+    if isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(
+                f"callbacks[{i}] is a {type(cb).__name__}, not a portanet.train.Callback; "
+                f"subclass Callback and override on_epoch_end (or on_batch_end)"
+            )
+    if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    return l2, callbacks
 
-    def __init__(self, enabled: bool) -> None:
-        self.requested = False
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self._previous: Any = None
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+def _scheduled_lr(schedule: Schedule, epoch: int, epochs: int) -> float:
+    value = schedule(epoch, epochs)
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        lr = math.nan
+    if not (math.isfinite(lr) and lr > 0.0):
+        raise ValueError(
+            f"lr_schedule returned {value!r} for epoch {epoch + 1} of {epochs}; a schedule must "
+            f"return a finite learning rate > 0"
+        )
+    return lr
 
-    def __enter__(self) -> _StopOnInterrupt:
-        if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled and not self.requested:
-            signal.signal(signal.SIGINT, self._previous)
+@dataclass
+class _Data:
+    """A training set on the device: inputs, labels, and the loss's prepared labels."""
+
+    X: Any
+    y: Any
+    prepared: Any
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+
+def _forward(model: Sequential, x: Any) -> Any:
+    """The model's forward pass without the input check (inputs were checked at the boundary)."""
+    return model._forward(x)
 
 
 # --- training ----------------------------------------------------------------------------------
 
 
+@on_model_device
 def fit(
     model: Sequential,
     X: Any,
     y: Any,
     *,
-    loss: LossFn | str = softmax_cross_entropy,
-    optimizer: Optimizer | None = None,
+    loss: Loss | LossFn | str = softmax_cross_entropy,
+    optimizer: Optimizer | str | None = None,
     epochs: int = 1,
     batch_size: int | None = 32,
     shuffle: bool = True,
@@ -230,114 +235,145 @@ def fit(
         model: the model to train (updated in place).
         X: inputs, host NumPy or arrays of the model's backend, floats (e.g. pixels / 255).
         y: integer class labels of shape (samples,).
-        loss: a loss function ``(logits, labels) -> (loss, dlogits)`` or its name.
-        optimizer: default ``SGD(lr=0.01)``.
+        loss: a :class:`~portanet.losses.Loss`, its name, or a function
+            ``(logits, labels) -> (loss, dlogits)``.
+        optimizer: an :class:`~portanet.optim.Optimizer` or a name (``"adam"``); default
+            ``SGD(lr=0.01)``.
         epochs: passes over the data.
         batch_size: samples per step; ``None`` is full-batch gradient descent, 1 per-sample SGD.
         shuffle: reshuffle the samples every epoch (from the model's seeded generator).
         validation_data: optional ``(X_val, y_val)``, evaluated after every epoch.
-        l2: adds ``0.5 * l2 * sum(W^2)`` over weight matrices to the loss.
+        l2: adds ``0.5 * l2 * sum(W^2)`` over the weights to the loss: its gradient term every
+            step (as the optimizer's weight decay), its value once per epoch for the history.
         lr_schedule: ``schedule(epoch, epochs) -> lr``, applied before each epoch.
         callbacks: :class:`Callback` objects (progress bars, logging).
         verbose: print one line per epoch.
         stop_on_interrupt: the first Ctrl-C ends training after the current step (the history
             is marked ``interrupted``) instead of raising KeyboardInterrupt.
+
+    Raises:
+        DivergedError: at the end of the first epoch whose loss is not finite.
     """
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    loss_fn = _resolve_loss(model, loss)
-    optimizer = SGD(lr=0.01) if optimizer is None else optimizer
-    X = prepare_inputs(model, X, "X")
-    y = prepare_labels(model, y, X.shape[0], "y")
+    l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
+    loss_obj = _resolve_loss(model, loss)
+    optimizer = get_optimizer(optimizer)
+    data = _prepare_data(model, loss_obj, X, y)
     if validation_data is not None:
         X_val = prepare_inputs(model, validation_data[0], "validation X")
         y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
-    n = X.shape[0]
-    batch = _batches(batch_size, n)
-    num_batches = -(-n // batch)
-    backend, xp = model.backend, model.backend.xp
-    callbacks = list(callbacks) + ([PrintEpochs()] if verbose else [])
-    batch_callbacks = [cb for cb in callbacks
-                       if type(cb).on_batch_end is not Callback.on_batch_end]
+    batch = _batch_size(batch_size, data.n)
+    callbacks += [PrintEpochs()] if verbose else []
     history = History()
-    l2 = float(l2)
-    onehot_loss = ONE_HOT_FORMS.get(loss_fn)
-    if model.num_outputs is None:
-        onehot_loss = None
-    targets = None if onehot_loss is None else one_hot(xp, y, model.num_outputs, backend.dtype)
-
-    with _StopOnInterrupt(stop_on_interrupt) as stop:
+    with StopOnInterrupt(stop_on_interrupt) as stop:
         for epoch in range(epochs):
             if lr_schedule is not None:
-                optimizer.lr = float(lr_schedule(epoch, epochs))
+                optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
             for cb in callbacks:
-                cb.on_epoch_begin(epoch, epochs, num_batches)
+                cb.on_epoch_begin(epoch, epochs, -(-data.n // batch))
             start = time.perf_counter()
-            model.train()
-            X_epoch, y_epoch, t_epoch = X, y, targets
-            if shuffle and batch < n:
-                order = backend.asarray(backend.rng.permutation(n))
-                X_epoch, y_epoch = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
-                if targets is not None:
-                    t_epoch = xp.take(targets, order, axis=0)
-            # Per-step results stay on the device and are reduced once per epoch.
-            losses: list[Any] = []
-            outputs: list[Any] = []
-            seen = 0
-            for b in range(num_batches):
-                lo, hi = b * batch, min((b + 1) * batch, n)
-                xb, yb = X_epoch[lo:hi, ...], y_epoch[lo:hi]
-                logits = model._forward(xb)
-                if onehot_loss is None:
-                    value, dlogits = loss_fn(logits, yb)
-                else:
-                    value, dlogits = onehot_loss(xp, logits, t_epoch[lo:hi, ...])
-                model.backward(dlogits, need_input_grad=False)
-                if l2:
-                    value = value + l2_penalty(model, l2)
-                optimizer.step(model)
-                seen = hi
-                losses.append(value)
-                outputs.append(logits)
-                if batch_callbacks:
-                    running = partial(_epoch_figures, xp, losses, outputs, y_epoch, batch, b + 1)
-                    for cb in batch_callbacks:
-                        cb.on_batch_end(b, running)
-                if stop.requested:
-                    break
-            mean_loss, accuracy = _epoch_figures(xp, losses, outputs, y_epoch, batch)
-            logs = {"loss": mean_loss, "accuracy": accuracy}
+            order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
+            outputs = _run_epoch(model, loss_obj, optimizer, data, order, batch, l2, callbacks,
+                                 stop)
+            logs = _epoch_logs(model, loss_obj, data, order, outputs, l2)
             if validation_data is not None:
-                logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_fn)
+                logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
             seconds = time.perf_counter() - start
+            seen = min(len(outputs) * batch, data.n)
             logs.update(seconds=seconds, samples_per_second=seen / seconds, lr=optimizer.lr)
             _record(history, logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
+            if not math.isfinite(logs["loss"]):
+                model.eval()
+                raise DivergedError(epoch + 1, epochs, optimizer.lr, logs["loss"], history)
             if stop.requested:
                 history.interrupted = True
                 break
     model.eval()
+    if history.epochs and not _weights_finite(model):
+        raise DivergedError(history.epochs, epochs, optimizer.lr, math.nan, history)
     return history
 
 
-def _epoch_figures(
-    xp: Any, losses: list[Any], outputs: list[Any], labels: Any, batch: int, steps: int = 0
-) -> tuple[float, float]:
-    """Mean loss and accuracy over the first ``steps`` steps (all if 0), reading the device once.
+def _prepare_data(model: Sequential, loss: Loss, X: Any, y: Any) -> _Data:
+    """Check and copy the training set to the device once; prepare the loss's labels once."""
+    X = prepare_inputs(model, X, "X")
+    y = prepare_labels(model, y, X.shape[0], "y")
+    classes = model.num_outputs
+    prepared = y if classes is None else loss.prepare(y, classes, model.backend.dtype)
+    return _Data(X, y, prepared)
 
-    ``losses`` holds each step's mean loss (every batch has ``batch`` samples but the last)
-    and ``outputs`` each step's logits, in the order of ``labels``.
-    """
-    if steps:
-        losses, outputs = losses[:steps], outputs[:steps]
+
+def _shuffled_order(model: Sequential, n: int) -> Any:
+    """This epoch's order: a permutation drawn on the host, copied to the device once."""
+    return model.backend.asarray(model.backend.rng.permutation(n))
+
+
+def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data, order: Any,
+               batch: int, l2: float, callbacks: list[Callback],
+               stop: StopOnInterrupt) -> list[Any]:
+    """One pass over the data; returns each step's logits (device arrays, for the figures)."""
+    model.train()
+    xp = model.xp
+    n = data.n
+    batch_callbacks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+    outputs: list[Any] = []
+    for b, lo in enumerate(range(0, n, batch)):
+        hi = min(lo + batch, n)
+        if order is None:
+            xb, tb = data.X[lo:hi, ...], data.prepared[lo:hi, ...]
+        else:
+            idx = order[lo:hi]
+            xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.prepared, idx, axis=0)
+        outputs.append(_step(model, loss, optimizer, xb, tb, l2))
+        if batch_callbacks:
+            running = partial(_figures, xp, loss, data, order, outputs)
+            for cb in batch_callbacks:
+                cb.on_batch_end(b, running)
+        if stop.requested:
+            break
+    return outputs
+
+
+def _step(model: Sequential, loss: Loss, optimizer: Optimizer, xb: Any, tb: Any,
+          l2: float) -> Any:
+    """Forward, loss gradient, backward, update: one step on a batch and its prepared labels.
+    Returns the logits (the loss value is computed from them once per epoch)."""
+    logits = _forward(model, xb)
+    model.backward(loss.gradient(logits, tb), need_input_grad=False)
+    optimizer.step(model, l2=l2)
+    return logits
+
+
+def _epoch_logs(model: Sequential, loss: Loss, data: _Data, order: Any, outputs: list[Any],
+                l2: float) -> dict[str, float]:
+    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy."""
+    mean_loss, accuracy = _figures(model.xp, loss, data, order, outputs)
+    if l2:
+        mean_loss += float(l2_penalty(model, l2))
+    return {"loss": mean_loss, "accuracy": accuracy}
+
+
+def _figures(xp: Any, loss: Loss, data: _Data, order: Any,
+             outputs: list[Any]) -> tuple[float, float]:
+    """Mean loss and accuracy over the epoch's steps so far, from the logits they produced:
+    one batched loss over all of them (the mean of per-sample losses), then one read."""
     logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
     seen = logits.shape[0]
-    last = seen - batch * (len(losses) - 1)
-    total = xp.sum(xp.stack(losses[:-1])) * float(batch) if len(losses) > 1 else 0.0
-    total = total + losses[-1] * float(last)
-    correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels[:seen])
-    return float(total) / seen, int(correct) / seen
+    if order is None:
+        labels, prepared = data.y[:seen], data.prepared[:seen, ...]
+    else:
+        idx = order[:seen]
+        labels, prepared = xp.take(data.y, idx, axis=0), xp.take(data.prepared, idx, axis=0)
+    value = loss.loss(logits, prepared)[0]
+    correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels)
+    return float(value), int(correct) / seen
+
+
+def _weights_finite(model: Sequential) -> bool:
+    """True when every parameter is finite (one read per run, at the end of fit)."""
+    xp = model.xp
+    return all(bool(xp.all(xp.isfinite(p))) for _, p, _ in model.named_parameters())
 
 
 def _record(history: History, logs: dict[str, float]) -> None:
@@ -349,7 +385,7 @@ def _record(history: History, logs: dict[str, float]) -> None:
 
 
 def _evaluate(
-    model: Sequential, X: Any, y: Any, loss_fn: LossFn, batch_size: int = 2048
+    model: Sequential, X: Any, y: Any, loss: Loss, batch_size: int = 2048
 ) -> tuple[float, float]:
     """Mean loss and accuracy over device arrays, read back once."""
     xp = model.xp
@@ -360,26 +396,27 @@ def _evaluate(
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         xb, yb = X[start:stop, ...], y[start:stop]
-        logits = model._forward(xb)
-        value, _ = loss_fn(logits, yb)
+        logits = _forward(model, xb)
+        value, _ = loss(logits, yb)
         loss_sum = loss_sum + value * float(xb.shape[0])
         correct = correct + xp.count_nonzero(xp.argmax(logits, axis=1) == yb)
     return float(loss_sum) / n, int(correct) / n
 
 
+@on_model_device
 def evaluate(
     model: Sequential,
     X: Any,
     y: Any,
     *,
-    loss: LossFn | str = softmax_cross_entropy,
+    loss: Loss | LossFn | str = softmax_cross_entropy,
     batch_size: int = 2048,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on ``(X, y)``: ``{"loss", "accuracy", "samples"}``."""
-    loss_fn = _resolve_loss(model, loss)
+    loss_obj = _resolve_loss(model, loss)
     X = prepare_inputs(model, X, "X")
     y = prepare_labels(model, y, X.shape[0], "y")
-    value, accuracy = _evaluate(model, X, y, loss_fn, _batches(batch_size, X.shape[0]))
+    value, accuracy = _evaluate(model, X, y, loss_obj, _batch_size(batch_size, X.shape[0]))
     return {"loss": value, "accuracy": accuracy, "samples": int(X.shape[0])}
 
 
@@ -390,7 +427,7 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
     ends_in_softmax = isinstance(model.layers[-1], Softmax)
     parts = []
     for start in range(0, X.shape[0], batch_size):
-        out = model._forward(X[start:min(start + batch_size, X.shape[0]), ...])
+        out = _forward(model, X[start:min(start + batch_size, X.shape[0]), ...])
         parts.append(out if ends_in_softmax else softmax(xp, out))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
@@ -398,12 +435,13 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
 def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
     host_in = isinstance(X, np.ndarray) and model.backend.name != "numpy"
     X = prepare_inputs(model, X, "X")
-    out = _probabilities(model, X, _batches(batch_size, X.shape[0]))
+    out = _probabilities(model, X, _batch_size(batch_size, X.shape[0]))
     if labels:
         out = model.xp.argmax(out, axis=1)
     return model.backend.to_numpy(out) if host_in else out
 
 
+@on_model_device
 def predict_proba(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
     """Class probabilities, shape (samples, classes).
 
@@ -412,6 +450,7 @@ def predict_proba(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
     return _infer(model, X, batch_size, labels=False)
 
 
+@on_model_device
 def predict(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
     """Predicted class indices, shape (samples,), living where ``X`` lived."""
     return _infer(model, X, batch_size, labels=True)

@@ -95,6 +95,8 @@ def test_numpy_namespace_reductions_match_array_api_compat(dtype, axis, keepdims
     np.testing.assert_array_equal(fast.reshape(x, (5, 4)), compat.reshape(x, (5, 4)))
     assert np.shares_memory(fast.reshape(x, (5, 4), copy=False), x)  # a view, as asked
     assert not np.shares_memory(fast.reshape(x, (5, 4), copy=True), x)
+    for idx, ax in ((np.array([3, 0, 3]), 0), (np.array([4, 1]), 1), (np.array([7, 19]), None)):
+        np.testing.assert_array_equal(fast.take(x, idx, axis=ax), compat.take(x, idx, axis=ax))
     with pytest.raises(ValueError):
         fast.reshape(x.T, (20,), copy=False)  # a transpose cannot be flattened without a copy
 

@@ -1,5 +1,6 @@
 """The benchmark machinery (``python -m bench``) on tiny sizes: it runs, writes its files and
-ends with one JSON line holding the expected figures. No timing assertions."""
+ends with one JSON line holding the expected figures; the floor trains like portanet. No timing
+assertions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +59,27 @@ def test_bench_tiny_run_writes_results_and_ends_with_json(tmp_path: Path) -> Non
     assert per_sample[("plain numpy inline", "numpy")]["us_per_sample"] > 0
     assert "portanet[numpy]/plain numpy" in result["per_sample"]["ratios"]
 
+    process = result["process"]
+    for name in ("plain numpy", "portanet"):
+        run = process["medians"][name]
+        assert run["wall_seconds"] > 0 and run["peak_rss_bytes"] > 0
+        assert run["last_line"].startswith("epoch 1")
+    assert process["ratios"]["wall"] > 0 and process["ratios"]["peak_rss"] > 0
+    assert set(process["goals"]) == {"wall ratio", "peak_rss ratio"}
+
+    full_batch = result["full_batch"]
+    assert full_batch["config"]["dtype"] == "float64" and full_batch["ratio"] > 0
+    for name in ("portanet", "plain numpy"):
+        assert full_batch["rows"][name]["ms_per_iteration"] > 0
+
+    for name in ("portanet", "floor", "limit"):
+        assert ref[name]["memory"]["peak_bytes"] >= 0
+    assert set(result["headline"]) >= {
+        "reference portanet/floor", "reference portanet/torch", "process wall ratio",
+        "process peak_rss ratio", "full batch portanet/plain numpy",
+        "per-sample portanet[numpy]/plain numpy"}
+    assert "extra" not in result["run"]["plan"]
+
     phases = result["profile"]["phases"]
     assert phases["portanet"]["total"] > 0 and phases["floor"]["total"] > 0
     assert "backward 1 ReLU" in phases["portanet"] and "backward 1 ReLU" in phases["floor"]
@@ -66,4 +90,48 @@ def test_bench_tiny_run_writes_results_and_ends_with_json(tmp_path: Path) -> Non
     assert json.loads(json_files[0].read_text())["reference"]["ratios"] == ref["ratios"]
     assert json_files[0].with_suffix(".md").exists()
     assert "Reference workload" in (out / "SUMMARY.md").read_text()
-    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+    assert not list(out.glob(".*.part"))  # atomic writes leave no partial files
+
+
+def test_floor_trains_like_portanet() -> None:
+    """The floor (lr folded into the output gradient, L2 as W *= 1 - lr*l2) is the same
+    training step as portanet.fit with l2: one full-batch step gives the same weights."""
+    import portanet
+    from bench import workloads
+    from bench.common import host_params, mlp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 784), dtype=np.float32)
+    y = rng.integers(0, 10, size=64)
+    model = mlp(portanet.get_backend("numpy", "float64"), hidden=32, seed=0)
+    floor = workloads.ArrayModuleFloor(np, host_params(model), batch=64, lr=0.5, seed=0,
+                                       reg=0.01)
+    floor.run(X.astype(np.float64), y)
+    portanet.fit(model, X, y, optimizer=portanet.optim.SGD(0.5), l2=0.01, batch_size=None)
+    state = model.state_dict()
+    for ours, theirs in (("0.W", floor.W1), ("0.b", floor.b1), ("2.W", floor.W2),
+                         ("2.b", floor.b2)):
+        np.testing.assert_allclose(state[ours], theirs, rtol=1e-10, atol=1e-12, err_msg=ours)
+
+
+def test_phased_floor_is_the_floor() -> None:
+    """The profile's phased floor runs the floor's own step: same weights after an epoch."""
+    from bench import workloads
+    from bench.common import plan_for
+    from bench.profile import _PhasedFloor
+
+    rng = np.random.default_rng(1)
+    params = {"W1": rng.normal(size=(784, 16)).astype(np.float32) * 0.05,
+              "b1": np.zeros(16, np.float32),
+              "W2": rng.normal(size=(16, 10)).astype(np.float32) * 0.05,
+              "b2": np.zeros(10, np.float32)}
+    X = rng.random((300, 784), dtype=np.float32)
+    y = rng.integers(0, 10, size=300)
+    plan = plan_for("tiny")
+    phased = _PhasedFloor(params, plan)
+    plain = workloads.ArrayModuleFloor(np, params, plan.batch, plan.lr, plan.seed, plan.l2)
+    phases = phased.epoch(X, y)
+    plain.run(X, y)
+    assert phases["total"] > 0 and phases["optimizer.step"] > 0
+    for name in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(getattr(phased, name), getattr(plain, name))

@@ -74,7 +74,7 @@ def test_a_wrong_host_copy_fails_save_and_load() -> None:
 
 def test_a_model_that_does_not_learn_fails_the_timed_run(monkeypatch: pytest.MonkeyPatch) -> None:
     class Frozen(pn.optim.SGD):
-        def step(self, model: Any) -> None:  # an optimizer that never moves the weights
+        def step(self, model: Any, l2: float = 0.0) -> None:  # never moves the weights
             pass
 
     real_sgd = pn.optim.SGD

@@ -153,19 +153,23 @@ def test_squared_error_value_and_full_jacobian(backend64: pn.Backend) -> None:
 
 
 def test_l2_penalty_value_and_gradient(backend64: pn.Backend) -> None:
+    """The penalty's value (losses.l2_penalty) and its gradient term (the optimizer's weight
+    decay, the one L2 mechanism) over the same parameters: weights, not biases."""
     model = pn.Sequential([pn.Dense(3, 2), pn.ReLU(), pn.Dense(2, 2)], backend=backend64, seed=0)
     x = backend64.asarray(np.ones((1, 3)))
     labels = backend64.asarray(np.array([1]))
     _, dlogits = losses.softmax_cross_entropy(model.forward(x), labels)
     model.backward(dlogits)
-    before = {name: backend64.to_numpy(g) for name, _, g in model.named_parameters()}
+    grads = {name: backend64.to_numpy(g) for name, _, g in model.named_parameters()}
     weights = {name: backend64.to_numpy(p) for name, p, _ in model.named_parameters()}
     penalty = losses.l2_penalty(model, 0.1)
     expected = 0.5 * 0.1 * (np.sum(weights["0.W"] ** 2) + np.sum(weights["2.W"] ** 2))
     np.testing.assert_allclose(float(backend64.to_numpy(penalty)), expected, rtol=1e-12)
-    for name, _, g in model.named_parameters():
+    pn.optim.SGD(1.0, weight_decay=0.1).step(model)
+    for name, p, _ in model.named_parameters():
         extra = 0.1 * weights[name] if name.endswith("W") else 0.0
-        np.testing.assert_allclose(backend64.to_numpy(g), before[name] + extra, rtol=1e-12)
+        np.testing.assert_allclose(backend64.to_numpy(p), weights[name] - grads[name] - extra,
+                                   rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 def test_model_backward_matches_numerical(backend64: pn.Backend) -> None:

@@ -145,3 +145,39 @@ def test_schedules() -> None:
     assert cosine(0, 10) == 1.0 and cosine(5, 10) == pytest.approx(0.5)
     warm = optim.cosine_decay(1.0, warmup_epochs=1)
     assert warm(0, 10) == 0.5 and warm(1, 10) == 1.0
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "array_api_strict"])
+def test_subtract_scaled_fast_paths_match_the_portable_form(name: str) -> None:
+    """``p -= factor * g`` through each backend's fast path against the portable form, on a
+    transposed view like Dense's W; NumPy's path is bit for bit the same and updates in place
+    through one reused scratch buffer."""
+    if name != "numpy":
+        pytest.importorskip("torch" if name == "torch" else name)
+    backend = pn.get_backend(name, "float32", seed=0)
+    xp = backend.xp
+    rng = np.random.default_rng(0)
+    shape = (300, 256)  # above SCRATCH_MIN_SIZE, so NumPy takes its scratch-buffer path
+    host_p, host_g = rng.normal(size=shape), rng.normal(size=shape)
+    p = xp.permute_dims(backend.asarray(host_p.T.copy()), (1, 0))
+    g = xp.permute_dims(backend.asarray(host_g.T.copy()), (1, 0))
+    expected = backend.to_numpy(p) - np.float32(0.3) * backend.to_numpy(g)
+    state: dict = {}
+    out = optim.subtract_scaled(backend.name, p, g, 0.3, state)
+    exact = name != "torch"  # torch fuses the multiply-subtract: one rounding, not two
+    assert_close(backend, out, expected, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
+    if name == "numpy":
+        assert host_p.size >= optim.SCRATCH_MIN_SIZE
+        assert out is p and state["scratch"].strides == g.strides
+        scratch = state["scratch"]
+        optim.subtract_scaled(backend.name, p, g, 0.3, state)
+        assert state["scratch"] is scratch
+
+
+def test_plain_sgd_with_weight_decay_fast_path(backend: pn.Backend) -> None:
+    """Plain SGD's decay as p *= 1 - lr*wd; p -= lr*g equals p -= lr*(g + wd*p)."""
+    model = one_dense_model(backend)
+    step(model, optim.SGD(lr=0.1, weight_decay=0.5), G1, GB)
+    W, b = params(model)
+    assert_close(backend, W, W0 - 0.1 * (G1 + 0.5 * W0), rtol=1e-6)
+    assert_close(backend, b, B0 - 0.1 * GB)

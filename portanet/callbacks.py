@@ -1,0 +1,101 @@
+"""What a :func:`portanet.fit` run reports and how it ends: the per-epoch :class:`History`,
+:class:`Callback` hooks, :class:`DivergedError` and the Ctrl-C handling."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class History:
+    """Per-epoch figures of a :func:`fit` run (validation lists stay empty without val data).
+
+    ``loss`` is the epoch's mean data loss plus, with ``l2``, the penalty at the epoch's end.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    samples_per_second: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs run (an interrupted epoch counts)."""
+        return len(self.loss)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The history as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+class DivergedError(ArithmeticError):
+    """Training diverged: an epoch's loss (or the final weights) are not finite.
+
+    Raised by :func:`fit` at the end of that epoch. The model's weights are then not finite
+    either: do not save it. Attributes: ``epoch`` (1-based), ``lr`` (the learning rate in force),
+    ``loss`` and ``history`` (the figures up to and including that epoch).
+    """
+
+    def __init__(self, epoch: int, epochs: int, lr: float, loss: float, history: History) -> None:
+        self.epoch, self.lr, self.loss, self.history = epoch, lr, loss, history
+        super().__init__(
+            f"training diverged: the loss is {loss} in epoch {epoch} of {epochs} at learning "
+            f"rate {lr:g}, and the weights are no longer finite (the model must not be saved); "
+            f"lower the learning rate (e.g. to {lr / 10:g}) or its schedule and train again"
+        )
+
+
+class Callback:
+    """Hooks called by :func:`fit`. Override what you need; all default to doing nothing."""
+
+    def on_epoch_begin(self, epoch: int, epochs: int, num_batches: int) -> None:
+        """Before the first batch of ``epoch`` (0-based)."""
+
+    def on_batch_end(self, batch: int, running: Callable[[], tuple[float, float]]) -> None:
+        """After each step. ``running()`` returns (mean loss, accuracy) so far in this epoch;
+        calling it reads the device, so call it only now and then (e.g. to redraw a bar)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        """After each epoch, with that epoch's loss, accuracy, val figures, seconds and lr."""
+
+
+class PrintEpochs(Callback):
+    """Prints one line per epoch (what ``fit(..., verbose=True)`` uses)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        line = f"epoch {epoch + 1}: loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
+        if "val_accuracy" in logs:
+            line += f"  val_loss {logs['val_loss']:.4f}  val_accuracy {logs['val_accuracy']:.4f}"
+        line += f"  {logs['seconds']:.2f}s  {logs['samples_per_second']:,.0f} samples/s"
+        print(line, flush=True)
+
+
+class StopOnInterrupt:
+    """While active, the first Ctrl-C asks the loop to stop after the current step; a second
+    Ctrl-C interrupts at once. Only in the main thread (signals can't be caught elsewhere)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.requested = False
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __enter__(self) -> StopOnInterrupt:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled and not self.requested:
+            signal.signal(signal.SIGINT, self._previous)
