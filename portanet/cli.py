@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 
 import portanet
-from portanet import datasets, metrics
+from portanet import datasets, distributed, metrics
 from portanet._files import atomic_write
 from portanet.backend import (
     BACKEND_NAMES,
@@ -154,7 +154,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return recipe
 
 
+@distributed.abort_on_error  # [mpi] under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
+    comm = distributed.command_line_world()  # [mpi] None unless launched by mpiexec
     recipe = recipe_from_args(args)
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed)
     print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
@@ -193,7 +195,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                            epochs_total=recipe.epochs)
     started = time.perf_counter()
     history = portanet.fit(model, X, y, validation_data=validation,
-                           callbacks=[] if args.quiet else [progress], **fit_args)
+                           callbacks=[] if args.quiet else [progress], comm=comm, **fit_args)
+    if comm is not None and not comm.is_root:  # [mpi] rank 0 alone reports, saves, writes
+        return 0
     train_seconds = time.perf_counter() - started
     if history.interrupted:
         print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",

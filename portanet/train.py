@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from portanet.backend import Backend
+from portanet.distributed import Communicator
 from portanet.layers import Dense, Flatten, Softmax, softmax
 from portanet.losses import LOSSES, ONE_HOT_FORMS, l2_penalty, one_hot, softmax_cross_entropy
 from portanet.model import Sequential
@@ -223,6 +224,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     verbose: bool = False,
     stop_on_interrupt: bool = True,
+    comm: Communicator | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` and return the per-epoch :class:`History`.
 
@@ -242,6 +244,8 @@ def fit(
         verbose: print one line per epoch.
         stop_on_interrupt: the first Ctrl-C ends training after the current step (the history
             is marked ``interrupted``) instead of raising KeyboardInterrupt.
+        comm: train data-parallel over MPI ranks, e.g. ``portanet.distributed.world()``:
+            ``batch_size`` is then the global batch (see :mod:`portanet.distributed`).
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -257,6 +261,8 @@ def fit(
     num_batches = -(-n // batch)
     backend, xp = model.backend, model.backend.xp
     callbacks = list(callbacks) + ([PrintEpochs()] if verbose else [])
+    if comm is not None:  # [mpi] same model and plan on every rank; callbacks on rank 0 only
+        callbacks = comm.begin(model, y, batch, epochs, callbacks)
     batch_callbacks = [cb for cb in callbacks
                        if type(cb).on_batch_end is not Callback.on_batch_end]
     history = History()
@@ -266,7 +272,8 @@ def fit(
         onehot_loss = None
     targets = None if onehot_loss is None else one_hot(xp, y, model.num_outputs, backend.dtype)
 
-    with _StopOnInterrupt(stop_on_interrupt) as stop:
+    # [mpi] under MPI a Ctrl-C stops at once: ranks could not agree on the step to stop after
+    with _StopOnInterrupt(stop_on_interrupt and comm is None) as stop:
         for epoch in range(epochs):
             if lr_schedule is not None:
                 optimizer.lr = float(lr_schedule(epoch, epochs))
@@ -286,6 +293,8 @@ def fit(
             seen = 0
             for b in range(num_batches):
                 lo, hi = b * batch, min((b + 1) * batch, n)
+                if comm is not None:  # [mpi] this rank's share of the global batch
+                    lo, hi = comm.shard(lo, hi)
                 xb, yb = X_epoch[lo:hi, ...], y_epoch[lo:hi]
                 logits = model._forward(xb)
                 if onehot_loss is None:
@@ -295,17 +304,23 @@ def fit(
                 model.backward(dlogits, need_input_grad=False)
                 if l2:
                     value = value + l2_penalty(model, l2)
+                if comm is not None:  # [mpi] one Allreduce: the global batch's mean gradient
+                    comm.average_gradients(model)
                 optimizer.step(model)
                 seen = hi
                 losses.append(value)
                 outputs.append(logits)
                 if batch_callbacks:
-                    running = partial(_epoch_figures, xp, losses, outputs, y_epoch, batch, b + 1)
+                    figures = _epoch_figures if comm is None else comm.local_figures  # [mpi]
+                    running = partial(figures, xp, losses, outputs, y_epoch, batch, b + 1)
                     for cb in batch_callbacks:
                         cb.on_batch_end(b, running)
                 if stop.requested:
                     break
-            mean_loss, accuracy = _epoch_figures(xp, losses, outputs, y_epoch, batch)
+            if comm is None:
+                mean_loss, accuracy = _epoch_figures(xp, losses, outputs, y_epoch, batch)
+            else:  # [mpi] over every rank's samples, one reduction per epoch
+                mean_loss, accuracy, seen = comm.epoch_figures(xp, losses, outputs, y_epoch)
             logs = {"loss": mean_loss, "accuracy": accuracy}
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_fn)
