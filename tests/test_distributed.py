@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -46,11 +47,15 @@ def launch(ranks: int, options: dict[str, Any], out: Path, *,
     """Run the worker under ``mpiexec -n ranks``; fail the test if it hangs."""
     command = [_MPIEXEC, "-n", str(ranks), sys.executable]
     command += list(script) if script else [str(WORKER), json.dumps({**options, "out": str(out)})]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT,
-                              env=_env(), cwd=out)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"mpiexec -n {ranks} hung for {TIMEOUT}s: {exc.stdout} {exc.stderr}")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_env(), cwd=out, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank it started
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"mpiexec -n {ranks} hung for {TIMEOUT}s:\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def results(out: Path, ranks: int) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
