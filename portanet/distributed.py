@@ -16,6 +16,7 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
   fingerprint (layers, shapes, dtype, a hash of the weights, the data size and batch plan) and
   raises :class:`RankMismatchError` on *every* rank when they differ, never a hang.
 - Loss and accuracy are summed over all ranks once per epoch (one more small Allreduce).
+  Validation data, if any, is evaluated whole on every rank (same weights, same figures).
 - Only rank 0 runs callbacks (progress, printing); the command line also writes and saves on
   rank 0 only.
 - Dropout: each rank draws its own masks. At ``begin`` every Dropout layer gets a private copy
@@ -98,6 +99,10 @@ class Communicator:
     def is_root(self) -> bool:
         """True on rank 0."""
         return self.rank == 0
+
+    def describe(self) -> str:
+        """One line about the world."""
+        return "one process (not launched by mpiexec)"
 
     # The collectives. ``allreduce`` sums a device array over all ranks (in place where it
     # can; use the returned array); the others act on small Python objects or NumPy arrays.
@@ -225,10 +230,6 @@ class Communicator:
 
 class Local(Communicator):
     """The 1-process stand-in :func:`world` returns when not launched by MPI."""
-
-    def describe(self) -> str:
-        """One line about the world."""
-        return "one process (not launched by mpiexec)"
 
 
 class MPIWorld(Communicator):

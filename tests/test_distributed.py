@@ -208,3 +208,31 @@ def test_shards_cover_the_batch_once() -> None:
         assert parts[0][0] == 10 and parts[-1][1] == 27
         assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
         assert max(hi - lo for lo, hi in parts) - min(hi - lo for lo, hi in parts) <= 1
+
+
+def test_ring_allreduce_model() -> None:
+    from bench import distributed as bench
+
+    assert bench.ring_allreduce_seconds(1e6, 1, 1e9, 1e-5) == 0.0
+    assert bench.ring_allreduce_seconds(1e6, 2, 1e9, 1e-5) == pytest.approx(1e-3 + 2e-5)
+    assert bench.ring_allreduce_seconds(8e6, 8, 1e9, 0.0) == pytest.approx(2 * 7 / 8 * 8e-3)
+    assert bench.efficiency(9.0, 1.0) == pytest.approx(0.9)
+    model = bench.paper_model(1e-4, 814_090)["presets"]["mlp1024"]
+    assert model["bytes_per_step"] == 4 * 814_090
+    for row in model["layouts"].values():  # the batch it names gives at least 90%
+        batch = row["min_batch_per_rank_for_90_cpu"]
+        assert bench.efficiency(batch * 1e-4, row["allreduce_seconds"]) >= 0.9
+        assert bench.efficiency((batch - 1) * 1e-4, row["allreduce_seconds"]) < 0.9
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_scaling_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import distributed as bench
+
+    assert bench.main(["--samples", "512", "--epochs", "2", "--hidden", "16", "--data",
+                       "random", "--out", str(tmp_path)]) == 0
+    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [(r["ranks"], r["threads"]) for r in runs] == [(1, 2), (1, 1), (2, 1)]
+    assert runs[2]["allreduce_seconds_per_epoch"] > 0 and runs[2]["bare_allreduce_seconds"] > 0
+    assert len(list(tmp_path.glob("distributed-*.md"))) == 1
