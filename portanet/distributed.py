@@ -40,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import sys
 import time
@@ -181,24 +182,23 @@ class Communicator:
                 grads[key] = xp.reshape(flat[start:stop], shape)
 
     def _pack(self, model: Any) -> Any:
-        """Copy every gradient into the flat buffer (built, or rebuilt, when shapes change)."""
+        """Copy every gradient of ``model`` into the flat buffer (allocated once, reused while
+        its size and dtype fit) and note where each one went."""
         xp, backend = model.backend.xp, model.backend
-        slots = model.parameter_slots()
-        shapes = [tuple(grads[key].shape) for _, _, grads, key in slots]
-        if [entry[4] for entry in self._layout] != shapes or self._flat is None \
-                or self._flat.dtype != backend.dtype:
-            self._layout, offset = [], 0
-            for (_, _, grads, key), shape in zip(slots, shapes, strict=True):
-                size = int(np.prod(shape))
-                self._layout.append((grads, key, offset, offset + size, shape,
-                                     _transposed(grads[key])))
-                offset += size
-            self._flat = xp.empty((offset,), dtype=backend.dtype, device=backend.device)
-        flat = self._flat
-        for (_, _, grads, key), (_, _, start, stop, _, transposed) in zip(slots, self._layout,
-                                                                          strict=True):
+        self._layout, offset = [], 0
+        for _, _, grads, key in model.parameter_slots():
             g = grads[key]
-            g = xp.permute_dims(g, (1, 0)) if transposed else g
+            size = math.prod(g.shape)
+            self._layout.append((grads, key, offset, offset + size, tuple(g.shape),
+                                 _transposed(g)))
+            offset += size
+        flat = self._flat
+        if flat is None or not backend.owns(flat) or flat.shape[0] != offset \
+                or flat.dtype != backend.dtype:
+            flat = self._flat = xp.empty((offset,), dtype=backend.dtype, device=backend.device)
+        for grads, key, start, stop, _, transposed in self._layout:
+            g = grads[key]
+            g = xp.permute_dims(g, (1, 0)) if transposed else g  # a contiguous view
             flat[start:stop] = xp.reshape(g, (-1,))
         return flat
 
@@ -437,7 +437,9 @@ def abort_on_error(command: Callable[..., int]) -> Callable[..., int]:
             return 2
         except BaseException as exc:
             comm = _WORLD
-            if comm is None or comm.size == 1 or getattr(exc, "on_every_rank", False):
+            clean_exit = isinstance(exc, SystemExit) and not exc.code
+            if comm is None or comm.size == 1 or clean_exit \
+                    or getattr(exc, "on_every_rank", False):
                 raise
             kind = "" if isinstance(exc, (ValueError, KeyboardInterrupt)) \
                 else f"{type(exc).__name__}: "

@@ -236,3 +236,36 @@ def test_scaling_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert [(r["ranks"], r["threads"]) for r in runs] == [(1, 2), (1, 1), (2, 1)]
     assert runs[2]["allreduce_seconds_per_epoch"] > 0 and runs[2]["bare_allreduce_seconds"] > 0
     assert len(list(tmp_path.glob("distributed-*.md"))) == 1
+
+
+class _FakeWorld(distributed.Local):
+    rank, size = 1, 2
+
+    def abort(self, status: int = 1) -> None:
+        self.aborted = status
+        raise SystemExit(status)
+
+
+def test_command_line_guard_aborts_every_rank_on_a_local_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = _FakeWorld()
+    monkeypatch.setattr(distributed, "_WORLD", fake)
+    monkeypatch.setenv("PMI_SIZE", "2")
+
+    @distributed.abort_on_error
+    def command(problem: BaseException | None) -> int:
+        if problem is not None:
+            raise problem
+        return 0
+
+    assert command(None) == 0
+    with pytest.raises(SystemExit):
+        command(OSError("no such file: digits.npz"))
+    assert fake.aborted == 2
+    assert "rank 1 of 2: OSError: no such file: digits.npz; stopping every rank" \
+        in capsys.readouterr().err
+    with pytest.raises(distributed.RankMismatchError):  # raised on every rank: no abort
+        command(distributed.RankMismatchError("models differ"))
+    monkeypatch.delenv("PMI_SIZE")
+    with pytest.raises(OSError):  # not under mpiexec: the command is unchanged
+        command(OSError("x"))
