@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import portanet
-from portanet import data, metrics, recipes
+from portanet import data, distributed, metrics, recipes
 from portanet.backend import BACKEND_NAMES, BackendUnavailableError, cuda_status
 from portanet.progress import EpochProgress
 from portanet.report import HeldOut, class_names_for, default_out_dir, make_report, write_report
@@ -145,18 +145,26 @@ def add_train(sub: Any) -> None:
     train.set_defaults(func=cmd_train)
 
 
+@distributed.abort_on_error  # under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
+    comm = distributed.command_line_world()  # None unless launched by mpiexec
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
-    backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed)
+    backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed,
+                                   per_sample=recipe.batch_size == 1)
     print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
           f"{backend.note}")
+    advice = backend.workload_advice(recipe.batch_size)
+    if advice:
+        print(advice)
     loaded = load_data(args, args.dataset, train_subset=recipe.train_subset,
                        validation=args.validation)
     model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
                          classes=len(loaded.class_names), dtype=args.dtype)
-    history, seconds = train(model, recipe, loaded, quiet=args.quiet)
+    history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
+    if comm is not None and not comm.is_root:  # rank 0 alone reports, saves and writes
+        return 0
     test = held_out(loaded, backend)
     report = make_report(model, test)
     rate = len(loaded.train[0]) * history.epochs / max(seconds, 1e-9)
@@ -176,8 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if history.interrupted else 0
 
 
-def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, quiet: bool
-          ) -> tuple[History, float]:
+def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, quiet: bool,
+          comm: distributed.Communicator | None = None) -> tuple[History, float]:
     """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
     the history and the seconds it took."""
     X, y = data.to_device(*loaded.train, model.backend)
@@ -191,7 +199,7 @@ def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, q
         EpochProgress(sys.stderr, bar=sys.stderr.isatty(), epochs_total=recipe.epochs)]
     started = time.perf_counter()
     history = portanet.fit(model, X, y, validation_data=validation, callbacks=callbacks,
-                           **recipe.fit_arguments())
+                           comm=comm, **recipe.fit_arguments())
     seconds = time.perf_counter() - started
     if history.interrupted:
         print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",

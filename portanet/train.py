@@ -21,6 +21,7 @@ import numpy as np
 
 from portanet.backend import Backend, host_array, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
+from portanet.distributed import Communicator
 from portanet.layers import Dense, Flatten, Softmax, softmax
 from portanet.losses import Loss, as_loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
@@ -228,6 +229,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     verbose: bool = False,
     stop_on_interrupt: bool = True,
+    comm: Communicator | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` and return the per-epoch :class:`History`.
 
@@ -249,7 +251,10 @@ def fit(
         callbacks: :class:`Callback` objects (progress bars, logging).
         verbose: print one line per epoch.
         stop_on_interrupt: the first Ctrl-C ends training after the current step (the history
-            is marked ``interrupted``) instead of raising KeyboardInterrupt.
+            is marked ``interrupted``) instead of raising KeyboardInterrupt. Under MPI
+            (``comm``) a Ctrl-C stops at once: ranks could not agree on the step to stop after.
+        comm: train data-parallel over MPI ranks, e.g. ``portanet.distributed.world()``:
+            ``batch_size`` is then the global batch (see :mod:`portanet.distributed`).
 
     Raises:
         DivergedError: at the end of the first epoch whose loss is not finite.
@@ -263,8 +268,10 @@ def fit(
         y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
     batch = _batch_size(batch_size, data.n)
     callbacks += [PrintEpochs()] if verbose else []
+    if comm is not None:  # the same model and plan on every rank; callbacks on rank 0 only
+        callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
     history = History()
-    with StopOnInterrupt(stop_on_interrupt) as stop:
+    with StopOnInterrupt(stop_on_interrupt and comm is None) as stop:
         for epoch in range(epochs):
             if lr_schedule is not None:
                 optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
@@ -273,8 +280,8 @@ def fit(
             start = time.perf_counter()
             order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
             outputs = _run_epoch(model, loss_obj, optimizer, data, order, batch, l2, callbacks,
-                                 stop)
-            logs = _epoch_logs(model, loss_obj, data, order, outputs, l2)
+                                 stop, comm)
+            logs = _epoch_logs(model, loss_obj, data, order, outputs, l2, comm)
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
             seconds = time.perf_counter() - start
@@ -311,8 +318,9 @@ def _shuffled_order(model: Sequential, n: int) -> Any:
 
 def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data, order: Any,
                batch: int, l2: float, callbacks: list[Callback],
-               stop: StopOnInterrupt) -> list[Any]:
-    """One pass over the data; returns each step's logits (device arrays, for the figures)."""
+               stop: StopOnInterrupt, comm: Communicator | None = None) -> list[Any]:
+    """One pass over the data; returns each step's logits (device arrays, for the figures).
+    Under MPI each rank steps on its share of every global batch."""
     model.train()
     xp = model.xp
     n = data.n
@@ -320,14 +328,17 @@ def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data,
     outputs: list[Any] = []
     for b, lo in enumerate(range(0, n, batch)):
         hi = min(lo + batch, n)
+        if comm is not None:
+            lo, hi = comm.shard(lo, hi)
         if order is None:
             xb, tb = data.X[lo:hi, ...], data.prepared[lo:hi, ...]
         else:
             idx = order[lo:hi]
             xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.prepared, idx, axis=0)
-        outputs.append(_step(model, loss, optimizer, xb, tb, l2))
+        outputs.append(_step(model, loss, optimizer, xb, tb, l2, comm))
         if batch_callbacks:
-            running = partial(_figures, xp, loss, data, order, outputs)
+            figures = _figures if comm is None else comm.local_figures
+            running = partial(figures, xp, loss, data, order, outputs)
             for cb in batch_callbacks:
                 cb.on_batch_end(b, running)
         if stop.requested:
@@ -336,19 +347,24 @@ def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data,
 
 
 def _step(model: Sequential, loss: Loss, optimizer: Optimizer, xb: Any, tb: Any,
-          l2: float) -> Any:
+          l2: float, comm: Communicator | None = None) -> Any:
     """Forward, loss gradient, backward, update: one step on a batch and its prepared labels.
-    Returns the logits (the loss value is computed from them once per epoch)."""
+    Returns the logits (the loss value is computed from them once per epoch). Under MPI the
+    gradients are averaged over the ranks (one Allreduce) before the update."""
     logits = _forward(model, xb)
     model.backward(loss.gradient(logits, tb), need_input_grad=False)
+    if comm is not None:
+        comm.average_gradients(model)
     optimizer.step(model, l2=l2)
     return logits
 
 
 def _epoch_logs(model: Sequential, loss: Loss, data: _Data, order: Any, outputs: list[Any],
-                l2: float) -> dict[str, float]:
-    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy."""
-    mean_loss, accuracy = _figures(model.xp, loss, data, order, outputs)
+                l2: float, comm: Communicator | None = None) -> dict[str, float]:
+    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy; under MPI
+    over every rank's samples, with one reduction."""
+    figures = _figures if comm is None else comm.epoch_figures
+    mean_loss, accuracy = figures(model.xp, loss, data, order, outputs)
     if l2:
         mean_loss += float(l2_penalty(model, l2))
     return {"loss": mean_loss, "accuracy": accuracy}

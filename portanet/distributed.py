@@ -1,0 +1,472 @@
+"""Data-parallel training over MPI (mpi4py): the same ``fit`` on K processes, equal to one.
+
+    mpiexec -n 2 portanet train --model mlp1024         # the command line detects the world
+    mpiexec -n 2 python my_script.py                    # with fit(..., comm=world())
+
+Semantics (what :func:`portanet.fit` does with ``comm=world()``):
+
+- ``batch_size`` is the *global* batch. Every rank holds the whole training set, draws the same
+  seeded shuffle and takes a contiguous share of each global batch: rank r of K gets rows
+  ``[lo + c*r//K, lo + c*(r+1)//K)`` of a batch of c rows, so shares differ by at most one row.
+- After backward, each rank scales its gradients by ``its rows / global rows`` into one flat,
+  contiguous buffer and one Allreduce (sum) per step adds them up: the result is the gradient
+  of the mean loss over the global batch, as one process computes it, up to float rounding.
+  Every rank then applies the same optimizer step to the same weights.
+- Every rank must start from identical weights: :meth:`Communicator.begin` allgathers a small
+  fingerprint (layers, shapes, dtype, a hash of the weights, the data size and batch plan) and
+  raises :class:`RankMismatchError` on *every* rank when they differ, never a hang.
+- Loss and accuracy are summed over all ranks once per epoch (one more small Allreduce).
+  Validation data, if any, is evaluated whole on every rank (same weights, same figures).
+- Only rank 0 runs callbacks (progress, printing); the command line also writes and saves on
+  rank 0 only.
+- Dropout: each rank draws its own masks. At ``begin`` every Dropout layer gets a private copy
+  of the backend whose generator is seeded from ``SeedSequence(model.seed, spawn_key=(1 + r,))``
+  for rank r; the model's own generator, which draws the shuffles, is no longer touched by masks,
+  so shuffles stay identical on all ranks. What holds then: weights stay identical on every rank
+  after every step, a run is reproducible for a given seed and K, and every sample's mask is an
+  independent Bernoulli draw as in one process; the run is *not* equal to a 1-process run (the
+  masks differ), only equal in distribution.
+- Failure: under MPI with more than one rank an uncaught exception prints its traceback and
+  calls ``MPI_Abort``, so mpiexec stops every rank at once (a rank blocked in an Allreduce would
+  otherwise wait forever). Errors raised identically on every rank (a mismatch) exit normally.
+
+Device arrays: NumPy buffers go to MPI directly. CuPy buffers go to MPI directly when the MPI
+library is CUDA-aware (``MPIX_Query_cuda_support``, or ``PORTANET_MPI_CUDA_AWARE=1``), else they
+are staged through host memory; so are the buffers of every other backend.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# Set by mpiexec/mpirun/srun for each process: MPICH/Hydra and Intel MPI (PMI_*), Open MPI
+# (OMPI_*), MVAPICH (MV2_*), PMIx launchers (PMIX_RANK) and Slurm's srun with PMI.
+_LAUNCH_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
+                     "PMIX_RANK")
+INSTALL_HINT = 'pip install "portanet[mpi]" (that is: pip install mpi4py mpich)'
+
+
+class MPIUnavailableError(ImportError):
+    """Running under an MPI launcher, but mpi4py cannot be imported."""
+
+
+class RankMismatchError(ValueError):
+    """Ranks disagree on the model or the training plan. Raised on every rank alike."""
+
+    on_every_rank = True
+
+
+def launched_by_mpi() -> bool:
+    """True when this process was started by an MPI launcher (checked without importing MPI)."""
+    return any(name in os.environ for name in _LAUNCH_VARIABLES)
+
+
+# --- communicators --------------------------------------------------------------------------
+
+
+class Communicator:
+    """Data-parallel training over ``size`` processes; subclasses provide the collectives.
+
+    Attributes:
+        rank: this process's index, 0 .. size-1 (rank 0 prints and writes).
+        size: the number of processes.
+        allreduce_seconds: time spent in gradient Allreduce calls (waiting for the slowest
+            rank included), for benchmarks.
+        allreduce_calls: how many gradient Allreduce calls were made.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    def __init__(self) -> None:
+        self.allreduce_seconds = 0.0
+        self.allreduce_calls = 0
+        self._layout: list[tuple[dict[str, Any], str, int, int, tuple[int, ...], bool]] = []
+        self._flat: Any = None
+        self._weight = 1.0 / self.size
+        self._slices: list[tuple[int, int]] = []
+
+    @property
+    def is_root(self) -> bool:
+        """True on rank 0."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        """One line about the world."""
+        return "one process (not launched by mpiexec)"
+
+    # The collectives. ``allreduce`` sums a device array over all ranks (in place where it
+    # can; use the returned array); the others act on small Python objects or NumPy arrays.
+    def allreduce(self, array: Any, backend: Any = None) -> Any:
+        """The element-wise sum of ``array`` over all ranks: a NumPy array, or a device array
+        of ``backend`` (a :class:`portanet.Backend`). In place where it can; use the result."""
+        return array
+
+    def allgather(self, value: Any) -> list[Any]:
+        """``value`` from every rank, in rank order (small picklable objects)."""
+        return [value]
+
+    def broadcast(self, value: Any, root: int = 0) -> Any:
+        """``value`` from ``root`` on every rank (a NumPy array is filled in place)."""
+        return value
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+
+    def abort(self, status: int = 1) -> None:
+        """Stop every rank now (MPI_Abort); on one process, exit."""
+        raise SystemExit(status)
+
+    # --- what fit calls -----------------------------------------------------------------------
+
+    def begin(self, model: Any, y: Any, batch: int, epochs: int,
+              callbacks: Sequence[Any] = ()) -> list[Any]:
+        """Start of :func:`portanet.fit`: check that every rank has the same model and plan
+        (raises :class:`RankMismatchError` on every rank otherwise), give Dropout layers their
+        per-rank generator, and return the callbacks this rank runs (all on rank 0, none
+        elsewhere)."""
+        n = int(y.shape[0])
+        labels = hashlib.sha256(np.ascontiguousarray(model.backend.to_numpy(y))).hexdigest()
+        mine = {"model": describe_model(model), "weights": weights_digest(model),
+                "plan": f"{n} samples (labels {labels[:12]}), global batch {batch}, "
+                        f"{epochs} epochs"}
+        _check_same(self.allgather(mine))
+        tail = n - (-(-n // batch) - 1) * batch
+        if min(batch, tail) < self.size:
+            raise RankMismatchError(
+                f"with {self.size} processes every global batch needs at least {self.size} "
+                f"samples, but {n} samples in batches of {batch} leave a last batch of {tail}; "
+                f"choose a batch size that leaves a larger remainder, trim the data, or use "
+                f"fewer processes")
+        if self.size > 1:
+            _own_dropout_generators(model, self.rank)
+        return list(callbacks) if self.is_root else []
+
+    def shard(self, lo: int, hi: int) -> tuple[int, int]:
+        """This rank's contiguous share ``[lo', hi')`` of the global batch ``[lo, hi)``."""
+        count = hi - lo
+        start, stop = lo + count * self.rank // self.size, lo + count * (self.rank + 1) // self.size
+        if lo == 0:
+            self._slices = []  # a new epoch
+        self._slices.append((start, stop))
+        self._weight = (stop - start) / count
+        return start, stop
+
+    def average_gradients(self, model: Any) -> None:
+        """Replace every gradient of ``model`` by its sample-weighted mean over all ranks, with
+        one Allreduce over one flat buffer. The weight is this rank's share of the last
+        :meth:`shard` (1/size if ``shard`` was never called)."""
+        xp = model.backend.xp
+        flat = self._pack(model)
+        if self._weight != 1.0:
+            flat *= float(self._weight)
+        started = time.perf_counter()
+        flat = self.allreduce(flat, model.backend)
+        self.allreduce_seconds += time.perf_counter() - started
+        self.allreduce_calls += 1
+        for grads, key, start, stop, shape, transposed in self._layout:
+            if transposed:  # hand back a view in the gradient's own memory order
+                view = xp.reshape(flat[start:stop], (shape[1], shape[0]))
+                grads[key] = xp.permute_dims(view, (1, 0))
+            else:
+                grads[key] = xp.reshape(flat[start:stop], shape)
+
+    def _pack(self, model: Any) -> Any:
+        """Copy every gradient of ``model`` into the flat buffer (allocated once, reused while
+        its size and dtype fit) and note where each one went."""
+        xp, backend = model.backend.xp, model.backend
+        self._layout, offset = [], 0
+        for _, _, grads, key in model.parameter_slots():
+            g = grads[key]
+            size = math.prod(g.shape)
+            self._layout.append((grads, key, offset, offset + size, tuple(g.shape),
+                                 _transposed(g)))
+            offset += size
+        flat = self._flat
+        if flat is None or not backend.owns(flat) or flat.shape[0] != offset \
+                or flat.dtype != backend.dtype:
+            flat = self._flat = xp.empty((offset,), dtype=backend.dtype, device=backend.device)
+        for grads, key, start, stop, _, transposed in self._layout:
+            g = grads[key]
+            g = xp.permute_dims(g, (1, 0)) if transposed else g  # a contiguous view
+            flat[start:stop] = xp.reshape(g, (-1,))
+        return flat
+
+    def local_figures(self, xp: Any, loss: Any, data: Any, order: Any,
+                      outputs: list[Any]) -> tuple[float, float]:
+        """Mean loss and accuracy over this rank's samples of the epoch's steps so far: the
+        running figures a progress bar shows on rank 0."""
+        loss_sum, correct, seen = self._sums(xp, loss, data, order, outputs)
+        return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+    def epoch_figures(self, xp: Any, loss: Any, data: Any, order: Any,
+                      outputs: list[Any]) -> tuple[float, float]:
+        """Mean loss and accuracy of the epoch over all ranks (one reduction)."""
+        totals = np.asarray(self._sums(xp, loss, data, order, outputs), dtype=np.float64)
+        totals = self.allreduce(totals)
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+    def _sums(self, xp: Any, loss: Any, data: Any, order: Any,
+              outputs: list[Any]) -> tuple[float, float, int]:
+        """Loss sum, correct count and sample count over this rank's rows of the epoch so far:
+        ``outputs`` holds the logits of the rows :meth:`shard` gave out, in that order."""
+        slices = self._slices[:len(outputs)]
+        logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
+        if order is None:
+            labels = xp.concat([data.y[lo:hi] for lo, hi in slices], axis=0)
+            prepared = xp.concat([data.prepared[lo:hi, ...] for lo, hi in slices], axis=0)
+        else:
+            idx = xp.concat([order[lo:hi] for lo, hi in slices], axis=0)
+            labels = xp.take(data.y, idx, axis=0)
+            prepared = xp.take(data.prepared, idx, axis=0)
+        seen = int(logits.shape[0])
+        loss_sum = float(loss.loss(logits, prepared)[0]) * seen
+        correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels)
+        return loss_sum, float(correct), seen
+
+
+class Local(Communicator):
+    """The 1-process stand-in :func:`world` returns when not launched by MPI."""
+
+
+class MPIWorld(Communicator):
+    """mpi4py's COMM_WORLD behind the :class:`Communicator` interface."""
+
+    def __init__(self) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise MPIUnavailableError(
+                f"this process was started by an MPI launcher (mpiexec), but mpi4py cannot be "
+                f"imported ({exc}); install it with {INSTALL_HINT}") from None
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        super().__init__()
+        self.cuda_aware = _cuda_aware_mpi()
+        if self.size > 1:
+            _install_abort_hook(self)
+
+    def describe(self) -> str:
+        """One line about the world: size, MPI library, thread level, CUDA-awareness."""
+        library = self.MPI.Get_library_version().strip().splitlines()[0].strip()
+        threads = {self.MPI.THREAD_SINGLE: "single", self.MPI.THREAD_FUNNELED: "funneled",
+                   self.MPI.THREAD_SERIALIZED: "serialized",
+                   self.MPI.THREAD_MULTIPLE: "multiple"}.get(self.MPI.Query_thread(), "?")
+        return (f"{self.size} process{'es' if self.size > 1 else ''}; {library}; threads "
+                f"{threads}; CUDA-aware: {'yes' if self.cuda_aware else 'no'}")
+
+    def allreduce(self, array: Any, backend: Any = None) -> Any:
+        MPI = self.MPI
+        if isinstance(array, np.ndarray):
+            self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+            return array
+        if hasattr(array, "__cuda_array_interface__"):
+            # Not run in this project's tests (no GPU here): CuPy through CUDA-aware MPI.
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()  # MPI must see finished kernels
+            if self.cuda_aware:
+                self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+                return array
+        if backend is None:
+            raise TypeError(f"allreduce of a {type(array).__name__} needs its backend: "
+                            f"comm.allreduce(array, model.backend)")
+        # Staged through host memory: CuPy without CUDA-aware MPI, PyTorch, array-api-strict.
+        host = backend.to_numpy(array)
+        self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+        return backend.asarray(host)
+
+    def allgather(self, value: Any) -> list[Any]:
+        return self.comm.allgather(value)
+
+    def broadcast(self, value: Any, root: int = 0) -> Any:
+        if isinstance(value, np.ndarray):
+            self.comm.Bcast(value, root=root)
+            return value
+        return self.comm.bcast(value, root=root)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, status: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(status)
+
+
+_WORLD: Communicator | None = None
+
+
+def world() -> Communicator:
+    """The communicator of this process: :class:`MPIWorld` over COMM_WORLD when launched by
+    mpiexec (mpi4py is imported only then), else a 1-process :class:`Local` stand-in.
+
+    Raises :class:`MPIUnavailableError`, with what to install, under mpiexec without mpi4py.
+    """
+    global _WORLD
+    if _WORLD is None:
+        _WORLD = MPIWorld() if launched_by_mpi() else Local()
+    return _WORLD
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+def describe_model(model: Any) -> list[str]:
+    """One line per layer: its type, configuration, parameter shapes and the dtype."""
+    lines = []
+    for i, layer in enumerate(model.layers):
+        shapes = ", ".join(f"{k} {tuple(p.shape)}" for k, p in layer.params.items())
+        lines.append(f"layer {i}: {layer!r}" + (f" [{shapes}]" if shapes else ""))
+    lines.append(f"dtype {model.backend.dtype_name}")
+    return lines
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of every parameter's bytes, in order (host copies, once per fit)."""
+    digest = hashlib.sha256()
+    for name, array in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _check_same(everyone: list[dict[str, Any]]) -> None:
+    """Raise RankMismatchError (on every rank: all see the same list) naming what differs."""
+    root = everyone[0]
+    for rank, mine in enumerate(everyone[1:], start=1):
+        if mine["model"] != root["model"]:
+            diff = next((f"{a}  versus rank 0's  {b}" for a, b in zip(mine["model"],
+                         root["model"], strict=False) if a != b),
+                        f"{len(mine['model']) - 1} layers versus rank 0's "
+                        f"{len(root['model']) - 1}")
+            raise RankMismatchError(
+                f"the model on rank {rank} differs from rank 0's: {diff}. Every MPI rank must "
+                f"build the same model (same layers, widths and dtype) before fit")
+        if mine["weights"] != root["weights"]:
+            raise RankMismatchError(
+                f"the initial weights on rank {rank} differ from rank 0's (same layers and "
+                f"shapes). Build the model with the same seed on every rank, e.g. "
+                f"Sequential(..., seed=0), or load the same saved file")
+        if mine["plan"] != root["plan"]:
+            raise RankMismatchError(
+                f"rank {rank} would train on {mine['plan']}, rank 0 on {root['plan']}. Every "
+                f"rank must load the same training data and call fit with the same batch_size "
+                f"and epochs")
+
+
+def _transposed(array: Any) -> bool:
+    """True for a 2-D array stored in column-major order (Dense keeps W and dW so)."""
+    flags = getattr(array, "flags", None)
+    return (array.ndim == 2 and flags is not None and bool(flags["F_CONTIGUOUS"])
+            and not bool(flags["C_CONTIGUOUS"]))
+
+
+def _own_dropout_generators(model: Any, rank: int) -> None:
+    """Give each Dropout layer a backend copy with a generator of its own for this rank."""
+    import dataclasses
+
+    from portanet.layers import Dropout
+
+    for layer in model.layers:
+        if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != rank:
+            seed = np.random.SeedSequence(model.seed, spawn_key=(1 + rank,))
+            layer.backend = dataclasses.replace(model.backend, rng=np.random.default_rng(seed),
+                                                _device_rng=None)
+            layer._mask_rank = rank
+
+
+def _cuda_aware_mpi() -> bool:
+    """Whether the loaded MPI library can take CUDA device buffers (MPIX_Query_cuda_support,
+    found in the libmpi this process loaded); ``PORTANET_MPI_CUDA_AWARE=0/1`` overrides."""
+    forced = os.environ.get("PORTANET_MPI_CUDA_AWARE")
+    if forced is not None:
+        return forced.strip() not in ("", "0", "no", "false")
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "libmpi" in line})
+    except OSError:
+        return False
+    for path in paths:
+        try:
+            query = ctypes.CDLL(path).MPIX_Query_cuda_support
+        except (OSError, AttributeError):
+            continue
+        query.restype = ctypes.c_int
+        return bool(query())
+    return False
+
+
+# --- failure handling -----------------------------------------------------------------------
+
+
+def _install_abort_hook(comm: MPIWorld) -> None:
+    """An uncaught exception on any rank prints its traceback and aborts every rank."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        previous(kind, exc, tb)
+        if getattr(exc, "on_every_rank", False):
+            return  # every rank raises it: they all exit, nobody waits
+        sys.stderr.write(f"portanet: rank {comm.rank} of {comm.size} failed; stopping every "
+                         f"rank (MPI_Abort)\n")
+        comm.abort(1)
+
+    sys.excepthook = hook
+
+
+def abort_on_error(command: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a command-line command: under mpiexec, an exception on one rank prints
+    ``portanet: rank r of K: ...`` and aborts every rank (exit status 2), since the others
+    would wait for it forever; without mpi4py it prints what to install. Outside MPI the
+    command runs unchanged."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> int:
+        if not launched_by_mpi():
+            return command(*args, **kwargs)
+        try:
+            return command(*args, **kwargs)
+        except MPIUnavailableError as exc:
+            print(f"portanet: {exc}", file=sys.stderr)
+            return 2
+        except BaseException as exc:
+            comm = _WORLD
+            clean_exit = isinstance(exc, SystemExit) and not exc.code
+            if comm is None or comm.size == 1 or clean_exit \
+                    or getattr(exc, "on_every_rank", False):
+                raise
+            kind = "" if isinstance(exc, (ValueError, KeyboardInterrupt)) \
+                else f"{type(exc).__name__}: "
+            print(f"portanet: rank {comm.rank} of {comm.size}: {kind}{exc}; stopping every "
+                  f"rank", file=sys.stderr)
+            comm.abort(2)
+            raise
+
+    return guarded
+
+
+def command_line_world() -> Communicator | None:
+    """For ``portanet train``: None unless launched by mpiexec; else the world, after printing
+    its size (rank 0) and silencing standard output on the other ranks."""
+    if not launched_by_mpi():
+        return None
+    comm = world()
+    if comm.is_root:
+        print(f"MPI world: {comm.describe()}; --batch-size is the global batch, split across "
+              f"the processes", flush=True)
+    else:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return comm

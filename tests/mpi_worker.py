@@ -1,0 +1,92 @@
+"""A small training run for tests/test_distributed.py, under mpiexec or in one process.
+
+    mpiexec -n 2 python tests/mpi_worker.py '{"out": "/tmp/x", "hidden": 16}'
+
+Writes ``rank{r}.npz`` (weights, last dropout mask, generator state) and ``rank{r}.json``
+(history) into ``out``. Options (JSON): see ``DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import portanet
+from portanet import distributed
+
+DEFAULTS: dict[str, Any] = {
+    "out": ".", "samples": 96, "batch": 24, "epochs": 2, "hidden": 16, "dropout": 0.0,
+    "seed": 3, "optimizer": "momentum", "l2": 0.0, "comm": True, "backend": "numpy",
+    "hidden_on_rank1": None,  # a different model on rank 1
+    "seed_on_rank1": None,  # different initial weights on rank 1
+    "raise_on_rank": None, "raise_at_step": 3,  # a rank that fails mid-training
+}
+
+
+def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic, learnable data: 20 features, 3 classes."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(samples, 20)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1.0).astype(np.int64)
+    return X, y
+
+
+class FailAt(portanet.optim.SGD):
+    """SGD that raises on its ``step``-th update (a rank going wrong mid-training)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(0.1)
+        self.fail_at = step
+
+    def step(self, model: Any, l2: float = 0.0) -> None:
+        if self.steps + 1 == self.fail_at:
+            raise RuntimeError(f"simulated failure at step {self.fail_at}")
+        super().step(model, l2)
+
+
+def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
+    """Train as the options say; returns the model and its history."""
+    o = {**DEFAULTS, **options}
+    comm = distributed.world() if o["comm"] else None
+    rank = comm.rank if comm is not None else 0
+    hidden, seed = o["hidden"], o["seed"]
+    if rank == 1 and o["hidden_on_rank1"] is not None:
+        hidden = o["hidden_on_rank1"]
+    if rank == 1 and o["seed_on_rank1"] is not None:
+        seed = o["seed_on_rank1"]
+    layers: list[Any] = [portanet.Dense(20, hidden), portanet.ReLU()]
+    if o["dropout"]:
+        layers.append(portanet.layers.Dropout(o["dropout"]))
+    layers.append(portanet.Dense(hidden, 3))
+    model = portanet.Sequential(layers, backend=o["backend"], seed=seed)
+    optimizer = (portanet.optim.SGD(0.1, momentum=0.9) if o["optimizer"] == "momentum"
+                 else portanet.optim.Adam(0.01))
+    if o["raise_on_rank"] == rank:
+        optimizer = FailAt(o["raise_at_step"])
+    X, y = data(o["samples"])
+    history = portanet.fit(model, X, y, optimizer=optimizer, epochs=o["epochs"],
+                           batch_size=o["batch"], l2=o["l2"], comm=comm)
+    return model, history
+
+
+def main() -> None:
+    options = {**DEFAULTS, **json.loads(sys.argv[1])}
+    model, history = run(options)
+    rank = distributed.world().rank if options["comm"] else 0
+    out = Path(options["out"])
+    arrays = {f"w.{k}": v for k, v in model.state_dict().items()}
+    masks = [layer._mask for layer in model.layers if hasattr(layer, "rate")]
+    if masks and masks[0] is not None:
+        arrays["mask"] = model.backend.to_numpy(masks[0])
+    state = json.dumps(model.backend.rng.bit_generator.state)
+    np.savez(out / f"rank{rank}.npz", **arrays)
+    (out / f"rank{rank}.json").write_text(json.dumps({"history": history.as_dict(),
+                                                      "rng": state}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Data-parallel training over MPI: K ranks equal one process (portanet.distributed).
+
+The ``mpi`` tests launch ``mpiexec -n K`` on tests/mpi_worker.py and compare what each rank
+wrote with a 1-process run of the same worker in this process. They are skipped, with the
+reason, where mpi4py or mpiexec is missing (``pip install ".[mpi]"``; the test extra has both).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import portanet
+from portanet import distributed
+from tests import mpi_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "mpi_worker.py"
+_MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) \
+    or shutil.which("mpiexec")
+_WHY = ("mpi4py is not installed (pip install '.[mpi]')"
+        if importlib.util.find_spec("mpi4py") is None
+        else None if _MPIEXEC else "no mpiexec on PATH or next to Python")
+TIMEOUT = 90  # seconds; a hang fails the test instead of blocking the suite
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return env
+
+
+def launch(ranks: int, options: dict[str, Any], out: Path, *,
+           script: Sequence[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the worker under ``mpiexec -n ranks``; fail the test if it hangs."""
+    command = [_MPIEXEC, "-n", str(ranks), sys.executable]
+    command += list(script) if script else [str(WORKER), json.dumps({**options, "out": str(out)})]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_env(), cwd=out, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank it started
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"mpiexec -n {ranks} hung for {TIMEOUT}s:\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def results(out: Path, ranks: int) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    loaded = []
+    for r in range(ranks):
+        with np.load(out / f"rank{r}.npz") as f:
+            arrays = dict(f)
+        loaded.append((arrays, json.loads((out / f"rank{r}.json").read_text())))
+    return loaded
+
+
+def assert_ranks_equal_one_process(out: Path, ranks: int, options: dict[str, Any]) -> None:
+    done = results(out, ranks)
+    for r in range(1, ranks):  # bitwise: every rank applied the same averaged gradient
+        for key, value in done[0][0].items():
+            if key.startswith("w."):
+                np.testing.assert_array_equal(done[r][0][key], value, err_msg=f"rank {r} {key}")
+    model, history = mpi_worker.run({**options, "comm": False})
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(done[0][0][f"w.{name}"], value, rtol=2e-5, atol=2e-6,
+                                   err_msg=f"{ranks} ranks against 1 process: {name}")
+    figures = done[0][1]["history"]
+    np.testing.assert_allclose(figures["loss"], history.loss, rtol=1e-5)
+    np.testing.assert_allclose(figures["accuracy"], history.accuracy)
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+@pytest.mark.parametrize(("ranks", "options"), [
+    pytest.param(2, {"l2": 1e-3}, id="2-ranks-momentum-l2"),
+    pytest.param(3, {"samples": 100, "batch": 24, "optimizer": "adam"}, id="3-ranks-uneven"),
+    pytest.param(2, {"backend": "array_api_strict", "epochs": 1}, id="2-ranks-host-staged"),
+])
+def test_ranks_train_like_one_process(ranks: int, options: dict[str, Any],
+                                      tmp_path: Path) -> None:
+    done = launch(ranks, options, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert_ranks_equal_one_process(tmp_path, ranks, options)
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_dropout_masks_per_rank_shuffles_shared(tmp_path: Path) -> None:
+    options = {"dropout": 0.5, "samples": 96, "batch": 24}
+    assert launch(3, options, tmp_path).returncode == 0
+    done = results(tmp_path, 3)
+    masks = [arrays["mask"] for arrays, _ in done]
+    assert masks[0].shape == masks[1].shape == (8, 16)
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+    for r in (1, 2):  # same weights everywhere
+        for key in done[0][0]:
+            if key.startswith("w."):
+                np.testing.assert_array_equal(done[r][0][key], done[0][0][key])
+    # Masks never touch the model's generator: it drew exactly the shuffles of one process.
+    model, _ = mpi_worker.run({**options, "dropout": 0.0, "comm": False})
+    expected = model.backend.rng.bit_generator.state
+    assert all(json.loads(info["rng"]) == expected for _, info in done)
+    # Reproducible: the same seed and world size give the same weights.
+    again = tmp_path / "again"
+    again.mkdir()
+    assert launch(3, options, again).returncode == 0
+    for key, value in results(again, 3)[0][0].items():
+        np.testing.assert_array_equal(value, done[0][0][key])
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_a_failing_rank_stops_every_rank(tmp_path: Path) -> None:
+    done = launch(2, {"raise_on_rank": 1, "raise_at_step": 3, "epochs": 3}, tmp_path)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "simulated failure at step 3" in output
+    assert "rank 1 of 2 failed; stopping every rank" in output
+    assert not (tmp_path / "rank0.npz").exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+@pytest.mark.parametrize(("options", "message"), [
+    ({"hidden_on_rank1": 8}, "the model on rank 1 differs from rank 0's: layer 0: Dense(in_"),
+    ({"seed_on_rank1": 4}, "the initial weights on rank 1 differ from rank 0's"),
+    ({"samples": 97}, "leave a last batch of 1"),
+])
+def test_mismatch_is_a_clear_error_on_every_rank(options: dict[str, Any], message: str,
+                                                 tmp_path: Path) -> None:
+    done = launch(2, options, tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.count(message) == 2, done.stderr  # both ranks say it
+    assert "RankMismatchError" in done.stderr
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_command_line_trains_data_parallel(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=300).astype(np.int64)
+    np.savez(tmp_path / "digits.npz", x_train=images[:240], y_train=labels[:240],
+             x_test=images[240:], y_test=labels[240:])
+    done = launch(2, {}, tmp_path, script=[
+        "-m", "portanet", "train", "--model", "mlp1024", "--hidden", "32", "--epochs", "1",
+        "--batch-size", "64", "--validation", "0", "--dataset-file", "digits.npz",
+        "--out", "report", "--quiet"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("MPI world: 2 processes") == 1
+    assert done.stdout.count("test accuracy") == 1  # rank 0 only
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["history"]["loss"]
+
+
+def test_under_mpiexec_without_mpi4py_says_what_to_install(tmp_path: Path) -> None:
+    blocker = tmp_path / "mpi4py"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('No module named mpi4py')\n")
+    env = {**_env(), "PMI_RANK": "0", "PMI_SIZE": "2",
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-m", "portanet", "train", "--epochs", "0"],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert done.returncode == 2
+    assert 'pip install "portanet[mpi]"' in done.stderr
+
+
+def test_one_process_stand_in_changes_nothing() -> None:
+    X, y = mpi_worker.data(64)
+
+    def train(comm: distributed.Communicator | None) -> portanet.Sequential:
+        model = portanet.Sequential([portanet.Dense(20, 8), portanet.ReLU(),
+                                     portanet.Dense(8, 3)], backend="numpy", seed=0)
+        portanet.fit(model, X, y, optimizer=portanet.optim.SGD(0.1), epochs=2, batch_size=16,
+                     comm=comm)
+        return model
+
+    assert not distributed.launched_by_mpi() or pytest.skip("running under mpiexec")
+    local = distributed.world()
+    assert isinstance(local, distributed.Local) and (local.rank, local.size) == (0, 1)
+    with_comm, without = train(local), train(None)
+    for (name, a, _), (_, b, _) in zip(with_comm.named_parameters(),
+                                       without.named_parameters(), strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert local.allreduce_calls == 8
+
+
+def test_shards_cover_the_batch_once() -> None:
+    comm = distributed.Local()
+    for size in (1, 2, 3, 5):
+        comm.size = size
+        parts = []
+        for rank in range(size):
+            comm.rank = rank
+            parts.append(comm.shard(10, 27))
+        assert parts[0][0] == 10 and parts[-1][1] == 27
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+        assert max(hi - lo for lo, hi in parts) - min(hi - lo for lo, hi in parts) <= 1
+
+
+def test_ring_allreduce_model() -> None:
+    from bench import distributed as bench
+
+    assert bench.ring_allreduce_seconds(1e6, 1, 1e9, 1e-5) == 0.0
+    assert bench.ring_allreduce_seconds(1e6, 2, 1e9, 1e-5) == pytest.approx(1e-3 + 2e-5)
+    assert bench.ring_allreduce_seconds(8e6, 8, 1e9, 0.0) == pytest.approx(2 * 7 / 8 * 8e-3)
+    assert bench.efficiency(9.0, 1.0) == pytest.approx(0.9)
+    model = bench.paper_model(1e-4, 814_090)["presets"]["mlp1024"]
+    assert model["bytes_per_step"] == 4 * 814_090
+    for row in model["layouts"].values():  # the batch it names gives at least 90%
+        batch = row["min_batch_per_rank_for_90_cpu"]
+        assert bench.efficiency(batch * 1e-4, row["allreduce_seconds"]) >= 0.9
+        assert bench.efficiency((batch - 1) * 1e-4, row["allreduce_seconds"]) < 0.9
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_scaling_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import distributed as bench
+
+    assert bench.main(["--samples", "512", "--epochs", "2", "--hidden", "16", "--data",
+                       "random", "--out", str(tmp_path)]) == 0
+    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [(r["ranks"], r["threads"]) for r in runs] == [(1, 2), (1, 1), (2, 1)]
+    assert runs[2]["allreduce_seconds_per_epoch"] > 0 and runs[2]["bare_allreduce_seconds"] > 0
+    assert len(list(tmp_path.glob("distributed-*.md"))) == 1
+
+
+class _FakeWorld(distributed.Local):
+    rank, size = 1, 2
+
+    def abort(self, status: int = 1) -> None:
+        self.aborted = status
+        raise SystemExit(status)
+
+
+def test_command_line_guard_aborts_every_rank_on_a_local_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = _FakeWorld()
+    monkeypatch.setattr(distributed, "_WORLD", fake)
+    monkeypatch.setenv("PMI_SIZE", "2")
+
+    @distributed.abort_on_error
+    def command(problem: BaseException | None) -> int:
+        if problem is not None:
+            raise problem
+        return 0
+
+    assert command(None) == 0
+    with pytest.raises(SystemExit):
+        command(OSError("no such file: digits.npz"))
+    assert fake.aborted == 2
+    assert "rank 1 of 2: OSError: no such file: digits.npz; stopping every rank" \
+        in capsys.readouterr().err
+    with pytest.raises(distributed.RankMismatchError):  # raised on every rank: no abort
+        command(distributed.RankMismatchError("models differ"))
+    monkeypatch.delenv("PMI_SIZE")
+    with pytest.raises(OSError):  # not under mpiexec: the command is unchanged
+        command(OSError("x"))
