@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from portanet.backend import Backend
-from portanet.layers import Dense, Flatten, Softmax, softmax
+from portanet.layers import Softmax, softmax
 from portanet.losses import LOSSES, ONE_HOT_FORMS, l2_penalty, one_hot, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import SGD, Optimizer, Schedule
@@ -117,19 +117,19 @@ def prepare_inputs(model: Sequential, X: Any, what: str = "X") -> Any:
 
 
 def _check_features(model: Sequential, shape: tuple[int, ...], what: str) -> None:
-    flattened = False
-    for layer in model.layers:
-        if isinstance(layer, Flatten):
-            flattened = True
-        elif isinstance(layer, Dense):
-            got = math.prod(shape[1:]) if flattened else shape[-1]
-            if got != layer.in_features or (not flattened and len(shape) != 2):
-                hint = " (add a Flatten() layer first)" if len(shape) > 2 and not flattened else ""
-                raise ValueError(
-                    f"{what} has shape {shape}, but the model's first Dense layer expects "
-                    f"{layer.in_features} features per sample{hint}"
-                )
-            return
+    """Raise a ValueError when samples of ``shape[1:]`` do not fit the model's layers."""
+    sample = tuple(shape[1:])
+    expected = model.input_shape
+    if expected is not None and sample != expected:
+        fix = f" (it expects {expected[0]} features per sample)" if len(expected) == 1 else ""
+        if len(expected) == 1 and len(sample) > 1:
+            fix += "; add a Flatten() layer first or flatten the samples"
+        elif math.prod(sample) == math.prod(expected):
+            fix += f"; reshape it, e.g. X.reshape(-1, {', '.join(map(str, expected))})"
+        raise ValueError(
+            f"{what} has shape {shape}, but the model takes samples of shape {expected}{fix}"
+        )
+    model.shapes_from(sample, what)
 
 
 def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
@@ -153,7 +153,7 @@ def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
         bound = f"[0, {classes})" if classes is not None else "non-negative"
         raise ValueError(
             f"{what} holds labels from {low} to {high}, but the model has {classes} outputs, so "
-            f"labels must be in {bound}; check the labels or widen the last Dense layer"
+            f"labels must be in {bound}; check the labels or widen the model's last layer"
         )
     return y
 

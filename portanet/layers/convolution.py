@@ -1,0 +1,176 @@
+"""2-D convolution written against the array API standard: im2col and one matrix product.
+
+Layout: inputs and outputs are (N, C, H, W) as in PyTorch. Internally the layer works
+channels-last: ``permute_dims`` turns (N, C, H, W) into an (N, H, W, C) *view* (no copy), the
+kh*kw shifted windows are strided slices of that view stacked into the columns matrix
+(N*Ho*Wo, kh*kw*C), and one matrix product with the (kh*kw*C, out) weight matrix gives the
+output in (N, Ho, Wo, out) memory order, returned as an (N, out, Ho, Wo) view. A chain of
+convolution, pooling, normalisation and activation layers therefore passes channels-last
+memory along and never transposes; only Flatten copies, into PyTorch's (C, H, W) order.
+
+The backward pass is two matrix products (weights: ``cols.T @ dout``; columns:
+``dout @ Wmat.T``) and kh*kw strided slice additions that fold the columns back onto the input
+(col2im); the standard has no scatter, and slice assignment is all col2im needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from portanet.backend import Backend
+from portanet.init import Initializer, get_initializer
+from portanet.layers.base import Layer, Shape, pair, positive_int
+
+TO_CHANNELS_LAST = (0, 2, 3, 1)
+TO_CHANNELS_FIRST = (0, 3, 1, 2)
+
+
+def window_slices(
+    kernel: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]
+) -> list[tuple[slice, slice]]:
+    """For each kernel offset (i, j), row-major, the (rows, cols) slices of a channels-last
+    image that every output position sees at that offset."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out
+    return [
+        (slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
+        for i in range(kh) for j in range(kw)
+    ]
+
+
+def add_to_slice(target: Any, key: tuple[Any, ...], value: Any) -> None:
+    """``target[key] += value`` through ``__setitem__`` (standard basic indexing)."""
+    target[key] = target[key] + value
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in PyTorch) over (N, C, H, W) input.
+
+    ``params["W"]`` has shape (out_channels, in_channels, kh, kw), ``params["b"]`` (out_channels,).
+
+    Args:
+        in_channels: channels of the input (1 for MNIST).
+        out_channels: number of filters.
+        kernel_size: an int or a pair (kh, kw).
+        stride: an int or a pair.
+        padding: zeros added on each side: an int, a pair (rows, cols), or ``"same"`` (stride 1;
+            output as large as the input, the extra row/column of an even kernel at the end).
+        weight_init: initializer for W (default He, fan-in in_channels * kh * kw).
+        bias_init: initializer for b (default zeros).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        weight_init: str | Initializer = "he",
+        bias_init: str | Initializer = "zeros",
+    ) -> None:
+        super().__init__()
+        self.in_channels = positive_int("Conv2D", "in_channels", in_channels)
+        self.out_channels = positive_int("Conv2D", "out_channels", out_channels)
+        self.kernel_size = pair("Conv2D", "kernel_size", kernel_size)
+        self.stride = pair("Conv2D", "stride", stride)
+        kh, kw = self.kernel_size
+        if padding == "same":
+            if self.stride != (1, 1):
+                raise ValueError(f"Conv2D padding='same' needs stride 1, got {stride!r}")
+            self.padding: int | tuple[int, int] | str = "same"
+            top, left = (kh - 1) // 2, (kw - 1) // 2
+            self._pads = (top, kh - 1 - top, left, kw - 1 - left)
+        else:
+            rows, cols = (padding, padding) if not isinstance(padding, (list, tuple)) else padding
+            for p in (rows, cols):
+                if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 0:
+                    raise ValueError(f"Conv2D padding must be a non-negative int, a pair of them "
+                                     f"or 'same', got {padding!r}")
+            self.padding = int(rows) if rows == cols else (int(rows), int(cols))
+            self._pads = (int(rows), int(rows), int(cols), int(cols))
+        self.weight_init = get_initializer(weight_init)
+        self.bias_init = get_initializer(bias_init)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        c, h, w = self._check(tuple(input_shape))
+        top, bottom, left, right = self._pads
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        return (self.out_channels, (h + top + bottom - kh) // sh + 1,
+                (w + left + right - kw) // sw + 1)
+
+    def _check(self, shape: Shape) -> Shape:
+        if len(shape) != 3 or shape[0] != self.in_channels:
+            fix = ("reshape images to (N, channels, height, width), e.g. X.reshape(-1, 1, 28, 28)"
+                   if len(shape) != 3 else "")
+            raise ValueError(f"{self!r} expects samples of shape ({self.in_channels}, height, "
+                             f"width), got {shape}" + (f"; {fix}" if fix else ""))
+        top, bottom, left, right = self._pads
+        padded = (shape[1] + top + bottom, shape[2] + left + right)
+        if padded[0] < self.kernel_size[0] or padded[1] < self.kernel_size[1]:
+            raise ValueError(f"{self!r}: the kernel {self.kernel_size} is larger than the padded "
+                             f"input {padded} (samples of shape {shape})")
+        return shape
+
+    def build(self, backend: Backend, rng: np.random.Generator) -> None:
+        super().build(backend, rng)
+        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
+        w = self.weight_init(rng, (kh * kw * c, o))  # fan-in first, as the initializers expect
+        self.params, self.grads = {}, {}
+        self.load_param("W", np.ascontiguousarray(w.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)))
+        self.load_param("b", self.bias_init(rng, (o,)))
+
+    def _weight_matrix(self) -> Any:
+        """W as the (kh*kw*C, out) matrix that multiplies the columns."""
+        xp = self.xp
+        (kh, kw), c = self.kernel_size, self.in_channels
+        return xp.reshape(xp.permute_dims(self.params["W"], (2, 3, 1, 0)),
+                          (kh * kw * c, self.out_channels))
+
+    def forward(self, x: Any) -> Any:
+        xp = self.xp
+        n = x.shape[0]
+        _, ho, wo = self.output_shape(tuple(x.shape[1:]))
+        x = xp.permute_dims(x, TO_CHANNELS_LAST)
+        top, bottom, left, right = self._pads
+        if top or bottom or left or right:
+            padded = xp.zeros((n, x.shape[1] + top + bottom, x.shape[2] + left + right,
+                               x.shape[3]), dtype=x.dtype, device=self.backend.device)
+            padded[:, top:top + x.shape[1], left:left + x.shape[2], :] = x
+            x = padded
+        self._in_shape = tuple(x.shape)
+        self._out_hw = (ho, wo)
+        slices = window_slices(self.kernel_size, self.stride, (ho, wo))
+        cols = xp.stack([x[:, rows, cols, :] for rows, cols in slices], axis=3)
+        self._cols = xp.reshape(cols, (n * ho * wo, len(slices) * self.in_channels))
+        self._wmat = self._weight_matrix()
+        out = self._cols @ self._wmat
+        out += self.params["b"]
+        return xp.permute_dims(xp.reshape(out, (n, ho, wo, self.out_channels)),
+                               TO_CHANNELS_FIRST)
+
+    def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        xp = self.xp
+        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
+        n, (ho, wo) = dout.shape[0], self._out_hw
+        d = xp.reshape(xp.permute_dims(dout, TO_CHANNELS_LAST), (n * ho * wo, o))
+        grad = self._cols.T @ d  # (kh*kw*C, out)
+        self.grads["W"] = xp.permute_dims(xp.reshape(grad, (kh, kw, c, o)), (3, 2, 0, 1))
+        self.grads["b"] = xp.sum(d, axis=0)
+        if not need_dx:
+            return None
+        dcols = xp.reshape(d @ self._wmat.T, (n, ho, wo, kh * kw, c))
+        dx = xp.zeros(self._in_shape, dtype=dout.dtype, device=self.backend.device)
+        for k, (rows, cols) in enumerate(window_slices(self.kernel_size, self.stride, (ho, wo))):
+            add_to_slice(dx, (slice(None), rows, cols, slice(None)), dcols[:, :, :, k, :])
+        top, bottom, left, right = self._pads
+        if top or bottom or left or right:
+            dx = dx[:, top:dx.shape[1] - bottom, left:dx.shape[2] - right, :]
+        return xp.permute_dims(dx, TO_CHANNELS_FIRST)
+
+    def config(self) -> dict[str, Any]:
+        padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": padding}
