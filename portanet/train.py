@@ -223,6 +223,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     verbose: bool = False,
     stop_on_interrupt: bool = True,
+    augment: Callable[[Any, Backend], Any] | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` and return the per-epoch :class:`History`.
 
@@ -242,6 +243,8 @@ def fit(
         verbose: print one line per epoch.
         stop_on_interrupt: the first Ctrl-C ends training after the current step (the history
             is marked ``interrupted``) instead of raising KeyboardInterrupt.
+        augment: ``augment(batch, backend) -> batch`` applied to each training batch on the
+            device, e.g. :class:`portanet.augment.RandomShift`; off by default.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -287,6 +290,7 @@ def fit(
             for b in range(num_batches):
                 lo, hi = b * batch, min((b + 1) * batch, n)
                 xb, yb = X_epoch[lo:hi, ...], y_epoch[lo:hi]
+                xb = xb if augment is None else augment(xb, backend)
                 logits = model._forward(xb)
                 if onehot_loss is None:
                     value, dlogits = loss_fn(logits, yb)

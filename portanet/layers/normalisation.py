@@ -8,7 +8,7 @@ import numpy as np
 
 from portanet.backend import Backend
 from portanet.layers.base import Layer, Shape, positive_int
-from portanet.layers.convolution import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
+from portanet.layers.convolution import SWAP
 
 
 class Dropout(Layer):
@@ -79,16 +79,18 @@ class BatchNorm(Layer):
         self.load_buffer("running_var", np.ones(c))
 
     def _rows(self, x: Any) -> Any:
-        """(N, C) as is; (N, C, H, W) as (N*H*W, C) rows through its channels-last view."""
+        """(N, C) as is; (N, C, H, W) as (N*H*W, C) rows: the transpose of its (C, N*H*W)
+        view, which needs no copy when the memory is in the convolutions' (C, N, H, W) order."""
         if x.ndim == 2:
             return x
-        return self.xp.reshape(self.xp.permute_dims(x, TO_CHANNELS_LAST), (-1, x.shape[1]))
+        xp = self.xp
+        return xp.reshape(xp.permute_dims(x, SWAP), (x.shape[1], -1)).T
 
     def _unrows(self, rows: Any) -> Any:
-        n, c, h, w = self._shape if len(self._shape) == 4 else (0, 0, 0, 0)
         if len(self._shape) == 2:
             return rows
-        return self.xp.permute_dims(self.xp.reshape(rows, (n, h, w, c)), TO_CHANNELS_FIRST)
+        n, c, h, w = self._shape
+        return self.xp.permute_dims(self.xp.reshape(rows.T, (c, n, h, w)), SWAP)
 
     def forward(self, x: Any) -> Any:
         xp = self.xp

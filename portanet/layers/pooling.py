@@ -1,6 +1,6 @@
 """2-D max and average pooling over (N, C, H, W) input.
 
-Both work on a channels-last view (see :mod:`portanet.layers.convolution`): each of the kh*kw
+Both work on a (C, N, H, W) view (see :mod:`portanet.layers.convolution`): each of the kh*kw
 window offsets is one strided slice, so pooling is kh*kw elementwise operations on arrays the
 size of the output, and the backward pass writes those slices back (plain assignment when the
 windows do not overlap, slice additions when they do).
@@ -11,12 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from portanet.layers.base import Layer, Shape, pair, shape_error
-from portanet.layers.convolution import (
-    TO_CHANNELS_FIRST,
-    TO_CHANNELS_LAST,
-    add_to_slice,
-    window_slices,
-)
+from portanet.layers.convolution import SWAP, add_to_slice, window_slices
 
 
 class _Pool2D(Layer):
@@ -40,12 +35,11 @@ class _Pool2D(Layer):
         return (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
 
     def _windows(self, x: Any) -> tuple[Any, list[Any]]:
-        """The channels-last view of ``x`` and its window slices, one per kernel offset."""
+        """The (C, N, H, W) view of ``x`` and its window slices, one per kernel offset."""
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
-        x = self.xp.permute_dims(x, TO_CHANNELS_LAST)
-        self._in_shape, self._out_hw = tuple(x.shape), (ho, wo)
-        self._keys = [(slice(None), r, c, slice(None))
-                      for r, c in window_slices(self.kernel_size, self.stride, (ho, wo))]
+        x = self.xp.permute_dims(x, SWAP)
+        self._in_shape = tuple(x.shape)
+        self._keys = window_slices(self.kernel_size, self.stride, (ho, wo))
         return x, [x[key] for key in self._keys]
 
     def _assemble(self, parts: list[Any]) -> Any:
@@ -58,7 +52,7 @@ class _Pool2D(Layer):
                 add_to_slice(dx, key, part)
             else:
                 dx[key] = part
-        return xp.permute_dims(dx, TO_CHANNELS_FIRST)
+        return xp.permute_dims(dx, SWAP)
 
     def config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
@@ -78,20 +72,20 @@ class MaxPool2D(_Pool2D):
         for w in windows[1:]:
             out = xp.maximum(out, w)
         self._windows_cache, self._out = windows, out
-        return xp.permute_dims(out, TO_CHANNELS_FIRST)
+        return xp.permute_dims(out, SWAP)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
-        d = xp.permute_dims(dout, TO_CHANNELS_LAST)
-        parts, taken = [], None
-        for w in self._windows_cache:
-            hit = w == self._out
-            if taken is None:
-                taken = hit
-            else:
-                hit = xp.logical_and(hit, xp.logical_not(taken))
-                taken = xp.logical_or(taken, hit)
-            parts.append(d * xp.astype(hit, d.dtype))
+        # Each window offset takes what is left of the gradient where it holds the maximum;
+        # a later offset tying with it finds nothing left.
+        left = xp.permute_dims(dout, SWAP)
+        parts = []
+        last = len(self._windows_cache) - 1
+        for k, w in enumerate(self._windows_cache):
+            part = xp.where(w == self._out, left, 0.0)
+            parts.append(part)
+            if k < last:
+                left = left - part
         return self._assemble(parts)
 
 
@@ -103,8 +97,8 @@ class AvgPool2D(_Pool2D):
         out = windows[0]
         for w in windows[1:]:
             out = out + w
-        return self.xp.permute_dims(out * (1.0 / len(windows)), TO_CHANNELS_FIRST)
+        return self.xp.permute_dims(out * (1.0 / len(windows)), SWAP)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        d = self.xp.permute_dims(dout, TO_CHANNELS_LAST) * (1.0 / len(self._keys))
+        d = self.xp.permute_dims(dout, SWAP) * (1.0 / len(self._keys))
         return self._assemble([d] * len(self._keys))

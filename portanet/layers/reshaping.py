@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from portanet.layers.base import Layer, Shape
+from portanet.layers.convolution import SWAP
 
 
 class Flatten(Layer):
@@ -20,4 +21,12 @@ class Flatten(Layer):
         return self.xp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        return self.xp.reshape(dout, self._shape)
+        xp = self.xp
+        if len(self._shape) != 4:
+            return xp.reshape(dout, self._shape)
+        # Hand the gradient back in the (C, N, H, W) memory order the convolution, pooling and
+        # normalisation layers keep (see portanet.layers.convolution): one copy here instead of
+        # slow mixed-order arithmetic in every layer below.
+        n, c, h, w = self._shape
+        by_channel = xp.reshape(xp.permute_dims(xp.reshape(dout, self._shape), SWAP), (c, -1))
+        return xp.permute_dims(xp.reshape(by_channel, (c, n, h, w)), SWAP)
