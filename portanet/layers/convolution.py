@@ -9,7 +9,7 @@ an (N, out, Ho, Wo) view. Pooling, BatchNorm and the activations keep that memor
 chain of them passes it along and never transposes; only Flatten copies, into PyTorch's
 (C, H, W) order per sample. (For a 1-channel input, (N, 1, H, W) already is that order.)
 
-The backward pass is two matrix products (weights: ``dout @ cols.T``; columns:
+The backward pass is two matrix products (weights: ``cols @ dout.T``; columns:
 ``Wmat.T @ dout``) and kh*kw strided slice additions that fold the columns back onto the
 input (col2im); the standard has no scatter, and slice assignment is all col2im needs.
 """
@@ -172,8 +172,10 @@ class Conv2D(Layer):
         (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
         n, (ho, wo) = dout.shape[0], self._out_hw
         d = xp.reshape(xp.permute_dims(dout, SWAP), (o, n * ho * wo))
-        grad = d @ self._cols.T  # (out, kh*kw*C)
-        self.grads["W"] = xp.permute_dims(xp.reshape(grad, (o, kh, kw, c)), (0, 3, 1, 2))
+        # (kh*kw*C, out) = cols @ d.T: the long axis (N*Ho*Wo) is the inner one either way,
+        # but OpenBLAS splits this order well over threads and the other (d @ cols.T) badly.
+        grad = self._cols @ d.T
+        self.grads["W"] = xp.permute_dims(xp.reshape(grad, (kh, kw, c, o)), (3, 2, 0, 1))
         self.grads["b"] = xp.sum(d, axis=1)
         if not need_dx:
             return None
