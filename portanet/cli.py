@@ -173,9 +173,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"(there are {len(x_train)})")
         x_val, y_val = x_train[-args.validation:], y_train[-args.validation:]
         x_train, y_train = x_train[:-args.validation], y_train[:-args.validation]
-        validation = datasets.to_device(x_val, y_val, backend)
+        x_dev, y_dev = datasets.to_device(x_val, y_val, backend)
+        validation = (images_as(x_dev, recipe.input_shape), y_dev)
     X, y = datasets.to_device(x_train, y_train, backend)
     X_test, y_test_dev = datasets.to_device(x_test, y_test, backend)
+    X, X_test = images_as(X, recipe.input_shape), images_as(X_test, recipe.input_shape)
     classes = 10
     model = recipe.build(backend, seed=args.seed, in_features=X.shape[1], classes=classes,
                          dtype=args.dtype)
@@ -183,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{0 if validation is None else validation[0].shape[0]:,} validation, "
           f"{X_test.shape[0]:,} test images")
     print(f"model '{recipe.name}': {model!r}, {model.num_parameters():,} parameters")
-    fit_args = recipe.fit_arguments()
+    fit_args = recipe.fit_arguments(samples=X.shape[0])
     print(f"training: {recipe.optimizer} lr {recipe.lr} ({recipe.schedule}), "
           f"batch {recipe.batch_size or 'full'}, {recipe.epochs} epochs"
           + (f", dropout {recipe.dropout}" if recipe.dropout else "")
@@ -221,6 +223,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_outputs(out, model, report, config, timings, history, X_test, y_test, x_test,
                   args.dataset)
     return 130 if history.interrupted else 0
+
+
+def images_as(x: Any, shape: tuple[int, ...] | None) -> Any:
+    """Flat device images (N, 784) in a model's per-sample shape, e.g. (N, 1, 28, 28) for a
+    CNN; unchanged for flat shapes or an unknown one."""
+    if shape is None or len(shape) < 2:
+        return x
+    import array_api_compat
+
+    return array_api_compat.array_namespace(x).reshape(x, (x.shape[0], *shape))
 
 
 def _print_last_epoch(history: History) -> None:
@@ -308,6 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.limit:
         x_test, y_test = x_test[:args.limit], y_test[:args.limit]
     X_test, y_dev = datasets.to_device(x_test, y_test, model.backend)
+    X_test = images_as(X_test, model.input_shape)
     started = time.perf_counter()
     report = report_for(model, X_test, y_dev, dataset)
     seconds = time.perf_counter() - started
@@ -335,7 +348,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        proba = portanet.predict_proba(model, digit.reshape(1, -1))[0]  # host in, host out
+        shape = model.input_shape if model.input_shape else (-1,)
+        proba = portanet.predict_proba(model, digit.reshape(1, *shape))[0]  # host in, host out
         top = np.argsort(proba)[::-1][:3]
         if args.json:
             print(json.dumps({"path": str(path), "top3": [

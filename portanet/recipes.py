@@ -114,10 +114,11 @@ class Recipe:
                         "input_dropout": 0.0, "weight_init": "he", "bias_init": "zeros"}
             odd = [k for k, v in mlp_only.items() if getattr(self, k) != v]
             if odd:
+                what = "is an MLP setting" if len(odd) == 1 else "are MLP settings"
                 raise ValueError(
-                    f"{', '.join(odd)} shape an MLP, but this recipe trains the fixed "
-                    f"convolutional network {self.network!r}; leave them out (or pick an MLP "
-                    f"preset such as 'best')"
+                    f"{', '.join(odd)} {what}, but recipe {self.name!r} trains the fixed "
+                    f"convolutional network {self.network!r}; leave {'it' if len(odd) == 1 else 'them'} "
+                    f"out (or pick an MLP preset such as 'best')"
                 )
         if self.augment_pixels < 0:
             raise ValueError(f"augment_pixels must be >= 0, got {self.augment_pixels}")
