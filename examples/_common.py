@@ -63,9 +63,11 @@ class Data:
         return int(self.x_train.shape[0])
 
 
-def load_data(args: argparse.Namespace, dataset: str = "mnist", first: int | None = None) -> Data:
+def load_data(args: argparse.Namespace, dataset: str = "mnist", first: int | None = None,
+              image_shape: tuple[int, ...] | None = None) -> Data:
     """Load MNIST (or ``"fashion"``), keep the first ``first`` / ``--limit`` training images and
-    copy everything to the backend chosen by ``--backend`` and ``--dtype``."""
+    copy everything to the backend chosen by ``--backend`` and ``--dtype``; images are flat
+    (N, 784) vectors unless ``image_shape`` (e.g. (1, 28, 28) for a CNN) is given."""
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed)
     (x_train, y_train), (x_test, y_test) = datasets.load_dataset(dataset)
     keep = [n for n in (first, args.limit) if n is not None]
@@ -73,6 +75,10 @@ def load_data(args: argparse.Namespace, dataset: str = "mnist", first: int | Non
         x_train, y_train = x_train[: min(keep)], y_train[: min(keep)]
     x_train, y_train = datasets.to_device(x_train, y_train, backend)
     x_test, y_test = datasets.to_device(x_test, y_test, backend)
+    if image_shape is not None:
+        xp = backend.xp
+        x_train = xp.reshape(x_train, (x_train.shape[0], *image_shape))
+        x_test = xp.reshape(x_test, (x_test.shape[0], *image_shape))
     print(f"backend: {backend.note} ({backend.dtype_name}); "
           f"{x_train.shape[0]:,} training and {x_test.shape[0]:,} test images", flush=True)
     return Data(backend, x_train, y_train, x_test, y_test)

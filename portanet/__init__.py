@@ -8,7 +8,20 @@ from portanet import data, datasets, init, losses, metrics, optim, recipes
 from portanet.backend import Backend, BackendUnavailableError, get_backend
 from portanet.check import check
 from portanet.io import load, save
-from portanet.layers import Dense, Dropout, Flatten, Layer, ReLU, Sigmoid, Softmax, Tanh
+from portanet.layers import (
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from portanet.model import Sequential
 from portanet.train import (
     Callback,
@@ -23,15 +36,19 @@ from portanet.train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AvgPool2D",
     "Backend",
+    "BatchNorm",
     "BackendUnavailableError",
     "Callback",
+    "Conv2D",
     "Dense",
     "DivergedError",
     "Dropout",
     "Flatten",
     "History",
     "Layer",
+    "MaxPool2D",
     "ReLU",
     "Sequential",
     "Sigmoid",

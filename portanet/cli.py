@@ -90,9 +90,20 @@ def load_data(args: argparse.Namespace, dataset: str, *, train_subset: int | Non
     return loaded
 
 
-def held_out(loaded: Data, backend: portanet.Backend) -> HeldOut:
-    """The test split on ``backend``, with its host images and class names for the report."""
-    return HeldOut(*data.to_device(*loaded.test, backend), loaded.test[0], loaded.class_names)
+def on_device(split: Split, model: portanet.Sequential) -> tuple[Any, Any]:
+    """Host images and labels on the model's device, the images in the model's per-sample
+    shape: (N, 784) for an MLP, (N, 1, 28, 28) for a CNN."""
+    X, y = data.to_device(*split, model.backend)
+    shape = model.input_shape
+    if shape is not None and len(shape) > 1:
+        X = model.xp.reshape(X, (X.shape[0], *shape))
+    return X, y
+
+
+def held_out(loaded: Data, model: portanet.Sequential) -> HeldOut:
+    """The test split on the model's device, with its host images and class names for the
+    report."""
+    return HeldOut(*on_device(loaded.test, model), loaded.test[0], loaded.class_names)
 
 
 def print_report(report: dict[str, Any], trailer: str) -> None:
@@ -165,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
     if comm is not None and not comm.is_root:  # rank 0 alone reports, saves and writes
         return 0
-    test = held_out(loaded, backend)
+    test = held_out(loaded, model)
     report = make_report(model, test)
     rate = len(loaded.train[0]) * history.epochs / max(seconds, 1e-9)
     print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend.name}")
@@ -188,8 +199,8 @@ def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, q
           comm: distributed.Communicator | None = None) -> tuple[History, float]:
     """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
     the history and the seconds it took."""
-    X, y = data.to_device(*loaded.train, model.backend)
-    validation = loaded.validation and data.to_device(*loaded.validation, model.backend)
+    X, y = on_device(loaded.train, model)
+    validation = loaded.validation and on_device(loaded.validation, model)
     print(f"data: {loaded.name}, {len(loaded.train[0]):,} training, "
           f"{len(loaded.validation[0]) if loaded.validation else 0:,} validation, "
           f"{len(loaded.test[0]):,} test images")
@@ -199,7 +210,8 @@ def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, q
         EpochProgress(sys.stderr, bar=sys.stderr.isatty(), epochs_total=recipe.epochs)]
     started = time.perf_counter()
     history = portanet.fit(model, X, y, validation_data=validation, callbacks=callbacks,
-                           comm=comm, **recipe.fit_arguments())
+                           comm=comm,
+                           **recipe.fit_arguments(samples=len(loaded.train[0])))
     seconds = time.perf_counter() - started
     if history.interrupted:
         print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",
@@ -240,7 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
     loaded = load_data(args, args.dataset or extra.get("dataset") or "mnist")
-    test = held_out(loaded, model.backend)
+    test = held_out(loaded, model)
     started = time.perf_counter()
     report = make_report(model, test)
     seconds = time.perf_counter() - started
@@ -276,7 +288,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        proba = portanet.predict_proba(model, digit.reshape(1, -1))[0]  # host in, host out
+        shape = model.input_shape or (digit.size,)
+        proba = portanet.predict_proba(model, digit.reshape(1, *shape))[0]  # host in, host out
         top = np.argsort(proba)[::-1][:3]
         if args.json:
             print(json.dumps({"path": str(path), "top3": [

@@ -1,8 +1,10 @@
 """Saving and loading models: one ``.npz`` file of host arrays plus JSON metadata.
 
-The file holds the parameters as plain NumPy arrays (named like ``"0.W"``) and an entry
-``__portanet__`` with UTF-8 JSON: format version, layer list, dtype. It is read with
-``allow_pickle=False``, so loading a file runs no code, and it loads onto any backend.
+The file holds the parameters and buffers as plain NumPy arrays (named like ``"0.W"`` and
+``"3.running_mean"``) and an entry ``__portanet__`` with UTF-8 JSON: format version, layer
+list (each layer's registered type name and its ``config()``), per-sample input shape, dtype.
+It is read with ``allow_pickle=False``, so loading a file runs no code, and it loads onto any
+backend. Format 1 files (before buffers and input shapes) still load.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from portanet.layers import LAYER_TYPES
 from portanet.model import Sequential
 
 FORMAT = "portanet-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_KEY = "__portanet__"
 
 
@@ -35,6 +37,7 @@ def save(model: Sequential, path: str | os.PathLike[str], **extra: Any) -> Path:
         "format_version": FORMAT_VERSION,
         "portanet_version": __version__,
         "dtype": model.backend.dtype_name,
+        "input_shape": list(model.input_shape) if model.input_shape is not None else None,
         "layers": [{"type": type(layer).__name__, **layer.config()} for layer in model.layers],
         "extra": extra,
     }
@@ -59,15 +62,21 @@ def load(
     layers = []
     for i, spec in enumerate(metadata["layers"]):
         spec = dict(spec)
-        cls = LAYER_TYPES.get(spec.pop("type", None))
+        name = spec.pop("type", None)
+        cls = LAYER_TYPES.get(name) if isinstance(name, str) else None
         if cls is None:
-            raise ValueError(f"{path}: layer {i} has an unknown type; known: {sorted(LAYER_TYPES)}")
+            raise ValueError(
+                f"{path}: layer {i} has the unknown type {name!r}; this portanet knows "
+                f"{', '.join(sorted(LAYER_TYPES))}. If it is your own Layer subclass, import "
+                f"the module that defines it before loading"
+            )
         try:
             layers.append(cls(**spec))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: layer {i} ({cls.__name__}) is invalid: {exc}") from exc
-    model = Sequential(layers, backend=backend, seed=0, dtype=dtype or metadata["dtype"])
     try:
+        model = Sequential(layers, backend=backend, seed=0, dtype=dtype or metadata["dtype"],
+                           input_shape=metadata.get("input_shape"))
         model.load_state_dict(arrays)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from portanet.backend import Backend, get_backend
-from portanet.layers import Dense, Layer
+from portanet.layers import Layer, Shape
 
 
 class Sequential:
@@ -24,6 +24,12 @@ class Sequential:
             ``None`` draws from the backend's generator.
         dtype: ``"float32"`` or ``"float64"``; default: the backend's dtype (float32 for a
             backend given by name).
+        input_shape: the shape of one input sample, e.g. ``(1, 28, 28)`` for a CNN on MNIST or
+            ``(784,)`` for an MLP. The chain of layers is checked against it here: the first
+            layer that cannot take its input raises a ValueError naming both shapes. Without
+            it, a model whose first shape-fixing layer is a Dense layer (after activations or
+            dropout only) takes ``(in_features,)``; otherwise the shape stays unknown and
+            inputs are checked when they arrive.
     """
 
     def __init__(
@@ -32,6 +38,7 @@ class Sequential:
         backend: Backend | str | None = None,
         seed: int | None = None,
         dtype: str | None = None,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         layers = list(layers)
         if not layers:
@@ -52,6 +59,11 @@ class Sequential:
         self.backend = dataclasses.replace(base, rng=np.random.default_rng(seed), _device_rng=None)
         self.seed = seed
         self.layers = layers
+        if input_shape is not None:
+            self.input_shape: Shape | None = _shape_tuple(input_shape)
+            self.output_shape: Shape | None = self.shapes_from(self.input_shape)[-1]
+        else:
+            self.input_shape, self.output_shape = _inferred_shapes(layers)
         for layer in layers:
             layer.build(self.backend, self.backend.rng)
         self._slots = [
@@ -67,11 +79,25 @@ class Sequential:
 
     @property
     def num_outputs(self) -> int | None:
-        """Width of the model's output: the last Dense layer's ``out_features``."""
-        for layer in reversed(self.layers):
-            if isinstance(layer, Dense):
-                return layer.out_features
-        return None
+        """Width of the model's (per-sample 1-D) output, from the chain of output shapes;
+        None when it is not known or the output is not one vector per sample."""
+        shape = self.output_shape
+        return shape[0] if shape is not None and len(shape) == 1 else None
+
+    def shapes_from(self, input_shape: Sequence[int], what: str = "input") -> list[Shape]:
+        """The per-sample shape after each layer for samples of ``input_shape`` (the input
+        itself first). Raises ValueError naming the first layer that does not fit, with the
+        shape it got; ``what`` names the input in that message."""
+        shapes = [_shape_tuple(input_shape)]
+        for i, layer in enumerate(self.layers):
+            try:
+                shapes.append(tuple(layer.output_shape(shapes[-1])))
+            except ValueError as exc:
+                start = "" if i == 0 else f" (after layers 0-{i - 1} it has shape {shapes[-1]})"
+                raise ValueError(
+                    f"layer {i} does not fit the {what} of shape {shapes[0]}{start}: {exc}"
+                ) from None
+        return shapes
 
     def forward(self, x: Any) -> Any:
         """Run the layers on a batch ``x`` (an array of this model's backend)."""
@@ -122,17 +148,27 @@ class Sequential:
         """Total number of scalar parameters."""
         return sum(int(np.prod(p.shape)) for _, p, _ in self.named_parameters())
 
+    def named_buffers(self) -> Iterator[tuple[str, Any]]:
+        """Yield ``(name, buffer)`` with names like ``"3.running_mean"`` (saved, not trained)."""
+        for i, layer in enumerate(self.layers):
+            for key, value in layer.buffers.items():
+                yield f"{i}.{key}", value
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """All parameters as new host NumPy arrays, keyed by name."""
-        return {name: self.backend.to_numpy(p) for name, p, _ in self.named_parameters()}
+        """All parameters and buffers as new host NumPy arrays, keyed by name."""
+        state = {name: self.backend.to_numpy(p) for name, p, _ in self.named_parameters()}
+        state.update((name, self.backend.to_numpy(b)) for name, b in self.named_buffers())
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Set the parameters from host arrays keyed by name (as :meth:`state_dict` returns).
+        """Set the parameters and buffers from host arrays keyed by name (as
+        :meth:`state_dict` returns).
 
         Raises a ValueError listing missing or unexpected names and shape mismatches; nothing
         is changed unless every array fits.
         """
         expected = {name: tuple(p.shape) for name, p, _ in self.named_parameters()}
+        expected.update((name, tuple(b.shape)) for name, b in self.named_buffers())
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         wrong = [
@@ -158,15 +194,56 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             for key in layer.params:
                 layer.load_param(key, np.asarray(state[f"{i}.{key}"]))
+            for key in list(layer.buffers):
+                layer.load_buffer(key, np.asarray(state[f"{i}.{key}"]))
 
     def summary(self) -> str:
-        """A table of layers, output widths and parameter counts."""
-        lines = [f"Sequential on {self.backend.name} ({self.backend.dtype_name})"]
+        """A table of layers, output shapes (when the input shape is known) and parameter
+        counts."""
+        lines = [f"Sequential on {self.backend.name} ({self.backend.dtype_name})"
+                 + (f", input {self.input_shape}" if self.input_shape else "")]
+        shapes = self.shapes_from(self.input_shape)[1:] if self.input_shape else None
         for i, layer in enumerate(self.layers):
             count = sum(int(np.prod(p.shape)) for p in layer.params.values())
-            lines.append(f"  {i:>2}  {layer!r:<40} {count:>10,} params")
+            shape = str(shapes[i]) if shapes else ""
+            lines.append(f"  {i:>2}  {layer!r:<48} {shape:<14} {count:>10,} params")
         lines.append(f"  total {self.num_parameters():,} parameters")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
+
+
+def _shape_tuple(shape: Sequence[int]) -> Shape:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        result = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"a shape must be a tuple of positive ints, got {shape!r}") from None
+    if not result or any(d < 1 for d in result) or any(
+        isinstance(d, bool) or int(d) != d for d in shape
+    ):
+        raise ValueError(f"a shape must be a tuple of positive ints, got {shape!r}")
+    return result
+
+
+def _inferred_shapes(layers: Sequence[Layer]) -> tuple[Shape | None, Shape | None]:
+    """Input and output shape when no input shape is given. The input shape is known when the
+    first layer whose arguments fix its input (Dense) comes after shape-keeping layers only;
+    otherwise the output shape is still known from that layer on."""
+    hints = [i for i, layer in enumerate(layers) if layer.input_shape_hint() is not None]
+    if not hints:
+        return None, None
+    first = hints[0]
+    if all(layer.keeps_shape for layer in layers[:first]):
+        start, input_shape = 0, layers[first].input_shape_hint()
+    else:
+        start, input_shape = first, None
+    shape = layers[start].input_shape_hint() if input_shape is None else input_shape
+    for i, layer in enumerate(layers[start:], start):
+        try:
+            shape = tuple(layer.output_shape(shape))
+        except ValueError as exc:
+            raise ValueError(f"layer {i} does not fit the layers before it: {exc}") from None
+    return input_shape, shape

@@ -319,3 +319,52 @@ def cosine_decay(lr: float, final_lr: float = 0.0, warmup_epochs: int = 0) -> Sc
         return float(final_lr + 0.5 * (lr - final_lr) * (1.0 + math.cos(math.pi * t)))
 
     return schedule
+
+
+class OneCycle(Optimizer):
+    """The one-cycle learning rate (Smith and Topin, 2019) around another optimizer, set before
+    every step as PyTorch's ``OneCycleLR`` does: cosine from ``max_lr / div_factor`` up to
+    ``max_lr`` over the first ``pct_start`` of ``total_steps``, then cosine down to
+    ``max_lr / (div_factor * final_div_factor)``; after ``total_steps`` it stays there.
+
+    ``OneCycle(Adam(), max_lr=3e-3, total_steps=470)``; pass it to ``fit`` as the optimizer and
+    leave ``lr_schedule`` unset (that one works per epoch).
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr: float,
+        total_steps: int,
+        pct_start: float = 0.25,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+    ) -> None:
+        super().__init__(max_lr)
+        if not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+        if not 0.0 < float(pct_start) < 1.0:
+            raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
+        self.optimizer = optimizer
+        self.state = optimizer.state
+        self.max_lr = float(max_lr)
+        self.total_steps = total_steps
+        self.pct_start = float(pct_start)
+        self.initial_lr = self.max_lr / _number("div_factor", div_factor)
+        self.final_lr = self.initial_lr / _number("final_div_factor", final_div_factor)
+        self.lr = self.lr_at(0)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of 0-based ``step``."""
+        up = max(self.pct_start * self.total_steps - 1.0, 1.0)
+        down = max(self.total_steps - 1.0 - up, 1.0)
+        if step <= up:
+            start, end, t = self.initial_lr, self.max_lr, step / up
+        else:
+            start, end, t = self.max_lr, self.final_lr, min((step - up) / down, 1.0)
+        return float(end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+    def step(self, model: Any, l2: float = 0.0) -> None:
+        self.optimizer.lr = self.lr = self.lr_at(self.steps)
+        self.optimizer.step(model, l2)
+        self.steps += 1

@@ -22,12 +22,13 @@ import numpy as np
 from portanet.backend import Backend, host_array, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.distributed import Communicator
-from portanet.layers import Dense, Flatten, Softmax, softmax
+from portanet.layers import Softmax, softmax
 from portanet.losses import Loss, as_loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Optimizer, Schedule, get_optimizer
 
 LossFn = Callable[[Any, Any], tuple[Any, Any]]
+Augment = Callable[[Any, Backend], Any]
 
 __all__ = ["Callback", "DivergedError", "History", "PrintEpochs", "evaluate", "fit", "predict",
            "predict_proba", "prepare_inputs", "prepare_labels"]
@@ -80,19 +81,19 @@ def prepare_inputs(model: Sequential, X: Any, what: str = "X") -> Any:
 
 
 def _check_features(model: Sequential, shape: tuple[int, ...], what: str) -> None:
-    flattened = False
-    for layer in model.layers:
-        if isinstance(layer, Flatten):
-            flattened = True
-        elif isinstance(layer, Dense):
-            got = math.prod(shape[1:]) if flattened else shape[-1]
-            if got != layer.in_features or (not flattened and len(shape) != 2):
-                hint = " (add a Flatten() layer first)" if len(shape) > 2 and not flattened else ""
-                raise ValueError(
-                    f"{what} has shape {shape}, but the model's first Dense layer expects "
-                    f"{layer.in_features} features per sample{hint}"
-                )
-            return
+    """Raise a ValueError when samples of ``shape[1:]`` do not fit the model's layers."""
+    sample = tuple(shape[1:])
+    expected = model.input_shape
+    if expected is not None and sample != expected:
+        fix = f" (it expects {expected[0]} features per sample)" if len(expected) == 1 else ""
+        if len(expected) == 1 and len(sample) > 1:
+            fix += "; add a Flatten() layer first or flatten the samples"
+        elif math.prod(sample) == math.prod(expected):
+            fix += f"; reshape it, e.g. X.reshape(-1, {', '.join(map(str, expected))})"
+        raise ValueError(
+            f"{what} has shape {shape}, but the model takes samples of shape {expected}{fix}"
+        )
+    model.shapes_from(sample, what)
 
 
 def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
@@ -116,11 +117,9 @@ def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
         bound = f"[0, {classes})" if classes is not None else "non-negative"
         raise ValueError(
             f"{what} holds labels from {low} to {high}, but the model has {classes} outputs, so "
-            f"labels must be in {bound}; check the labels or widen the last Dense layer"
+            f"labels must be in {bound}; check the labels or widen the model's last layer"
         )
     return y
-
-
 
 
 # --- what fit is given: checked once, before the first step --------------------------------
@@ -204,6 +203,19 @@ class _Data:
         return int(self.X.shape[0])
 
 
+@dataclass
+class _Run:
+    """What every step of one :func:`fit` call uses, checked once."""
+
+    loss: Loss
+    optimizer: Optimizer
+    data: _Data
+    batch: int
+    l2: float
+    augment: Augment | None
+    comm: Communicator | None
+
+
 def _forward(model: Sequential, x: Any) -> Any:
     """The model's forward pass without the input check (inputs were checked at the boundary)."""
     return model._forward(x)
@@ -230,6 +242,7 @@ def fit(
     verbose: bool = False,
     stop_on_interrupt: bool = True,
     comm: Communicator | None = None,
+    augment: Augment | None = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` and return the per-epoch :class:`History`.
 
@@ -255,6 +268,8 @@ def fit(
             (``comm``) a Ctrl-C stops at once: ranks could not agree on the step to stop after.
         comm: train data-parallel over MPI ranks, e.g. ``portanet.distributed.world()``:
             ``batch_size`` is then the global batch (see :mod:`portanet.distributed`).
+        augment: ``augment(batch, backend) -> batch`` applied to each training batch on the
+            device, e.g. :class:`portanet.augment.RandomShift`; off by default.
 
     Raises:
         DivergedError: at the end of the first epoch whose loss is not finite.
@@ -270,6 +285,7 @@ def fit(
     callbacks += [PrintEpochs()] if verbose else []
     if comm is not None:  # the same model and plan on every rank; callbacks on rank 0 only
         callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
+    run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm)
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm is None) as stop:
         for epoch in range(epochs):
@@ -279,9 +295,8 @@ def fit(
                 cb.on_epoch_begin(epoch, epochs, -(-data.n // batch))
             start = time.perf_counter()
             order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
-            outputs = _run_epoch(model, loss_obj, optimizer, data, order, batch, l2, callbacks,
-                                 stop, comm)
-            logs = _epoch_logs(model, loss_obj, data, order, outputs, l2, comm)
+            outputs = _run_epoch(model, run, order, callbacks, stop)
+            logs = _epoch_logs(model, run, order, outputs)
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
             seconds = time.perf_counter() - start
@@ -316,18 +331,17 @@ def _shuffled_order(model: Sequential, n: int) -> Any:
     return model.backend.asarray(model.backend.rng.permutation(n))
 
 
-def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data, order: Any,
-               batch: int, l2: float, callbacks: list[Callback],
-               stop: StopOnInterrupt, comm: Communicator | None = None) -> list[Any]:
+def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callback],
+               stop: StopOnInterrupt) -> list[Any]:
     """One pass over the data; returns each step's logits (device arrays, for the figures).
     Under MPI each rank steps on its share of every global batch."""
     model.train()
-    xp = model.xp
-    n = data.n
+    xp, data, comm = model.xp, run.data, run.comm
     batch_callbacks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+    figures = _figures if comm is None else comm.local_figures
     outputs: list[Any] = []
-    for b, lo in enumerate(range(0, n, batch)):
-        hi = min(lo + batch, n)
+    for b, lo in enumerate(range(0, data.n, run.batch)):
+        hi = min(lo + run.batch, data.n)
         if comm is not None:
             lo, hi = comm.shard(lo, hi)
         if order is None:
@@ -335,10 +349,9 @@ def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data,
         else:
             idx = order[lo:hi]
             xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.prepared, idx, axis=0)
-        outputs.append(_step(model, loss, optimizer, xb, tb, l2, comm))
+        outputs.append(_step(model, run, xb, tb))
         if batch_callbacks:
-            figures = _figures if comm is None else comm.local_figures
-            running = partial(figures, xp, loss, data, order, outputs)
+            running = partial(figures, xp, run.loss, data, order, outputs)
             for cb in batch_callbacks:
                 cb.on_batch_end(b, running)
         if stop.requested:
@@ -346,27 +359,27 @@ def _run_epoch(model: Sequential, loss: Loss, optimizer: Optimizer, data: _Data,
     return outputs
 
 
-def _step(model: Sequential, loss: Loss, optimizer: Optimizer, xb: Any, tb: Any,
-          l2: float, comm: Communicator | None = None) -> Any:
-    """Forward, loss gradient, backward, update: one step on a batch and its prepared labels.
-    Returns the logits (the loss value is computed from them once per epoch). Under MPI the
-    gradients are averaged over the ranks (one Allreduce) before the update."""
+def _step(model: Sequential, run: _Run, xb: Any, tb: Any) -> Any:
+    """Augment, forward, loss gradient, backward, (under MPI) average the gradients over the
+    ranks, update: one step on a batch and its prepared labels. Returns the logits (the loss
+    value is computed from them once per epoch)."""
+    if run.augment is not None:
+        xb = run.augment(xb, model.backend)
     logits = _forward(model, xb)
-    model.backward(loss.gradient(logits, tb), need_input_grad=False)
-    if comm is not None:
-        comm.average_gradients(model)
-    optimizer.step(model, l2=l2)
+    model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
+    if run.comm is not None:
+        run.comm.average_gradients(model)
+    run.optimizer.step(model, l2=run.l2)
     return logits
 
 
-def _epoch_logs(model: Sequential, loss: Loss, data: _Data, order: Any, outputs: list[Any],
-                l2: float, comm: Communicator | None = None) -> dict[str, float]:
+def _epoch_logs(model: Sequential, run: _Run, order: Any, outputs: list[Any]) -> dict[str, float]:
     """The epoch's loss (plus the L2 penalty, computed here once) and accuracy; under MPI
     over every rank's samples, with one reduction."""
-    figures = _figures if comm is None else comm.epoch_figures
-    mean_loss, accuracy = figures(model.xp, loss, data, order, outputs)
-    if l2:
-        mean_loss += float(l2_penalty(model, l2))
+    figures = _figures if run.comm is None else run.comm.epoch_figures
+    mean_loss, accuracy = figures(model.xp, run.loss, run.data, order, outputs)
+    if run.l2:
+        mean_loss += float(l2_penalty(model, run.l2))
     return {"loss": mean_loss, "accuracy": accuracy}
 
 

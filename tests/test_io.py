@@ -100,3 +100,39 @@ def test_failed_save_leaves_the_old_file_intact(backend: pn.Backend, tmp_path: P
         _files.atomic_write(path, fail)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind
+
+
+def test_format_1_file_still_loads() -> None:
+    """tests/data/model_format1.npz was saved by portanet 0.1.0 (main at 97e4ea7, before the
+    layer contract): Flatten, Dense(12, 5), ReLU, Dropout(0.25), Dense(5, 3), seed 3."""
+    path = Path(__file__).parent / "data" / "model_format1.npz"
+    assert io.load_metadata(path)["format_version"] == 1
+    model = pn.load(path, backend="numpy")
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Flatten", "Dense", "ReLU", "Dropout", "Dense"]
+    assert model.num_outputs == 3 and model.input_shape is None
+    x = np.random.default_rng(0).normal(size=(4, 3, 4)).astype(np.float32)
+    expected = [[0.3626078, 0.3874545, 0.2499377], [0.9364709, 0.01623798, 0.04729098],
+                [0.415775, 0.26243204, 0.3217929], [0.24793263, 0.5281256, 0.22394176]]
+    np.testing.assert_allclose(pn.predict_proba(model, x), expected, rtol=1e-5)
+
+
+def test_unknown_layer_type_is_a_clear_error(tmp_path: Path) -> None:
+    path = pn.save(pn.Sequential([pn.Dense(3, 2)], backend="numpy", seed=0), tmp_path / "m.npz")
+    with np.load(path) as data:
+        arrays = dict(data)
+    meta = json.loads(arrays["__portanet__"].tobytes())
+    meta["layers"][0]["type"] = "Conv3D"
+    arrays["__portanet__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=r"unknown type 'Conv3D'.*Dense"):
+        pn.load(tmp_path / "bad.npz")
+
+
+def test_input_shape_is_saved(tmp_path: Path) -> None:
+    model = pn.Sequential([pn.Conv2D(1, 2, 3), pn.Flatten(), pn.Dense(8, 2)], backend="numpy",
+                          seed=0, input_shape=(1, 4, 4))
+    path = pn.save(model, tmp_path / "cnn.npz")
+    assert io.load_metadata(path)["input_shape"] == [1, 4, 4]
+    loaded = pn.load(path, backend="numpy")
+    assert loaded.input_shape == (1, 4, 4) and loaded.num_outputs == 2

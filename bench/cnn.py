@@ -1,0 +1,247 @@
+"""The CNN benchmark: one epoch of the ``cnn-fast`` preset on portanet against the same network
+in PyTorch on the same device, paired and interleaved in one run, plus the matrix-product limit
+(the epoch's im2col and dense products alone) and a per-layer profile.
+
+    python -m bench.cnn                    # full epochs of 60,000 MNIST images, 3 pairs
+    python -m bench.cnn --samples 12000 --repeats 5
+    python -m bench --sections cnn         # the same, as a section of the main benchmark
+
+PyTorch runs ``torch.nn.Conv2d``/``MaxPool2d``/``Linear`` with ``torch.optim.Adam`` and
+``OneCycleLR`` stepped per batch, batch 256, one ``randperm`` per epoch: the recipe portanet's
+``cnn-fast`` follows. Each pair runs both in alternating order; the ratio reported is the median
+of the pairs' ratios, so load that drifts during the run affects both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import portanet
+from portanet import losses
+from portanet.recipes import PRESETS
+
+BATCH = 256
+IMAGE = (1, 28, 28)
+
+
+def portanet_epoch(backend: portanet.Backend, X: Any, y: Any, seed: int,
+                   preset: str = "cnn-fast") -> float:
+    """Seconds of one epoch of ``fit`` with the preset's recipe (epochs forced to 1)."""
+    recipe = PRESETS[preset].replace(epochs=1)
+    model = recipe.build(backend, seed=seed)
+    history = portanet.fit(model, X, y, stop_on_interrupt=False,
+                           **recipe.fit_arguments(samples=int(X.shape[0])))
+    return history.seconds[0]
+
+
+def torch_epoch(X: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu") -> float:
+    """Seconds of one epoch of the same network and schedule in PyTorch."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(24, 32, 3), nn.MaxPool2d(2),
+        nn.ReLU(), nn.Flatten(), nn.Linear(800, 256), nn.ReLU(), nn.Linear(256, 10),
+    ).to(device)
+    tx = torch.from_numpy(X.reshape(-1, *IMAGE)).to(device)
+    ty = torch.from_numpy(y).to(device)
+    n = tx.shape[0]
+    steps = math.ceil(n / BATCH)
+    opt = torch.optim.Adam(net.parameters(), lr=PRESETS["cnn-fast"].lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=PRESETS["cnn-fast"].lr,
+                                                total_steps=steps, pct_start=0.25,
+                                                cycle_momentum=False)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    order = torch.randperm(n, device=device)
+    xs, ys = tx.index_select(0, order), ty.index_select(0, order)
+    for lo in range(0, n, BATCH):
+        loss = nn.functional.cross_entropy(net(xs[lo:lo + BATCH]), ys[lo:lo + BATCH])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    sync()
+    return time.perf_counter() - start
+
+
+def product_shapes(n: int) -> list[tuple[tuple[int, int], tuple[int, int], str]]:
+    """(left, right, what) for every matrix product of one cnn-fast step on ``n`` samples."""
+    p1, p2 = n * 24 * 24, n * 10 * 10
+    return [
+        ((24, 25), (25, p1), "conv1 forward"),
+        ((24, p1), (p1, 25), "conv1 weight gradient"),
+        ((32, 216), (216, p2), "conv2 forward"),
+        ((32, p2), (p2, 216), "conv2 weight gradient"),
+        ((216, 32), (32, p2), "conv2 column gradient"),
+        ((n, 800), (800, 256), "dense1 forward"),
+        ((256, n), (n, 800), "dense1 weight gradient"),
+        ((n, 256), (256, 10), "dense2 forward"),
+        ((10, n), (n, 256), "dense2 weight gradient"),
+        ((n, 10), (10, 256), "dense2 input gradient"),
+    ]
+
+
+def limit_epoch(backend: portanet.Backend, samples: int) -> dict[str, float]:
+    """Seconds of the epoch's matrix products alone (random operands of the right shapes,
+    allocated once), in total and per product."""
+    rng = np.random.default_rng(0)
+    steps = [min(BATCH, samples - lo) for lo in range(0, samples, BATCH)]
+    times: dict[str, float] = {}
+    for n in sorted(set(steps)):
+        count = steps.count(n)
+        for left, right, what in product_shapes(n):
+            a = backend.asarray(rng.random(left, dtype=np.float32))
+            b = backend.asarray(rng.random(right, dtype=np.float32))
+            out = a @ b
+            _read(backend, out)
+            start = time.perf_counter()
+            for _ in range(count):
+                out = a @ b
+            _read(backend, out)
+            times[what] = times.get(what, 0.0) + time.perf_counter() - start
+    return {"total": sum(times.values()), **times}
+
+
+def _read(backend: portanet.Backend, array: Any) -> None:
+    float(backend.to_numpy(array[:1, :1])[0, 0])  # waits for the device
+
+
+def profile_layers(backend: portanet.Backend, preset: str, steps: int = 10,
+                   seed: int = 0) -> dict[str, float]:
+    """Milliseconds per step in each layer's forward and backward, and in the optimizer, for
+    ``steps`` training steps of batch 256 on random images."""
+    recipe = PRESETS[preset]
+    model = recipe.build(backend, seed=seed)
+    optimizer = recipe.fit_arguments()["optimizer"]
+    rng = np.random.default_rng(seed)
+    x = backend.asarray(rng.random((BATCH, *IMAGE), dtype=np.float32))
+    y = backend.asarray(rng.integers(0, 10, BATCH))
+    names = [f"{i} {type(layer).__name__}" for i, layer in enumerate(model.layers)]
+    spent: dict[str, float] = {}
+
+    def clock(key: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+        return result
+
+    for step in range(steps + 2):
+        if step == 2:
+            spent.clear()
+        out = x
+        for name, layer in zip(names, model.layers, strict=True):
+            out = clock(f"{name} forward", lambda layer=layer, out=out: layer.forward(out))
+        _, d = losses.softmax_cross_entropy(out, y)
+        for i in range(len(model.layers) - 1, -1, -1):
+            layer = model.layers[i]
+            d = clock(f"{names[i]} backward",
+                      lambda layer=layer, d=d, i=i: layer.backward(d, need_dx=i > 0))
+        clock("optimizer", lambda: optimizer.step(model))
+    per_step = {k: round(v / steps * 1000, 2) for k, v in spent.items()}
+    return dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
+
+
+def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: int = 3,
+        seed: int = 0, torch: bool = True, say: Callable[[str], None] = print,
+        profile: bool = True) -> dict[str, Any]:
+    """The CNN section: paired epochs, the limit, the profile. ``X_flat``: host float32
+    (n, 784) in [0, 1]; ``y``: int64 (n,)."""
+    X = np.ascontiguousarray(X_flat.reshape(-1, *IMAGE), dtype=np.float32)
+    n = X.shape[0]
+    Xd, yd = backend.asarray(X), backend.asarray(y)
+    torch_device = None
+    if torch:
+        try:
+            import torch as _torch
+
+            torch_device = "cuda" if backend.name == "cupy" and _torch.cuda.is_available() \
+                else "cpu"
+        except ImportError:
+            torch_device = None
+    say(f"cnn: one epoch of cnn-fast ({n:,} images, batch {BATCH}) on portanet "
+        f"{backend.name} vs PyTorch {torch_device or 'skipped'}; {repeats} interleaved pairs")
+    ours, theirs, ratios = [], [], []
+    portanet_epoch(backend, Xd[:BATCH * 8, ...], yd[:BATCH * 8], seed)  # warm-up
+    if torch_device:
+        torch_epoch(X[:BATCH * 8], y[:BATCH * 8], seed, torch_device)
+    for r in range(repeats):
+        pair = {}
+        for side in (("portanet", "torch") if r % 2 == 0 else ("torch", "portanet")):
+            if side == "portanet":
+                pair[side] = portanet_epoch(backend, Xd, yd, seed + r)
+            elif torch_device:
+                pair[side] = torch_epoch(X, y, seed + r, torch_device)
+        ours.append(pair["portanet"])
+        line = f"  pair {r + 1}: portanet {pair['portanet']:.2f} s"
+        if "torch" in pair:
+            theirs.append(pair["torch"])
+            ratios.append(pair["portanet"] / pair["torch"])
+            line += f", PyTorch {pair['torch']:.2f} s, ratio {ratios[-1]:.2f}"
+        say(line + f" (load {_load()})")
+    limit = limit_epoch(backend, n)
+    result: dict[str, Any] = {
+        "samples": n, "batch": BATCH, "repeats": repeats, "backend": backend.name,
+        "device": backend.device_name, "torch_device": torch_device,
+        "portanet_seconds": ours, "torch_seconds": theirs,
+        "portanet_median": statistics.median(ours),
+        "torch_median": statistics.median(theirs) if theirs else None,
+        "ratio_median": statistics.median(ratios) if ratios else None,
+        "limit_seconds": limit, "portanet/limit": statistics.median(ours) / limit["total"],
+        "load_at_end": _load(),
+    }
+    say(f"cnn: portanet {result['portanet_median']:.2f} s/epoch"
+        + (f", PyTorch {result['torch_median']:.2f} s, ratio {result['ratio_median']:.2f} "
+           f"(goal <= 1.5)" if ratios else "")
+        + f"; matrix-product limit {limit['total']:.2f} s "
+          f"(portanet/limit {result['portanet/limit']:.2f})")
+    if profile:
+        result["profile_ms_per_step"] = {p: profile_layers(backend, p) for p in PRESETS
+                                         if PRESETS[p].network != "mlp"}
+        for preset, table in result["profile_ms_per_step"].items():
+            top = ", ".join(f"{k} {v}" for k, v in list(table.items())[:6])
+            say(f"cnn profile ({preset}, ms per step of 256): {top}")
+    return result
+
+
+def _load() -> float | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cnn", description=__doc__.split("\n")[0])
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--samples", type=int, default=None, help="images per epoch (all 60,000)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved pairs (default 3)")
+    p.add_argument("--data", choices=("auto", "mnist", "random"), default="auto")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from bench import data as bench_data
+
+    backend = portanet.get_backend(args.backend, "float32", seed=args.seed)
+    X, y, info = bench_data.load(args.data, args.samples, args.seed)
+    result = run(backend, X, y, args.repeats, args.seed, torch=not args.no_torch,
+                 profile=not args.no_profile)
+    result["data"] = info
+    print(json.dumps(result, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Data augmentation applied to each training batch on the device: ``fit(..., augment=...)``.
+
+An augmentation is any callable ``augment(batch, backend) -> batch`` for image batches of shape
+(N, C, H, W); its randomness comes from ``backend.rng``, the model's seeded host generator, so
+runs repeat exactly. The math is array-API only, so it runs where the model runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portanet.backend import Backend
+
+
+class RandomShift:
+    """Shift each image by a random whole number of pixels, up to ``max_pixels`` in each
+    direction (rows and columns drawn independently per image), filling with zeros.
+
+    Done without gathers: the batch is padded once, then for each of the 2 * max_pixels + 1
+    possible offsets per axis, the images drawing that offset take that window (``xp.where``
+    with a per-image mask).
+    """
+
+    def __init__(self, max_pixels: int = 2) -> None:
+        if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 0:
+            raise ValueError(f"RandomShift max_pixels must be an int >= 0, got {max_pixels!r}")
+        self.max_pixels = max_pixels
+
+    def __call__(self, batch: Any, backend: Backend) -> Any:
+        if batch.ndim != 4:
+            raise ValueError(
+                f"RandomShift works on image batches of shape (N, C, H, W), got "
+                f"{tuple(batch.shape)}; give a CNN its images as X.reshape(-1, 1, 28, 28)"
+            )
+        m = self.max_pixels
+        if m == 0:
+            return batch
+        xp = backend.xp
+        n, c, h, w = batch.shape
+        offsets = backend.asarray(backend.rng.integers(0, 2 * m + 1, size=(2, n, 1, 1, 1)))
+        padded = xp.zeros((n, c, h + 2 * m, w + 2 * m), dtype=batch.dtype, device=backend.device)
+        padded[:, :, m:m + h, m:m + w] = batch
+        rows = padded[:, :, 0:h, :]
+        for k in range(1, 2 * m + 1):
+            rows = xp.where(offsets[0, ...] == k, padded[:, :, k:k + h, :], rows)
+        out = rows[:, :, :, 0:w]
+        for k in range(1, 2 * m + 1):
+            out = xp.where(offsets[1, ...] == k, rows[:, :, :, k:k + w], out)
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomShift(max_pixels={self.max_pixels})"

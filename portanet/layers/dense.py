@@ -1,0 +1,93 @@
+"""Dense (fully connected) layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from portanet.backend import Backend
+from portanet.init import Initializer, get_initializer
+from portanet.layers.base import Layer, Shape, positive_int, shape_error
+
+
+class Dense(Layer):
+    """Fully connected layer: ``Z = X @ W + b`` with W of shape (in, out), b of shape (out,).
+
+    W is kept in (out, in) memory order (a transposed view), as the reference programs keep
+    it: the per-sample products and the weight-gradient product ``dout.T @ X`` run fastest that
+    way, and the gradient comes out in the same order, so updates stream through matching
+    memory. Only speed depends on this; ``W.shape`` is (in, out) everywhere.
+
+    Args:
+        in_features: number of input features (784 for flattened MNIST).
+        out_features: number of outputs.
+        weight_init: initializer name or callable for W (default He, for ReLU nets).
+        bias_init: initializer for b (default zeros).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        weight_init: str | Initializer = "he",
+        bias_init: str | Initializer = "zeros",
+    ) -> None:
+        super().__init__()
+        self.in_features = positive_int("Dense", "in_features", in_features)
+        self.out_features = positive_int("Dense", "out_features", out_features)
+        self.weight_init = get_initializer(weight_init)
+        self.bias_init = get_initializer(bias_init)
+        self._x: Any = None
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if tuple(input_shape) != (self.in_features,):
+            fix = "add a Flatten() layer before it" if len(input_shape) > 1 else ""
+            raise shape_error(self, input_shape, f"({self.in_features},)", fix)
+        return (self.out_features,)
+
+    def input_shape_hint(self) -> Shape | None:
+        return (self.in_features,)
+
+    def build(self, backend: Backend, rng: np.random.Generator) -> None:
+        super().build(backend, rng)
+        w = self.weight_init(rng, (self.in_features, self.out_features))
+        b = self.bias_init(rng, (self.out_features,))
+        self.params = {}
+        self.grads = {}
+        self.load_param("W", w)
+        self.load_param("b", b)
+
+    def load_param(self, key: str, host: np.ndarray) -> None:
+        if key == "W":
+            self.params["W"] = self.xp.permute_dims(self.backend.asarray(host.T), (1, 0))
+        else:
+            super().load_param(key, host)
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"Dense({self.in_features}, {self.out_features}) expects input of shape "
+                f"(batch, {self.in_features}), got {tuple(x.shape)}"
+                + ("; add a Flatten() layer before it" if x.ndim > 2 else "")
+            )
+        self._x = x
+        z = x @ self.params["W"]
+        z += self.params["b"]  # in place where arrays allow it; saves a pass and an allocation
+        return z
+
+    def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        xp = self.xp
+        if dout.shape[0] == 1:
+            # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
+            # matrix product with an inner dimension of 1; the bias gradient is dout itself.
+            grad_t = xp.reshape(dout, (self.out_features, 1)) * self._x
+            self.grads["b"] = xp.reshape(dout, (self.out_features,))
+        else:
+            grad_t = dout.T @ self._x
+            self.grads["b"] = xp.sum(dout, axis=0)
+        self.grads["W"] = xp.permute_dims(grad_t, (1, 0))  # dW = X.T @ dout, in W's order
+        return dout @ self.params["W"].T if need_dx else None
+
+    def config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features}

@@ -1,0 +1,134 @@
+"""Regularisation and normalisation: Dropout and BatchNorm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from portanet.backend import Backend
+from portanet.layers.base import Layer, Shape, positive_int
+from portanet.layers.convolution import SWAP
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``rate`` and scale the
+    rest by ``1 / (1 - rate)``; in evaluation mode it is the identity."""
+
+    keeps_shape = True
+
+    def __init__(self, rate: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self._mask: Any = None
+
+    def forward(self, x: Any) -> Any:
+        if not self.training or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = self.backend.uniform(tuple(x.shape)) >= self.rate
+        self._mask = self.xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        return dout if self._mask is None else dout * self._mask
+
+    def config(self) -> dict[str, Any]:
+        return {"rate": self.rate}
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the features of (N, C) input or the channels of (N, C, H, W).
+
+    Training: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the batch's mean and
+    (biased) variance per feature, and the running statistics updated as PyTorch does:
+    ``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance.
+    Evaluation: the running statistics replace the batch's.
+
+    ``params``: "gamma" (ones) and "beta" (zeros); ``buffers``: "running_mean" (zeros) and
+    "running_var" (ones), all of shape (C,).
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = positive_int("BatchNorm", "num_features", num_features)
+        self.momentum, self.eps = float(momentum), float(eps)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
+        if not self.eps > 0.0:
+            raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        shape = tuple(input_shape)
+        if len(shape) not in (1, 3) or shape[0] != self.num_features:
+            raise ValueError(
+                f"{self!r} expects samples of shape ({self.num_features},) or "
+                f"({self.num_features}, height, width), got {shape}"
+            )
+        return shape
+
+    def build(self, backend: Backend, rng: np.random.Generator) -> None:
+        super().build(backend, rng)
+        c = self.num_features
+        self.params, self.grads = {}, {}
+        self.load_param("gamma", np.ones(c))
+        self.load_param("beta", np.zeros(c))
+        self.load_buffer("running_mean", np.zeros(c))
+        self.load_buffer("running_var", np.ones(c))
+
+    def _rows(self, x: Any) -> Any:
+        """(N, C) as is; (N, C, H, W) as (N*H*W, C) rows: the transpose of its (C, N*H*W)
+        view, which needs no copy when the memory is in the convolutions' (C, N, H, W) order."""
+        if x.ndim == 2:
+            return x
+        xp = self.xp
+        return xp.reshape(xp.permute_dims(x, SWAP), (x.shape[1], -1)).T
+
+    def _unrows(self, rows: Any) -> Any:
+        if len(self._shape) == 2:
+            return rows
+        n, c, h, w = self._shape
+        return self.xp.permute_dims(self.xp.reshape(rows.T, (c, n, h, w)), SWAP)
+
+    def forward(self, x: Any) -> Any:
+        xp = self.xp
+        self.output_shape(tuple(x.shape[1:]))
+        self._shape = tuple(x.shape)
+        rows = self._rows(x)
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if self.training:
+            m = rows.shape[0]
+            mean = xp.mean(rows, axis=0)
+            centred = rows - mean
+            var = xp.mean(centred * centred, axis=0)
+            self._inv_std = 1.0 / xp.sqrt(var + self.eps)
+            self._xhat = centred * self._inv_std
+            mom = self.momentum
+            unbiased = var * (m / (m - 1)) if m > 1 else var
+            self.buffers["running_mean"] = (1.0 - mom) * self.buffers["running_mean"] + mom * mean
+            self.buffers["running_var"] = (1.0 - mom) * self.buffers["running_var"] + mom * unbiased
+            out = self._xhat * gamma + beta
+        else:
+            self._inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
+            self._xhat = (rows - self.buffers["running_mean"]) * self._inv_std
+            out = self._xhat * gamma + beta
+        return self._unrows(out)
+
+    def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        xp = self.xp
+        d = self._rows(dout)
+        self.grads["beta"] = xp.sum(d, axis=0)
+        self.grads["gamma"] = xp.sum(d * self._xhat, axis=0)
+        if not need_dx:
+            return None
+        scale = self.params["gamma"] * self._inv_std
+        if not self.training:  # running statistics are constants
+            return self._unrows(d * scale)
+        m = float(d.shape[0])
+        dx = scale * (d - self.grads["beta"] / m - self._xhat * (self.grads["gamma"] / m))
+        return self._unrows(dx)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
