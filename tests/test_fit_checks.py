@@ -144,3 +144,12 @@ def test_an_optimizer_with_state_belongs_to_one_model() -> None:
 def test_predict_on_something_that_is_not_an_array(bad) -> None:
     with pytest.raises(TypeError, match="not an array; pass an array of shape"):
         pn.predict(mlp(), bad)
+
+
+def test_huge_uint64_labels_are_named_as_they_are() -> None:
+    """Labels of uint64 above 2**63 are reported with their real value, not a wrapped one."""
+    model = pn.Sequential([pn.Dense(4, 3)], backend="numpy", seed=0)
+    X = np.zeros((2, 4), np.float32)
+    y = np.array([0, 2**63 + 5], dtype=np.uint64)
+    with pytest.raises(ValueError, match=f"from 0 to {2**63 + 5}"):
+        pn.fit(model, X, y)
