@@ -73,12 +73,8 @@ def load_data(args: argparse.Namespace, dataset: str = "mnist", first: int | Non
     keep = [n for n in (first, args.limit) if n is not None]
     if keep:
         x_train, y_train = x_train[: min(keep)], y_train[: min(keep)]
-    x_train, y_train = datasets.to_device(x_train, y_train, backend)
-    x_test, y_test = datasets.to_device(x_test, y_test, backend)
-    if image_shape is not None:
-        xp = backend.xp
-        x_train = xp.reshape(x_train, (x_train.shape[0], *image_shape))
-        x_test = xp.reshape(x_test, (x_test.shape[0], *image_shape))
+    x_train, y_train = datasets.to_device(x_train, y_train, backend, shape=image_shape)
+    x_test, y_test = datasets.to_device(x_test, y_test, backend, shape=image_shape)
     print(f"backend: {backend.note} ({backend.dtype_name}); "
           f"{x_train.shape[0]:,} training and {x_test.shape[0]:,} test images", flush=True)
     return Data(backend, x_train, y_train, x_test, y_test)

@@ -93,11 +93,7 @@ def load_data(args: argparse.Namespace, dataset: str, *, train_subset: int | Non
 def on_device(split: Split, model: portanet.Sequential) -> tuple[Any, Any]:
     """Host images and labels on the model's device, the images in the model's per-sample
     shape: (N, 784) for an MLP, (N, 1, 28, 28) for a CNN."""
-    X, y = data.to_device(*split, model.backend)
-    shape = model.input_shape
-    if shape is not None and len(shape) > 1:
-        X = model.xp.reshape(X, (X.shape[0], *shape))
-    return X, y
+    return data.to_device(*split, model.backend, shape=model.input_shape)
 
 
 def held_out(loaded: Data, model: portanet.Sequential) -> HeldOut:

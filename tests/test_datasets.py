@@ -679,3 +679,13 @@ def test_real_mnist_into_an_empty_cache(tmp_path, monkeypatch, capsys):
     routes = sorted({line.split("(", 1)[1].rstrip(")").split(", stored in")[0] for line in lines})
     REPORT_LINES.append("MNIST fetched into an empty cache from: " + "; ".join(routes))
     assert load_mnist()[0][0].shape == (60000, 28, 28)  # now served from that cache
+
+
+def test_to_device_gives_the_per_sample_shape_asked_for() -> None:
+    images = np.arange(2 * 784, dtype=np.uint8).reshape(2, 28, 28)
+    labels = np.array([3, 4])
+    X, _ = to_device(images, labels, "numpy", shape=(1, 28, 28))
+    assert X.shape == (2, 1, 28, 28)
+    np.testing.assert_allclose(X[1, 0], images[1] / 255, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"does not hold the 784 pixels"):
+        to_device(images, labels, "numpy", shape=(1, 27, 28))

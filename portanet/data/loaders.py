@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,8 @@ def class_names(dataset: str | None, *labels: np.ndarray) -> tuple[str, ...]:
 
 
 def to_device(
-    images: np.ndarray, labels: np.ndarray, backend: Backend | str, *, flatten: bool = True
+    images: np.ndarray, labels: np.ndarray, backend: Backend | str, *, flatten: bool = True,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[Any, Any]:
     """Copy uint8 images and integer labels to a backend, ready for training.
 
@@ -144,6 +146,8 @@ def to_device(
         labels: integer array of shape ``(N,)``.
         backend: a :class:`~portanet.backend.Backend` or a backend name.
         flatten: give images shape ``(N, 784)``; otherwise ``(N, 28, 28)``.
+        shape: the per-sample shape to give the images instead, e.g. ``(1, 28, 28)`` for a
+            CNN (``model.input_shape``); it must hold 784 pixels.
 
     Returns:
         ``(x, y)`` arrays of the backend.
@@ -171,10 +175,14 @@ def to_device(
             f"labels must have shape ({images.shape[0]},) to match {images.shape[0]} images, "
             f"got {labels.shape}"
         )
+    if shape is not None and math.prod(shape) != pixels:
+        raise ValueError(f"shape {tuple(shape)} does not hold the {pixels} pixels of an image")
     backend = get_backend(backend)
     host = np.divide(images, 255, dtype=np.dtype(backend.dtype_name))
     n = images.shape[0]
-    host = host.reshape((n, pixels) if flatten else (n, *IMAGE_SHAPE))
+    if shape is None:
+        shape = (pixels,) if flatten else IMAGE_SHAPE
+    host = host.reshape((n, *shape))
     return backend.asarray(host), backend.asarray(labels.astype(np.int64, copy=False))
 
 
