@@ -87,6 +87,7 @@ def test_evaluate_out_may_not_hold_the_model(model_path: Path, dataset: Path, tm
     ("--dropout", "-0.1", "must be in [0, 1)"),
     ("--weight-decay", "-1", "must be a finite number >= 0"),
     ("--weight-decay", "nan", "must be a finite number >= 0"),
+    ("--weight-decay", "inf", "must be a finite number >= 0"),
     ("--hidden", "", "give at least one hidden layer width"),
 ])
 def test_numeric_options_are_range_checked(option: str, value: str, message: str,
