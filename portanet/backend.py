@@ -322,15 +322,16 @@ def get_backend(
     rng = np.random.default_rng(seed)
     if name is not None and not isinstance(name, str):
         return _backend_of_array(name, dtype, rng)
-    note = ""
+    note, source = "", ""
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or "auto"
         if name != "auto":
-            note = f"{name} (from {ENV_VAR})"
+            note, source = f"{name} (from {ENV_VAR})", f" (from the environment variable {ENV_VAR})"
     given, name = name, name.lower().replace("-", "_")
     if name not in BACKEND_NAMES:
+        fix = f"set {ENV_VAR} to" if source else "choose"
         raise ValueError(
-            f"unknown backend {given!r}; choose one of {', '.join(BACKEND_NAMES)} "
+            f"unknown backend {given!r}{source}; {fix} one of {', '.join(BACKEND_NAMES)} "
             f"(or pass an array to use its backend)"
         )
     if name == "auto":

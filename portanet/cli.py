@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 import portanet
-from portanet import data, distributed, metrics, recipes
-from portanet.backend import BACKEND_NAMES, BackendUnavailableError, cuda_status
+from portanet import data, distributed, metrics, options, recipes
+from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, cuda_status
 from portanet.progress import EpochProgress
 from portanet.report import HeldOut, class_names_for, default_out_dir, make_report, write_report
 from portanet.seams import SEAMS
-from portanet.train import History
+from portanet.train import DivergedError, History
 
 Split = tuple[np.ndarray, np.ndarray]
 DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
@@ -128,21 +128,22 @@ def add_train(sub: Any) -> None:
                        help=f"preset (default {recipes.DEFAULT_PRESET}): " + "; ".join(
                            f"{k}: {v.description}" for k, v in recipes.PRESETS.items()))
     # Options that change the preset default to KEEP: not given, the preset's value stays.
-    train.add_argument("--hidden", type=_option(recipes.parse_hidden), default=recipes.KEEP,
+    train.add_argument("--hidden", type=options.hidden, default=recipes.KEEP,
                        help="hidden layer widths, e.g. 512,256 (overrides the preset)")
     backend_option(train)
-    train.add_argument("--epochs", type=int, default=recipes.KEEP)
-    train.add_argument("--batch-size", type=_option(recipes.parse_batch_size),
+    train.add_argument("--epochs", type=options.count, default=recipes.KEEP)
+    train.add_argument("--batch-size", type=options.batch_size,
                        default=recipes.KEEP,
                        help="samples per step, or 'full' for full-batch descent")
-    train.add_argument("--lr", type=float, default=recipes.KEEP, help="learning rate")
+    train.add_argument("--lr", type=options.finite_positive, default=recipes.KEEP,
+                       help="learning rate")
     train.add_argument("--optimizer", choices=recipes.OPTIMIZERS, default=recipes.KEEP)
-    train.add_argument("--weight-decay", type=float, default=recipes.KEEP)
-    train.add_argument("--dropout", type=float, default=recipes.KEEP,
+    train.add_argument("--weight-decay", type=options.finite_non_negative, default=recipes.KEEP)
+    train.add_argument("--dropout", type=options.dropout, default=recipes.KEEP,
                        help="dropout after each hidden layer")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=options.count, default=0)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--validation", type=int, default=5000,
+    train.add_argument("--validation", type=options.count, default=5000,
                        help="hold out the last N training images for validation (0: none)")
     train.add_argument("--save", help="save the trained model to this .npz file")
     train.add_argument("--out", help="folder for report.json and the pictures "
@@ -158,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
+    options.check_inputs(args, {"the dataset file (--dataset-file)": args.dataset_file})
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed,
                                    per_sample=recipe.batch_size == 1)
     print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
@@ -167,9 +169,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(advice)
     loaded = load_data(args, args.dataset, train_subset=recipe.train_subset,
                        validation=args.validation)
+    if recipe.network == "mlp":
+        options.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
+                             np.dtype(args.dtype).itemsize)
     model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
                          classes=len(loaded.class_names), dtype=args.dtype)
-    history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
+    options.check_labels(loaded, model)
+    try:
+        history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
+    except DivergedError as exc:  # nothing saved, no report: the weights are not finite
+        print(f"portanet train: {exc}", file=sys.stderr)
+        return 1
     if comm is not None and not comm.is_root:  # rank 0 alone reports, saves and writes
         return 0
     test = held_out(loaded, model)
@@ -228,6 +238,10 @@ def load_model(path: str, backend: str | None, dtype: str | None = None
         model = portanet.load(path, backend=backend, dtype=dtype)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
+    except ValueError as exc:  # not NumPy's advice to unpickle a file that is not a model
+        if "allow_pickle" not in str(exc):
+            raise
+        raise UsageError(f"{path} is not a portanet model (not an .npz file of arrays)") from None
     return model, portanet.io.load_metadata(path).get("extra", {})
 
 
@@ -244,10 +258,14 @@ def add_evaluate(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    options.check_inputs(args, {"the model": args.model_path,
+                        "the dataset file (--dataset-file)": args.dataset_file})
     model, extra = load_model(args.model_path, args.backend, args.dtype)
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
-    loaded = load_data(args, args.dataset or extra.get("dataset") or "mnist")
+    dataset = args.dataset or options.saved_dataset(args.model_path, extra) or "mnist"
+    loaded = load_data(args, dataset)
+    options.check_labels(loaded, model)
     test = held_out(loaded, model)
     started = time.perf_counter()
     report = make_report(model, test)
@@ -272,16 +290,17 @@ def add_predict(sub: Any) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from portanet import images
 
+    options.check_input_file(args.model_path, what="the model")
     model, extra = load_model(args.model_path, args.backend)
-    named = extra.get("class_names") or (
-        data.get_spec(extra["dataset"]).classes if extra.get("dataset") else ())
+    dataset = options.saved_dataset(args.model_path, extra)
+    named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())
     names = class_names_for(model, named)
     failures = 0
     for path in args.images:
         try:
             digit = images.load_digit(path)
         except (ValueError, FileNotFoundError, OSError) as exc:
-            print(f"{path}: {exc}", file=sys.stderr)
+            print(exc if str(path) in str(exc) else f"{path}: {exc}", file=sys.stderr)
             failures += 1
             continue
         shape = model.input_shape or (digit.size,)
@@ -312,8 +331,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     print(f"portanet {portanet.__version__} (Python {platform.python_version()}, "
           f"NumPy {np.__version__}, array-api-compat {array_api_compat.__version__})")
-    print(f"default backend: {os.environ.get('PORTANET_BACKEND') or 'auto'}"
-          + (" (from PORTANET_BACKEND)" if os.environ.get("PORTANET_BACKEND") else ""))
+    chosen = os.environ.get(ENV_VAR, "").strip()
+    print(f"default backend: {chosen or 'auto'}" + (f" (from {ENV_VAR})" if chosen else ""))
+    if chosen and chosen.lower().replace("-", "_") not in BACKEND_NAMES:
+        print(f"warning: {ENV_VAR}={chosen!r} is not a backend; choose one of "
+              f"{', '.join(BACKEND_NAMES)} or unset it")
     print("backends:")
     for name, seam in SEAMS.items():
         usable, why = seam.available()
@@ -428,20 +450,8 @@ def data_options(p: argparse.ArgumentParser) -> None:
                                       "the cache, or a download)")
     p.add_argument("--dataset-file", help="your own .npz with x_train, y_train, x_test, "
                                           "y_test (28x28 uint8 images)")
-    p.add_argument("--limit", type=int, default=0,
+    p.add_argument("--limit", type=options.count, default=0,
                    help="use only the first N training and test images (quick runs)")
-
-
-def _option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse ``type=`` from a parser that raises ValueError: its message is shown."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_info,
@@ -472,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, BackendUnavailableError, data.DatasetUnavailableError,
-            ValueError) as exc:
+            FileNotFoundError, ValueError) as exc:
         print(f"portanet {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

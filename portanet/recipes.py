@@ -258,9 +258,12 @@ def parse_batch_size(text: str) -> int | None:
     if text.strip().lower() == "full":
         return None
     try:
-        return int(text)
+        size = int(text)
     except ValueError:
         raise ValueError(f"a batch size is a whole number or 'full', got {text!r}") from None
+    if size < 1:
+        raise ValueError(f"a batch size is at least 1 (or 'full'), got {text!r}")
+    return size
 
 
 PRESETS: dict[str, Recipe] = {

@@ -10,6 +10,7 @@ and the most confident mistakes as PNGs when Matplotlib is installed. ``portanet
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,17 @@ def environment(model: Sequential) -> dict[str, Any]:
     return env
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, infinity) replaced by ``None`` (null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_report(
     out: Path,
     model: Sequential,
@@ -107,8 +119,8 @@ def write_report(
         "config": config, "environment": environment(model), "timings": timings,
         "history": history.as_dict() if history else None, "report": report,
     }
-    atomic_write(out / "report.json",
-                 lambda f: f.write(json.dumps(document, indent=2).encode("utf-8")))
+    text = json.dumps(_finite(document), indent=2, allow_nan=False)  # always valid JSON
+    atomic_write(out / "report.json", lambda f: f.write(text.encode("utf-8")))
     written = [out / "report.json"]
     from portanet import plots
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,22 @@ def load_npz(path: str | os.PathLike[str]) -> tuple[Split, Split]:
     except KeyError as exc:
         raise ValueError(f"{path} lacks the array {exc}; it needs {', '.join(NPZ_ARRAYS)}"
                          ) from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable .npz file: {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"{path} is not an .npz file of arrays (one written by numpy.savez "
+                         f"with {', '.join(NPZ_ARRAYS)})") from None
+    for key in ("x_train", "x_test"):
+        x = arrays[key]
+        if x.dtype != np.uint8 or x.ndim not in (2, 3) or x[0].size != 784:
+            raise ValueError(f"{path}: {key} must be uint8 images of shape (N, 28, 28) or "
+                             f"(N, 784), got {x.dtype} of shape {x.shape}")
+    for key, x in (("y_train", "x_train"), ("y_test", "x_test")):
+        y = arrays[key]
+        if y.dtype.kind not in "iu" or y.shape != (len(arrays[x]),):
+            raise ValueError(f"{path}: {key} must be integer labels, one per image of {x} "
+                             f"({len(arrays[x])}), got {y.dtype} of shape {y.shape}")
+        if y.size and int(y.min()) < 0:
+            raise ValueError(f"{path}: {key} has the negative label {int(y.min())}; labels "
+                             f"run from 0 to K-1")
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
