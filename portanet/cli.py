@@ -22,18 +22,25 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import portanet
-from portanet import data, distributed, metrics, options, recipes
+from portanet import data, distributed, options, recipes
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, cuda_status
 from portanet.progress import EpochProgress
-from portanet.report import HeldOut, class_names_for, default_out_dir, make_report, write_report
+from portanet.report import (
+    class_names_for,
+    default_out_dir,
+    make_report,
+    print_report,
+    print_written,
+    write_report,
+)
 from portanet.seams import SEAMS
+from portanet.splits import Data, held_out, load_data, on_device
 from portanet.train import DivergedError, History
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -42,79 +49,6 @@ DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
-
-
-# --- data -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Data:
-    """The host splits a command works on.
-
-    Attributes:
-        name: what to call the data in messages and folder names: the data set or the file.
-        dataset: canonical name of a known data set, ``None`` for the user's own ``.npz``.
-        class_names: from the data set's spec, or ``"0" .. "K-1"`` from the labels of a file.
-    """
-
-    name: str
-    dataset: str | None
-    train: Split
-    test: Split
-    class_names: tuple[str, ...]
-    validation: Split | None = None
-
-
-def load_data(args: argparse.Namespace, dataset: str, *, train_subset: int | None = None,
-              validation: int = 0) -> Data:
-    """The data ``--dataset-file`` or ``dataset`` names, cut to ``train_subset`` and ``--limit``,
-    with the last ``validation`` training images split off."""
-    if args.dataset_file:
-        (x, y), test = data.load_npz(args.dataset_file)
-        loaded = Data(args.dataset_file, None, (x, y), test, data.class_names(None, y, test[1]))
-    else:
-        spec = data.get_spec(dataset)
-        (x, y), test = data.load_dataset(spec.name, args.data_dir)
-        loaded = Data(spec.name, spec.name, (x, y), test, spec.classes)
-    for n in (train_subset, args.limit):
-        x, y = (x[:n], y[:n]) if n else (x, y)
-    if args.limit:
-        loaded.test = (test[0][:args.limit], test[1][:args.limit])
-    if validation:
-        if validation >= len(x):
-            raise UsageError(f"--validation {validation} leaves no training images "
-                             f"(there are {len(x)})")
-        loaded.validation = (x[-validation:], y[-validation:])
-        x, y = x[:-validation], y[:-validation]
-    loaded.train = (x, y)
-    return loaded
-
-
-def on_device(split: Split, model: portanet.Sequential) -> tuple[Any, Any]:
-    """Host images and labels on the model's device, the images in the model's per-sample
-    shape: (N, 784) for an MLP, (N, 1, 28, 28) for a CNN."""
-    return data.to_device(*split, model.backend, shape=model.input_shape)
-
-
-def held_out(loaded: Data, model: portanet.Sequential) -> HeldOut:
-    """The test split on the model's device, with its host images and class names for the
-    report."""
-    return HeldOut(*on_device(loaded.test, model), loaded.test[0], loaded.class_names)
-
-
-def print_report(report: dict[str, Any], trailer: str) -> None:
-    """The metrics table, then one line with the test accuracy and ``trailer``."""
-    print()
-    print(metrics.format_report(report))
-    print(f"\ntest accuracy {report['accuracy']:.2%} on {report['num_samples']:,} images"
-          f"{trailer}")
-
-
-def print_written(written: list[Path], no_pictures: str | None) -> None:
-    if no_pictures:
-        print(f"report written to {written[0]}; no pictures: {no_pictures}")
-    else:
-        print("written: " + ", ".join(str(p) for p in written))
 
 
 # --- train ------------------------------------------------------------------------------------

@@ -137,3 +137,19 @@ def write_report(
     written.append(plots.plot_misclassified(held_out.images, labels, proba.argmax(axis=1), proba,
                                             out / "misclassified.png", class_names=names))
     return written, None
+
+
+def print_report(report: dict[str, Any], trailer: str) -> None:
+    """The metrics table, then one line with the test accuracy and ``trailer``."""
+    print()
+    print(metrics.format_report(report))
+    print(f"\ntest accuracy {report['accuracy']:.2%} on {report['num_samples']:,} images"
+          f"{trailer}")
+
+
+def print_written(written: list[Path], no_pictures: str | None) -> None:
+    """What :func:`write_report` wrote, or why it wrote no pictures."""
+    if no_pictures:
+        print(f"report written to {written[0]}; no pictures: {no_pictures}")
+    else:
+        print("written: " + ", ".join(str(p) for p in written))
