@@ -167,16 +167,9 @@ def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, q
 
 def load_model(path: str, backend: str | None, dtype: str | None = None
                ) -> tuple[portanet.Sequential, dict[str, Any]]:
-    """A saved model and the extra metadata it was saved with."""
-    try:
-        model = portanet.load(path, backend=backend, dtype=dtype)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    except ValueError as exc:  # not NumPy's advice to unpickle a file that is not a model
-        if "allow_pickle" not in str(exc):
-            raise
-        raise UsageError(f"{path} is not a portanet model (not an .npz file of arrays)") from None
-    return model, portanet.io.load_metadata(path).get("extra", {})
+    """A saved model and the extra metadata it was saved with (io checks both)."""
+    model = portanet.load(path, backend=backend, dtype=dtype)
+    return model, portanet.io.load_metadata(path)["extra"]
 
 
 def add_evaluate(sub: Any) -> None:

@@ -220,7 +220,7 @@ def test_predict_checks_the_model_file_first(model_path: Path, tmp_path: Path,
     (tmp_path / "t.npz").write_text("not a model\n")
     assert cli.main(["predict", str(tmp_path / "t.npz"), "x.png"]) == 2
     err = capsys.readouterr().err
-    assert "not a portanet model" in err and "allow_pickle" not in err
+    assert "not a readable portanet model" in err and "allow_pickle" not in err
     (tmp_path / "t.png").write_text("not an image")
     assert cli.main(["predict", str(model_path), str(tmp_path / "t.png")]) == 1
     line = capsys.readouterr().err.strip()

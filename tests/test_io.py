@@ -74,7 +74,7 @@ def test_corrupt_and_foreign_files(backend: pn.Backend, tmp_path: Path) -> None:
     np.savez(foreign, W=np.zeros(3))
     with pytest.raises(ValueError, match="not a portanet model"):
         pn.load(foreign)
-    with pytest.raises(FileNotFoundError, match="no model file"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         pn.load(tmp_path / "missing.npz")
 
 

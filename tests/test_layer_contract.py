@@ -49,6 +49,16 @@ def test_every_layer_type_has_an_example() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+def test_state_shapes_match_what_build_creates(example: Example) -> None:
+    """``state_shapes()`` (what a model file is checked against before loading) names every
+    parameter and buffer that ``build`` creates, with its shape."""
+    layer = example.make()
+    layer.build(pn.get_backend("numpy"), np.random.default_rng(0))
+    created = {key: tuple(v.shape) for key, v in {**layer.params, **layer.buffers}.items()}
+    assert layer.state_shapes() == created
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_output_shape_matches_forward(example: Example, backend: pn.Backend) -> None:
     """Every backend, float32 (including array-api-strict's device without float64)."""
     layer = built(example, backend)

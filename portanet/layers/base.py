@@ -74,6 +74,11 @@ class Layer:
             return tuple(input_shape)
         raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
 
+    def state_shapes(self) -> dict[str, Shape]:
+        """The shape of every parameter and buffer this layer creates, from its arguments alone
+        (nothing is allocated): what a model file is checked against before loading."""
+        return {}
+
     def input_shape_hint(self) -> Shape | None:
         """The one per-sample input shape this layer accepts, when its arguments fix it
         (Dense: ``(in_features,)``); None when several shapes fit."""

@@ -130,6 +130,10 @@ class Conv2D(Layer):
                              f"input {padded} (samples of shape {shape})")
         return shape
 
+    def state_shapes(self) -> dict[str, Shape]:
+        return {"W": (self.out_channels, self.in_channels, *self.kernel_size),
+                "b": (self.out_channels,)}
+
     def build(self, backend: Backend, rng: np.random.Generator) -> None:
         super().build(backend, rng)
         (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels

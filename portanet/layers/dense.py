@@ -49,6 +49,9 @@ class Dense(Layer):
     def input_shape_hint(self) -> Shape | None:
         return (self.in_features,)
 
+    def state_shapes(self) -> dict[str, Shape]:
+        return {"W": (self.in_features, self.out_features), "b": (self.out_features,)}
+
     def build(self, backend: Backend, rng: np.random.Generator) -> None:
         super().build(backend, rng)
         w = self.weight_init(rng, (self.in_features, self.out_features))

@@ -69,6 +69,10 @@ class BatchNorm(Layer):
             )
         return shape
 
+    def state_shapes(self) -> dict[str, Shape]:
+        c = (self.num_features,)
+        return {"gamma": c, "beta": c, "running_mean": c, "running_var": c}
+
     def build(self, backend: Backend, rng: np.random.Generator) -> None:
         super().build(backend, rng)
         c = self.num_features
