@@ -172,7 +172,7 @@ class Backend:
         """Wait until the device has finished all queued work (a no-op on the CPU)."""
         self.seam.synchronize(self.device)
 
-    def fork(self, seed: int) -> Backend:
+    def fork(self, seed: int | np.random.SeedSequence) -> Backend:
         """This backend with its own host generator seeded ``seed`` and its own device
         generator (made on first use): what a model keeps, so models don't share random state."""
         return dataclasses.replace(self, rng=np.random.default_rng(seed), _device_rng=None)

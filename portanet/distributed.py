@@ -379,15 +379,12 @@ def _transposed(array: Any) -> bool:
 
 def _own_dropout_generators(model: Any, rank: int) -> None:
     """Give each Dropout layer a backend copy with a generator of its own for this rank."""
-    import dataclasses
-
     from portanet.layers import Dropout
 
     for layer in model.layers:
         if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != rank:
             seed = np.random.SeedSequence(model.seed, spawn_key=(1 + rank,))
-            layer.backend = dataclasses.replace(model.backend, rng=np.random.default_rng(seed),
-                                                _device_rng=None)
+            layer.backend = model.backend.fork(seed)
             layer._mask_rank = rank
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -56,7 +55,7 @@ class Sequential:
         if seed is None:
             seed = int(base.rng.integers(2**63))
         # A private copy of the backend with the model's own generator: models don't share state.
-        self.backend = dataclasses.replace(base, rng=np.random.default_rng(seed), _device_rng=None)
+        self.backend = base.fork(seed)
         self.seed = seed
         self.layers = layers
         if input_shape is not None:
