@@ -101,9 +101,11 @@ class Sequential:
     def forward(self, x: Any) -> Any:
         """Run the layers on a batch ``x`` (an array of this model's backend)."""
         self.backend.check_array(x, "the input")
-        return self._forward(x)
+        return self.forward_unchecked(x)
 
-    def _forward(self, x: Any) -> Any:
+    def forward_unchecked(self, x: Any) -> Any:
+        """:meth:`forward` without checking ``x``: for loops that checked their data once at
+        the boundary (``fit``, ``evaluate``, ``predict``)."""
         for layer in self.layers:
             x = layer.forward(x)
         return x

@@ -129,11 +129,6 @@ class _Run:
     comm: Communicator | None
 
 
-def _forward(model: Sequential, x: Any) -> Any:
-    """The model's forward pass without the input check (inputs were checked at the boundary)."""
-    return model._forward(x)
-
-
 # --- training ----------------------------------------------------------------------------------
 
 
@@ -278,7 +273,7 @@ def _step(model: Sequential, run: _Run, xb: Any, tb: Any) -> Any:
     value is computed from them once per epoch)."""
     if run.augment is not None:
         xb = run.augment(xb, model.backend)
-    logits = _forward(model, xb)
+    logits = model.forward_unchecked(xb)
     model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
     if run.comm is not None:
         run.comm.average_gradients(model)
@@ -338,7 +333,7 @@ def _evaluate(
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         xb, yb = X[start:stop, ...], y[start:stop]
-        logits = _forward(model, xb)
+        logits = model.forward_unchecked(xb)
         value, _ = loss(logits, yb)
         loss_sum = loss_sum + value * float(xb.shape[0])
         correct = correct + xp.count_nonzero(xp.argmax(logits, axis=1) == yb)
@@ -369,7 +364,7 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
     ends_in_softmax = isinstance(model.layers[-1], Softmax)
     parts = []
     for start in range(0, X.shape[0], batch_size):
-        out = _forward(model, X[start:min(start + batch_size, X.shape[0]), ...])
+        out = model.forward_unchecked(X[start:min(start + batch_size, X.shape[0]), ...])
         parts.append(out if ends_in_softmax else softmax(xp, out))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
