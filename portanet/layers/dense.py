@@ -14,10 +14,12 @@ from portanet.layers.base import Layer, Shape, positive_int, shape_error
 class Dense(Layer):
     """Fully connected layer: ``Z = X @ W + b`` with W of shape (in, out), b of shape (out,).
 
-    W is kept in (out, in) memory order (a transposed view), as the reference programs keep
-    it: the per-sample products and the weight-gradient product ``dout.T @ X`` run fastest that
-    way, and the gradient comes out in the same order, so updates stream through matching
-    memory. Only speed depends on this; ``W.shape`` is (in, out) everywhere.
+    On the CPU backends W is kept in (out, in) memory order (a transposed view), as the
+    reference programs keep it: the per-sample products and the weight-gradient product
+    ``dout.T @ X`` run fastest that way, and the gradient comes out in the same order, so updates
+    stream through matching memory. CuPy keeps (in, out) order, which its elementwise kernels
+    walk coalesced (:attr:`Backend.weights_transposed`). Only speed depends on this;
+    ``W.shape`` is (in, out) everywhere.
 
     Args:
         in_features: number of input features (784 for flattened MNIST).
@@ -62,8 +64,8 @@ class Dense(Layer):
         self.load_param("b", b)
 
     def load_param(self, key: str, host: np.ndarray) -> None:
-        if key == "W":
-            self.params["W"] = self.xp.permute_dims(self.backend.asarray(host.T), (1, 0))
+        if key == "W" and self.backend.weights_transposed:
+            self.params["W"] = self.backend.asarray(host.T).T
         else:
             super().load_param(key, host)
 
@@ -81,15 +83,19 @@ class Dense(Layer):
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
+        # dW = X.T @ dout, formed in W's memory order (see Backend.weights_transposed).
+        transposed = self.backend.weights_transposed
         if dout.shape[0] == 1:
             # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
             # matrix product with an inner dimension of 1; the bias gradient is dout itself.
-            grad_t = xp.reshape(dout, (self.out_features, 1)) * self._x
             self.grads["b"] = xp.reshape(dout, (self.out_features,))
+            if transposed:
+                self.grads["W"] = (xp.reshape(dout, (self.out_features, 1)) * self._x).T
+            else:
+                self.grads["W"] = xp.reshape(self._x, (self.in_features, 1)) * dout
         else:
-            grad_t = dout.T @ self._x
             self.grads["b"] = xp.sum(dout, axis=0)
-        self.grads["W"] = xp.permute_dims(grad_t, (1, 0))  # dW = X.T @ dout, in W's order
+            self.grads["W"] = (dout.T @ self._x).T if transposed else self._x.T @ dout
         return dout @ self.params["W"].T if need_dx else None
 
     def config(self) -> dict[str, Any]:
