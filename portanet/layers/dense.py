@@ -56,6 +56,7 @@ class Dense(Layer):
 
     def build(self, backend: Backend, rng: np.random.Generator) -> None:
         super().build(backend, rng)
+        self._transposed = backend.weights_transposed  # read once: per-sample steps are short
         w = self.weight_init(rng, (self.in_features, self.out_features))
         b = self.bias_init(rng, (self.out_features,))
         self.params = {}
@@ -64,7 +65,7 @@ class Dense(Layer):
         self.load_param("b", b)
 
     def load_param(self, key: str, host: np.ndarray) -> None:
-        if key == "W" and self.backend.weights_transposed:
+        if key == "W" and self._transposed:
             self.params["W"] = self.backend.asarray(host.T).T
         else:
             super().load_param(key, host)
@@ -84,7 +85,7 @@ class Dense(Layer):
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
         # dW = X.T @ dout, formed in W's memory order (see Backend.weights_transposed).
-        transposed = self.backend.weights_transposed
+        transposed = self._transposed
         if dout.shape[0] == 1:
             # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
             # matrix product with an inner dimension of 1; the bias gradient is dout itself.
