@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("reference", "process", "full_batch", "per_sample", "scaling")
+SECTIONS = ("reference", "process", "full_batch", "per_sample", "scaling", "cnn")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 

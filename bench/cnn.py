@@ -214,6 +214,14 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
     return result
 
 
+def cnn(ctx: Any, plan: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The section ``python -m bench`` runs: on the bench's data, 3 interleaved pairs of full
+    epochs in a full run, 1 in a quick one, then the limit and the per-layer profile."""
+    repeats = 3 if plan.mode == "full" else 1
+    return run(ctx.backend, ctx.X_host, ctx.y_host.astype(np.int64), repeats, plan.seed,
+               torch=plan.torch, say=say, profile=plan.mode != "tiny")
+
+
 def _load() -> float | None:
     try:
         with open("/proc/loadavg") as f:

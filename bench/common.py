@@ -51,7 +51,8 @@ class Plan:
     quiet_retries: int = 3                # re-measure runs other processes disturbed ...
     quiet_wait_each: float = 90.0         # ... waiting at most this long each time ...
     quiet_budget: float = 300.0           # ... and this long in all
-    sections: tuple[str, ...] = ("reference", "process", "full_batch", "per_sample", "scaling")
+    sections: tuple[str, ...] = ("reference", "process", "full_batch", "per_sample", "scaling",
+                                 "cnn")
     torch: bool = True
     seed: int = 0
 

@@ -199,6 +199,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["full batch portanet/plain numpy"] = results["full_batch"]["goal"]
     if "per_sample" in results:
         out["per-sample portanet[numpy]/plain numpy"] = results["per_sample"]["goal"]
+    ratio = results.get("cnn", {}).get("ratio_median")
+    if ratio is not None:
+        out["cnn-fast epoch portanet/PyTorch"] = {"bound": 1.5, "measured": ratio,
+                                                  "met": ratio <= 1.5}
     return out
 
 
@@ -241,6 +245,25 @@ def full_batch_lines(fb: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cnn_lines(c: dict[str, Any]) -> list[str]:
+    lines = [f"One epoch of `cnn-fast` ({c['samples']:,} images, batch {c['batch']}), portanet on "
+             f"{c['backend']} against the same network in PyTorch on {c['torch_device']}, "
+             f"{c['repeats']} interleaved pair(s).", "",
+             "| variant | s/epoch (median) |", "|---|---:|",
+             f"| portanet | {c['portanet_median']:.2f} |"]
+    if c.get("torch_median") is not None:
+        lines.append(f"| PyTorch | {c['torch_median']:.2f} |")
+    limit = c["limit_seconds"]
+    lines.append(f"| limit: the epoch's matrix products alone | {limit['total']:.2f} |")
+    lines += ["", f"portanet/PyTorch (median of pair ratios): **{_fmt(c.get('ratio_median'))}**; "
+                  f"portanet/limit {_fmt(c['portanet/limit'])}."]
+    for preset, table in c.get("profile_ms_per_step", {}).items():
+        lines += ["", f"Per-layer profile of `{preset}`, ms per step of 256:", "",
+                  "| part | ms |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in table.items()]
+    return lines
+
+
 def run_markdown(results: dict[str, Any], heading: str = "#") -> str:
     run = results["run"]
     data = run["data"]
@@ -276,6 +299,8 @@ def run_markdown(results: dict[str, Any], heading: str = "#") -> str:
     if "per_sample" in results:
         lines += ["", f"{h2} Per-sample SGD (reference D)", "",
                   *per_sample_lines(results["per_sample"])]
+    if "cnn" in results:
+        lines += ["", f"{h2} CNN: cnn-fast against PyTorch", "", *cnn_lines(results["cnn"])]
     if "profile" in results:
         lines += ["", f"{h2} Where portanet's time goes", "", *profile_lines(results["profile"])]
     return "\n".join(lines) + "\n"
