@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import portanet
-from portanet import datasets
+from portanet import datasets, recipes
 from portanet.backend import BACKEND_NAMES
 
 
@@ -145,3 +145,28 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be a positive number of images")
     return args
+
+
+def run_preset(example: str, preset: str, doc: str, target: str,
+               argv: Sequence[str] | None) -> dict[str, Any]:
+    """The whole of an example that trains one of portanet's presets (``--dataset`` to pick
+    MNIST or Fashion-MNIST); ``target`` is the goal printed beside MNIST's test accuracy."""
+    recipe = recipes.PRESETS[preset]
+    parser = make_parser(doc, epochs=recipe.epochs)
+    parser.add_argument("--dataset", choices=("mnist", "fashion"), default="mnist",
+                        help="MNIST digits or Fashion-MNIST clothes (default: mnist)")
+    args = parse(parser, argv)
+    recipe = recipe.replace(epochs=args.epochs)
+    data = load_data(args, dataset=args.dataset, image_shape=recipe.input_shape)
+
+    model = recipe.build(data.backend, seed=args.seed, dtype=args.dtype)
+    print(model.summary())
+    print("recipe:", ", ".join(f"{k}={v}" for k, v in recipe.as_dict().items()
+                               if k not in ("description", "reference", "extra")))
+    _, wall, cpu = timed(lambda: portanet.fit(
+        model, data.x_train, data.y_train, verbose=True,
+        **recipe.fit_arguments(samples=data.train_size),
+    ))
+    return finish(example, args, model, data, epochs=args.epochs, wall=wall, cpu=cpu,
+                  reported=target if args.dataset == "mnist" else "no reference",
+                  extra={"dataset": args.dataset, "recipe": recipe.as_dict()})
