@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from portanet.backend import Backend, get_backend
+from portanet.backend import Backend, get_backend, host_array
 from portanet.layers import Layer, Shape
 
 
@@ -168,6 +168,8 @@ class Sequential:
         Raises a ValueError listing missing or unexpected names and shape mismatches; nothing
         is changed unless every array fits.
         """
+        # Device arrays get portanet's error naming the conversion, not an implicit copy.
+        state = {name: host_array(value, f"state[{name!r}]") for name, value in state.items()}
         expected = {name: tuple(p.shape) for name, p, _ in self.named_parameters()}
         expected.update((name, tuple(b.shape)) for name, b in self.named_buffers())
         missing = sorted(set(expected) - set(state))
@@ -184,7 +186,7 @@ class Sequential:
             problems.append(f"unexpected {', '.join(unexpected)}")
         if wrong:
             problems.append("shape mismatch " + "; ".join(wrong))
-        not_float = [n for n in expected if n in state and np.asarray(state[n]).dtype.kind != "f"]
+        not_float = [n for n in expected if n in state and state[n].dtype.kind != "f"]
         if not_float:
             problems.append(f"not floating point: {', '.join(not_float)}")
         if problems:
@@ -194,9 +196,9 @@ class Sequential:
             )
         for i, layer in enumerate(self.layers):
             for key in layer.params:
-                layer.load_param(key, np.asarray(state[f"{i}.{key}"]))
+                layer.load_param(key, state[f"{i}.{key}"])
             for key in list(layer.buffers):
-                layer.load_buffer(key, np.asarray(state[f"{i}.{key}"]))
+                layer.load_buffer(key, state[f"{i}.{key}"])
 
     def summary(self) -> str:
         """A table of layers, output shapes (when the input shape is known) and parameter
