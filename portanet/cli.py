@@ -43,7 +43,6 @@ from portanet.seams import SEAMS
 from portanet.splits import Data, held_out, load_data, on_device
 from portanet.train import DivergedError, History
 
-Split = tuple[np.ndarray, np.ndarray]
 DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
 
 
