@@ -29,6 +29,7 @@ import numpy as np
 
 import portanet
 from portanet import data, distributed, options, recipes
+from portanet._files import check_input_file
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, cuda_status
 from portanet.progress import EpochProgress
 from portanet.report import (
@@ -40,7 +41,7 @@ from portanet.report import (
     write_report,
 )
 from portanet.seams import SEAMS
-from portanet.splits import Data, held_out, load_data, on_device
+from portanet.splits import Data, check_labels, held_out, load_data, on_device
 from portanet.train import DivergedError, History
 
 DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
@@ -100,14 +101,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     advice = backend.workload_advice(recipe.batch_size)
     if advice:
         print(advice)
-    loaded = load_data(args, args.dataset, train_subset=recipe.train_subset,
+    loaded = load_data(args.dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
+                       limit=args.limit, train_subset=recipe.train_subset,
                        validation=args.validation)
     if recipe.network == "mlp":
         options.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
                              np.dtype(args.dtype).itemsize)
     model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
                          classes=len(loaded.class_names), dtype=args.dtype)
-    options.check_labels(loaded, model)
+    check_labels(loaded, model)
     try:
         history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
     except DivergedError as exc:  # nothing saved, no report: the weights are not finite
@@ -190,8 +192,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
     dataset = args.dataset or options.saved_dataset(args.model_path, extra) or "mnist"
-    loaded = load_data(args, dataset)
-    options.check_labels(loaded, model)
+    loaded = load_data(dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
+                       limit=args.limit)
+    check_labels(loaded, model)
     test = held_out(loaded, model)
     started = time.perf_counter()
     report = make_report(model, test)
@@ -216,7 +219,7 @@ def add_predict(sub: Any) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from portanet import images
 
-    options.check_input_file(args.model_path, what="the model")
+    check_input_file(args.model_path, what="the model")
     model, extra = load_model(args.model_path, args.backend)
     dataset = options.saved_dataset(args.model_path, extra)
     named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())

@@ -14,14 +14,12 @@ from typing import Any
 
 from portanet import data, recipes
 from portanet._files import check_input_file, check_output_dir, check_output_path
-from portanet.model import Sequential
 
 OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "misclassified.png")
 """The files ``--out`` may receive."""
 
-__all__ = ["OUTPUT_FILES", "batch_size", "check_input_file", "check_inputs", "check_labels",
-           "check_memory", "count", "dropout", "finite_non_negative", "finite_positive", "hidden",
-           "memory_bound", "saved_dataset"]
+__all__ = ["OUTPUT_FILES", "batch_size", "check_inputs", "check_memory", "count", "dropout",
+           "finite_non_negative", "finite_positive", "hidden", "memory_bound", "saved_dataset"]
 
 
 def _number(text: str, kind: type) -> float:
@@ -125,15 +123,6 @@ def check_inputs(args: argparse.Namespace, inputs: dict[str, str | None]) -> Non
         check_output_path(save, inputs, what="--save")
     if getattr(args, "out", None) is not None:
         check_output_dir(args.out, OUTPUT_FILES, {**inputs, "--save": save}, what="--out")
-
-
-def check_labels(loaded: Any, model: Sequential) -> None:
-    """Every label is a class the model predicts, checked before any work on the data."""
-    k = model.num_outputs
-    for what, (_, y) in (("training", loaded.train), ("test", loaded.test)):
-        if k is not None and y.size and not 0 <= int(y.min()) <= int(y.max()) < k:
-            raise ValueError(f"the {what} labels of {loaded.name} run from {int(y.min())} to "
-                             f"{int(y.max())}, but the model predicts classes 0 to {k - 1}")
 
 
 def saved_dataset(path: str, extra: dict[str, Any]) -> str | None:

@@ -13,7 +13,6 @@ import json
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,25 +23,8 @@ import portanet
 from portanet import metrics
 from portanet._files import atomic_write
 from portanet.model import Sequential
+from portanet.splits import HeldOut
 from portanet.train import History
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """The test split as the report needs it: on the device for the model, on the host for
-    pictures.
-
-    Attributes:
-        X: inputs, an array of the model's backend.
-        y: integer labels, an array of the model's backend.
-        images: the same images as host uint8 ``(N, 28, 28)`` (or ``(N, 784)``), for pictures.
-        class_names: the name of each class, in label order.
-    """
-
-    X: Any
-    y: Any
-    images: np.ndarray
-    class_names: Sequence[str]
 
 
 def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
