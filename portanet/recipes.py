@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from portanet import init, optim
+from portanet import _checks, init, optim
 from portanet.augment import RandomShift
 from portanet.backend import Backend
 from portanet.layers import (
@@ -142,17 +142,14 @@ class Recipe:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden layer widths must be positive, got {self.hidden}")
+        for width in self.hidden:
+            _checks.positive_int("hidden layer width", width)
         for what in ("dropout", "input_dropout"):
-            if not 0.0 <= getattr(self, what) < 1.0:
-                raise ValueError(f"{what} must be in [0, 1), got {getattr(self, what)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+            _checks.rate(what, getattr(self, what))
+        _checks.non_negative_int("epochs", self.epochs)
+        if self.batch_size is not None:
+            _checks.positive_int("batch size", self.batch_size)
+        _checks.finite_positive("lr", self.lr)
         init.get_initializer(self.weight_init)
         init.get_initializer(self.bias_init)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from portanet import _checks
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.distributed import Communicator
@@ -53,10 +54,7 @@ def _batch_size(batch_size: int | None, n: int) -> int:
     """The number of samples per step: ``batch_size`` capped at ``n``, ``n`` for ``None``."""
     if batch_size is None:
         return n
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    return min(int(batch_size), n)
+    return min(_checks.positive_int("batch_size", batch_size), n)
 
 
 def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
@@ -66,14 +64,8 @@ def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
         raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
     if not model.parameter_slots():
         raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    try:
-        l2 = float(l2)
-    except (TypeError, ValueError):
-        raise ValueError(f"l2 must be a number >= 0, got {l2!r}") from None
-    if not (math.isfinite(l2) and l2 >= 0.0):
-        raise ValueError(f"l2 must be a finite number >= 0 (e.g. 1e-4), got {l2!r}")
+    _checks.non_negative_int("epochs", epochs)
+    l2 = _checks.finite_non_negative("l2", l2)
     if isinstance(callbacks, Callback):
         callbacks = [callbacks]
     callbacks = list(callbacks)

@@ -120,7 +120,7 @@ def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
     [
         (["train", "--hidden", "12,x"], "argument --hidden: hidden layer widths are whole"),
         (["train", "--batch-size", "many"], "argument --batch-size: a batch size is a whole"),
-        (["train", "--lr", "-1"], "argument --lr: must be a finite positive number"),
+        (["train", "--lr", "-1"], "argument --lr: must be a finite number > 0"),
         (["train", "--dropout", "1.5"], "argument --dropout: must be in [0, 1)"),
         (["train", "--validation", "5000"], "leaves no training images"),
         (["evaluate", "missing.npz"], "the model missing.npz does not exist"),

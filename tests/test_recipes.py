@@ -65,7 +65,7 @@ def test_replace_keeps_only_what_is_kept():
     assert best.replace(lr=KEEP, hidden=KEEP) == best
     assert best.replace(batch_size=None).batch_size is None  # None means full batch, no trick
     assert best.replace(lr=0.5, epochs=KEEP) == dataclasses.replace(best, lr=0.5)
-    with pytest.raises(ValueError, match="learning rate must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         best.replace(lr=0.0)
 
 
