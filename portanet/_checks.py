@@ -3,6 +3,7 @@ the same bad value gets the same message everywhere: ``lr must be a finite numbe
 
 Each check returns the value as a plain Python ``int`` or ``float`` and raises ValueError naming
 ``name`` otherwise. With ``name=""`` the message starts at "must be" (argparse adds the option).
+:func:`ceil_div` is the one integer rounding up (batches per epoch) the library needs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["finite_non_negative", "finite_positive", "is_int", "non_negative_int",
-           "open_unit", "positive_int", "rate"]
+           "open_unit", "positive_int", "rate", "ceil_div"]
 
 
 def _fail(name: str, rule: str, value: Any) -> ValueError:
@@ -78,3 +79,8 @@ def open_unit(name: str, value: Any) -> float:
     if not 0.0 < number < 1.0:
         raise _fail(name, "in (0, 1)", value)
     return number
+
+
+def ceil_div(n: int, d: int) -> int:
+    """``n / d`` rounded up, in integers (batches per epoch: ``ceil_div(60000, 128) == 469``)."""
+    return -(-n // d)

@@ -89,7 +89,7 @@ def add_train(sub: Any) -> None:
 
 @distributed.abort_on_error  # under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
-    comm = distributed.command_line_world()  # None unless launched by mpiexec
+    comm = distributed.command_line_world()  # one process unless launched by mpiexec
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
@@ -115,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except DivergedError as exc:  # nothing saved, no report: the weights are not finite
         print(f"portanet train: {exc}", file=sys.stderr)
         return 1
-    if comm is not None and not comm.is_root:  # rank 0 alone reports, saves and writes
+    if not comm.is_root:  # rank 0 alone reports, saves and writes
         return 0
     test = held_out(loaded, model)
     report = make_report(model, test)

@@ -218,7 +218,7 @@ class Recipe:
         ``samples`` images (the one-cycle schedule counts steps)."""
         optimizer = self.make_optimizer()
         if self.schedule == "onecycle":
-            steps = self.epochs * -(-samples // (self.batch_size or samples))
+            steps = self.epochs * _checks.ceil_div(samples, self.batch_size or samples)
             optimizer = optim.OneCycle(optimizer, self.lr, max(steps, 1))
         arguments: dict[str, Any] = {
             "loss": self.loss,
