@@ -31,7 +31,7 @@ from portanet.layers import (
 from portanet.model import Sequential
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+OPTIMIZERS = tuple(optim.OPTIMIZERS)
 SCHEDULES = ("constant", "linear", "cosine", "onecycle")
 IMAGE_SHAPE = (1, 28, 28)
 """Per-sample input shape of the convolutional networks (one channel of 28x28 pixels)."""
@@ -138,8 +138,8 @@ class Recipe:
             raise ValueError(f"augment_pixels must be >= 0, got {self.augment_pixels}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
         for width in self.hidden:
@@ -187,16 +187,12 @@ class Recipe:
         return Sequential(layers, backend=backend, seed=seed, dtype=dtype)
 
     def make_optimizer(self) -> optim.Optimizer:
-        """The optimizer this recipe describes."""
-        if self.optimizer == "sgd":
-            return optim.SGD(self.lr, weight_decay=self.weight_decay)
-        if self.optimizer in ("momentum", "nesterov"):
-            return optim.SGD(self.lr, momentum=self.momentum,
-                             nesterov=self.optimizer == "nesterov",
-                             weight_decay=self.weight_decay)
-        if self.optimizer == "rmsprop":
-            return optim.RMSProp(self.lr, weight_decay=self.weight_decay)
-        return optim.Adam(self.lr, weight_decay=self.weight_decay)
+        """The optimizer this recipe describes, from :data:`portanet.optim.OPTIMIZERS`; the
+        recipe's ``momentum`` goes to the optimizers whose entry there sets one."""
+        make = optim.OPTIMIZERS[self.optimizer]
+        takes_momentum = "momentum" in getattr(make, "keywords", {})
+        extra = {"momentum": self.momentum} if takes_momentum else {}
+        return make(self.lr, weight_decay=self.weight_decay, **extra)
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
