@@ -32,7 +32,6 @@ import numpy as np
 from portanet.backend import Backend, BackendUnavailableError, get_backend
 from portanet.seams import SEAMS
 
-ORDER = ("numpy", "array_api_strict", "torch", "cupy")
 STEP_TOLERANCE = {"rtol": 2e-4, "atol": 2e-5}  # float32 rounding of one step, across libraries
 
 
@@ -80,7 +79,7 @@ class CheckFailure(AssertionError):
 def candidates() -> list[Backend | CheckRow]:
     """A seeded float32 backend for each backend that can run here, a SKIP row for the rest."""
     out: list[Backend | CheckRow] = []
-    for name in ORDER:
+    for name in SEAMS:
         usable, why = SEAMS[name].available()
         if not usable:
             out.append(CheckRow(name, "-", "SKIP", why))

@@ -30,7 +30,8 @@ import numpy as np
 import portanet
 from portanet import data, distributed, options, recipes
 from portanet._files import check_input_file
-from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, cuda_status
+from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
+from portanet.check import CheckRow, candidates
 from portanet.progress import EpochProgress
 from portanet.report import (
     class_names_for,
@@ -266,19 +267,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"warning: {ENV_VAR}={chosen!r} is not a backend; choose one of "
               f"{', '.join(BACKEND_NAMES)} or unset it")
     print("backends:")
-    for name, seam in SEAMS.items():
-        usable, why = seam.available()
-        if usable:
-            try:
-                where = portanet.get_backend(name).device_name
-            except (BackendUnavailableError, ValueError) as exc:
-                usable, why = False, str(exc)
-        if usable:
-            print(f"  {name:<17} available, {seam.version()} on {where}"
-                  + (f" ({why})" if name == "cupy" else ""))
-        else:
-            print(f"  {name:<17} unavailable: {why}")
-    print(f"auto picks: {'cupy' if cuda_status()[0] else 'numpy'}")
+    for candidate in candidates():
+        if isinstance(candidate, CheckRow):
+            print(f"  {candidate.backend:<17} unavailable: {candidate.reason}")
+            continue
+        seam = candidate.seam
+        probed = f" ({seam.available()[1]})" if seam.probe is not None else ""
+        print(f"  {candidate.name:<17} available, {seam.version()} on {candidate.device_name}"
+              + probed)
+    print(f"auto picks: {auto_choice()[0]}")
     print("prove this setup with: portanet check")
     blas = os.environ.get("OPENBLAS_CORETYPE")
     if blas:

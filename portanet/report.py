@@ -63,10 +63,9 @@ def environment(model: Sequential) -> dict[str, Any]:
            "numpy": np.__version__, "array_api_compat": array_api_compat.__version__,
            "platform": platform.platform(), "backend": model.backend.name,
            "device": model.backend.device_name, "dtype": model.backend.dtype_name}
-    if model.backend.name == "cupy":
-        import cupy
-
-        env["cupy"] = cupy.__version__
+    seam = model.backend.seam
+    if seam.module not in env:  # the array library's own version (cupy, torch, ...)
+        env[seam.module] = seam.version()
     return env
 
 

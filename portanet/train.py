@@ -390,7 +390,7 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
 
 
 def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
-    host_in = isinstance(X, np.ndarray) and model.backend.name != "numpy"
+    host_in = isinstance(X, np.ndarray) and not model.backend.seam.host_arrays
     X = prepare_inputs(model, X, "X")
     out = _probabilities(model, X, _batch_size(batch_size, X.shape[0]))
     if labels:
