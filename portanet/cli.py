@@ -42,7 +42,7 @@ from portanet.report import (
     write_report,
 )
 from portanet.seams import SEAMS
-from portanet.splits import Data, check_labels, held_out, load_data, on_device
+from portanet.splits import Splits, check_labels, held_out, load_data, on_device
 from portanet.train import DivergedError, History
 
 DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if history.interrupted else 0
 
 
-def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, quiet: bool,
+def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *, quiet: bool,
           comm: distributed.Communicator | None = None) -> tuple[History, float]:
     """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
     the history and the seconds it took."""

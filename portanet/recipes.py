@@ -33,7 +33,7 @@ from portanet.model import Sequential
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 OPTIMIZERS = tuple(optim.OPTIMIZERS)
 SCHEDULES = ("constant", "linear", "cosine", "onecycle")
-IMAGE_SHAPE = (1, 28, 28)
+CNN_INPUT_SHAPE = (1, 28, 28)
 """Per-sample input shape of the convolutional networks (one channel of 28x28 pixels)."""
 
 
@@ -172,7 +172,7 @@ class Recipe:
         """The model this recipe describes (``in_features`` applies to MLPs only)."""
         if self.network != "mlp":
             return Sequential(NETWORKS[self.network](classes), backend=backend, seed=seed,
-                              dtype=dtype, input_shape=IMAGE_SHAPE)
+                              dtype=dtype, input_shape=CNN_INPUT_SHAPE)
         layers: list[Layer] = []
         if self.input_dropout:
             layers.append(Dropout(self.input_dropout))
@@ -198,7 +198,7 @@ class Recipe:
     def input_shape(self) -> tuple[int, ...] | None:
         """The per-sample image shape the network takes: (1, 28, 28) for a CNN, None (flat
         vectors) for an MLP."""
-        return None if self.network == "mlp" else IMAGE_SHAPE
+        return None if self.network == "mlp" else CNN_INPUT_SHAPE
 
     def make_schedule(self) -> optim.Schedule | None:
         """The per-epoch learning-rate schedule, or None (constant rate, or one-cycle, which

@@ -34,7 +34,7 @@ class HeldOut:
 
 
 @dataclass
-class Data:
+class Splits:
     """The host splits a command works on.
 
     Attributes:
@@ -52,17 +52,17 @@ class Data:
 
 
 def load_data(dataset: str, *, dataset_file: str | None = None, data_dir: str | None = None,
-              limit: int = 0, train_subset: int | None = None, validation: int = 0) -> Data:
+              limit: int = 0, train_subset: int | None = None, validation: int = 0) -> Splits:
     """The data ``dataset_file`` (the user's ``.npz``) or else ``dataset`` names, cut to
     ``train_subset`` and ``limit`` (0: all), with the last ``validation`` training images split
     off; ``data_dir`` is searched first for a known data set."""
     if dataset_file:
         (x, y), test = data.load_npz(dataset_file)
-        loaded = Data(dataset_file, None, (x, y), test, data.class_names(None, y, test[1]))
+        loaded = Splits(dataset_file, None, (x, y), test, data.class_names(None, y, test[1]))
     else:
         spec = data.get_spec(dataset)
         (x, y), test = data.load_dataset(spec.name, data_dir)
-        loaded = Data(spec.name, spec.name, (x, y), test, spec.classes)
+        loaded = Splits(spec.name, spec.name, (x, y), test, spec.classes)
     for n in (train_subset, limit):
         x, y = (x[:n], y[:n]) if n else (x, y)
     if limit:
@@ -83,13 +83,13 @@ def on_device(split: Split, model: Sequential) -> tuple[Any, Any]:
     return data.to_device(*split, model.backend, shape=model.input_shape)
 
 
-def held_out(loaded: Data, model: Sequential) -> HeldOut:
+def held_out(loaded: Splits, model: Sequential) -> HeldOut:
     """The test split on the model's device, with its host images and class names for the
     report."""
     return HeldOut(*on_device(loaded.test, model), loaded.test[0], loaded.class_names)
 
 
-def check_labels(loaded: Data, model: Sequential) -> None:
+def check_labels(loaded: Splits, model: Sequential) -> None:
     """Every label is a class the model predicts, checked before any work on the data."""
     k = model.num_outputs
     for what, (_, y) in (("training", loaded.train), ("test", loaded.test)):

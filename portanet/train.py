@@ -98,12 +98,13 @@ def _scheduled_lr(schedule: Schedule, epoch: int, epochs: int) -> float:
 
 
 @dataclass
-class _Data:
-    """A training set on the device: inputs, labels, and the loss's prepared labels."""
+class _TrainingSet:
+    """A training set on the device: inputs, labels, and the loss's targets, made from the
+    labels once (:meth:`~portanet.losses.Loss.prepare`)."""
 
     X: Any
     y: Any
-    prepared: Any
+    targets: Any
 
     @property
     def n(self) -> int:
@@ -116,7 +117,7 @@ class _Run:
 
     loss: Loss
     optimizer: Optimizer
-    data: _Data
+    data: _TrainingSet
     batch: int
     l2: float
     augment: Augment | None
@@ -180,7 +181,7 @@ def fit(
     l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
     loss_obj = _resolve_loss(model, loss)
     optimizer = get_optimizer(optimizer)
-    data = _prepare_data(model, loss_obj, X, y)
+    data = _training_set(model, loss_obj, X, y)
     if validation_data is not None:
         X_val = prepare_inputs(model, validation_data[0], "validation X")
         y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
@@ -221,13 +222,13 @@ def fit(
     return history
 
 
-def _prepare_data(model: Sequential, loss: Loss, X: Any, y: Any) -> _Data:
-    """Check and copy the training set to the device once; prepare the loss's labels once."""
+def _training_set(model: Sequential, loss: Loss, X: Any, y: Any) -> _TrainingSet:
+    """Check and copy the training set to the device once; make the loss's targets once."""
     X = prepare_inputs(model, X, "X")
     y = prepare_labels(model, y, X.shape[0], "y")
     classes = model.num_outputs
-    prepared = y if classes is None else loss.prepare(y, classes, model.backend.dtype)
-    return _Data(X, y, prepared)
+    targets = y if classes is None else loss.prepare(y, classes, model.backend.dtype)
+    return _TrainingSet(X, y, targets)
 
 
 def _shuffled_order(model: Sequential, n: int) -> Any:
@@ -250,10 +251,10 @@ def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callbac
         lo, hi = comm.shard(start, stop_at)
         rows.append((lo, hi))
         if order is None:
-            xb, tb = data.X[lo:hi, ...], data.prepared[lo:hi, ...]
+            xb, tb = data.X[lo:hi, ...], data.targets[lo:hi, ...]
         else:
             idx = order[lo:hi]
-            xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.prepared, idx, axis=0)
+            xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.targets, idx, axis=0)
         outputs.append(_step(model, run, xb, tb, share=(hi - lo) / (stop_at - start)))
         if batch_callbacks:  # running figures: this rank's rows, no reduction
             running = partial(_figures, xp, run.loss, data, order, outputs, rows)
@@ -267,7 +268,7 @@ def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callbac
 def _step(model: Sequential, run: _Run, xb: Any, tb: Any, share: float) -> Any:
     """Augment, forward, loss gradient, backward, (under MPI) average the gradients over the
     ranks, weighting this rank's by its ``share`` of the global batch, update: one step on a
-    batch and its prepared labels. Returns the logits (the loss value is computed from them
+    batch and its targets. Returns the logits (the loss value is computed from them
     once per epoch)."""
     if run.augment is not None:
         xb = run.augment(xb, model.backend)
@@ -289,7 +290,7 @@ def _epoch_logs(model: Sequential, run: _Run, order: Any, outputs: list[Any],
     return {"loss": mean_loss, "accuracy": accuracy}
 
 
-def _figures(xp: Any, loss: Loss, data: _Data, order: Any, outputs: list[Any],
+def _figures(xp: Any, loss: Loss, data: _TrainingSet, order: Any, outputs: list[Any],
              rows: list[Rows], comm: Communicator | None = None) -> tuple[float, float]:
     """Mean loss and accuracy over the epoch's steps so far, from the logits they produced: one
     batched loss over all of them (the mean of per-sample losses), then one read. With a
@@ -298,13 +299,13 @@ def _figures(xp: Any, loss: Loss, data: _Data, order: Any, outputs: list[Any],
     logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
     spans = _joined(rows[:len(outputs)])
     if order is None:
-        labels, prepared = (_concat(xp, [a[lo:hi, ...] for lo, hi in spans])
-                            for a in (data.y, data.prepared))
+        labels, targets = (_concat(xp, [a[lo:hi, ...] for lo, hi in spans])
+                            for a in (data.y, data.targets))
     else:
         idx = _concat(xp, [order[lo:hi] for lo, hi in spans])
-        labels, prepared = xp.take(data.y, idx, axis=0), xp.take(data.prepared, idx, axis=0)
+        labels, targets = xp.take(data.y, idx, axis=0), xp.take(data.targets, idx, axis=0)
     seen = int(logits.shape[0])
-    mean_loss = float(loss.loss(logits, prepared)[0])
+    mean_loss = float(loss.loss(logits, targets)[0])
     correct = int(xp.count_nonzero(xp.argmax(logits, axis=1) == labels))
     if comm is None or comm.size == 1:
         return mean_loss, correct / seen
