@@ -12,7 +12,7 @@ import pytest
 
 import portanet as pn
 from portanet import cli, options
-from tests.test_cli import make_dataset
+from tests.helpers import make_dataset
 
 
 @pytest.fixture(scope="module")
