@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from portanet._checks import ceil_div
+
 #: The ink is judged on a copy at most this many pixels across (block maxima keep thin strokes).
 ANALYSIS = 160
 #: A border-touching region of ink colour covering at least this share of the image border is
@@ -101,8 +103,8 @@ def judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
         return ink, (f"no stroke-like content: the ink is scattered over {specks} specks "
                      f"(noise or texture?), not pen strokes")
     h, w = ink.shape
-    f = max(1, -(-max(h, w) // ANALYSIS))
-    hp, wp = -(-h // f) * f, -(-w // f) * f
+    f = max(1, ceil_div(max(h, w), ANALYSIS))
+    hp, wp = ceil_div(h, f) * f, ceil_div(w, f) * f
     small = np.pad(ink, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).max(axis=(1, 3))
     labels, sizes = _components(small > 0.5)
     if sizes.size <= 1:

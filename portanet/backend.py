@@ -45,7 +45,7 @@ __all__ = ["BACKEND_NAMES", "CUPY_INSTALL_HINT", "Backend", "BackendUnavailableE
            "Seam", "cuda_device_label", "cuda_status", "get_backend", "host_array",
            "namespace_of", "on_model_device", "to_host"]
 
-BACKEND_NAMES = ("auto", "numpy", "cupy", "array_api_strict", "torch")
+BACKEND_NAMES = ("auto", *SEAMS)
 DTYPE_NAMES = ("float32", "float64")
 ENV_VAR = "PORTANET_BACKEND"
 PER_SAMPLE_NOTE = (
@@ -193,7 +193,7 @@ class Backend:
         boolean input as it is. An array already of this backend is converted on its device;
         a device array of another library raises a ValueError (see :func:`host_array`).
         """
-        if self.name != "numpy" and self.owns(host):
+        if not self.seam.host_arrays and self.owns(host):
             if dtype is None:
                 dtype = self.dtype if self.xp.isdtype(host.dtype, "real floating") else host.dtype
             with self.activate():
@@ -245,16 +245,16 @@ class Backend:
     def uniform(self, shape: tuple[int, ...]) -> Any:
         """Uniform [0, 1) random numbers of the backend dtype on the device.
 
-        On CuPy they are drawn by CuPy's own generator on the device (seeded once from the host
-        generator, created on this backend's device), which avoids a host-to-device copy for
-        every dropout mask; everywhere else they come from the host generator.
+        Where the seam has a device generator (CuPy) they are drawn on the device (by a
+        generator seeded once from the host generator, created on this backend's device), which
+        avoids a host-to-device copy for every dropout mask; everywhere else they come from the
+        host generator.
         """
-        if self.name == "cupy":
+        make_generator = self.seam.device_generator
+        if make_generator is not None:
             with self.activate():
                 if self._device_rng is None:
-                    import cupy
-
-                    self._device_rng = cupy.random.default_rng(int(self.rng.integers(2**63)))
+                    self._device_rng = make_generator(self.device, int(self.rng.integers(2**63)))
                 return self._device_rng.random(shape, dtype=self.to_numpy_dtype(self.dtype))
         host = self.rng.random(shape, dtype=np.float32)
         return self.asarray(host)
@@ -262,7 +262,7 @@ class Backend:
     def workload_advice(self, batch_size: int | None) -> str | None:
         """A sentence when this backend is a poor fit for training at ``batch_size`` (per-sample
         SGD on a GPU), else None. ``portanet train`` prints it."""
-        if batch_size == 1 and self.name == "cupy":
+        if batch_size == 1 and self.seam.launch_bound:
             return f"note: {PER_SAMPLE_NOTE}; try --backend numpy"
         return None
 
@@ -335,15 +335,21 @@ def get_backend(
             f"(or pass an array to use its backend)"
         )
     if name == "auto":
-        usable, why = cuda_status()
-        name = "cupy" if usable else "numpy"
-        note = f"auto chose {name}: {why}"
-        if usable and per_sample:
-            name, note = "numpy", f"auto chose numpy although {why}: {PER_SAMPLE_NOTE}"
+        name, note = auto_choice(per_sample)
     xp, dev = SEAMS[name].load(device)
     _check_dtype_supported(name, xp, dev, dtype)
     return Backend(name=name, xp=xp, device=dev, dtype=getattr(xp, dtype), rng=rng,
                    note=note or name)
+
+
+def auto_choice(per_sample: bool = False) -> tuple[str, str]:
+    """The backend ``"auto"`` picks here and a line saying why: CuPy on a usable CUDA device,
+    else NumPy; NumPy for per-sample work (see :data:`PER_SAMPLE_NOTE`)."""
+    usable, why = cuda_status()
+    if usable and per_sample:
+        return "numpy", f"auto chose numpy although {why}: {PER_SAMPLE_NOTE}"
+    name = "cupy" if usable else "numpy"
+    return name, f"auto chose {name}: {why}"
 
 
 def _check_dtype_supported(name: str, xp: ModuleType, device: Any, dtype: str) -> None:

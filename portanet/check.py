@@ -32,7 +32,6 @@ import numpy as np
 from portanet.backend import Backend, BackendUnavailableError, get_backend
 from portanet.seams import SEAMS
 
-ORDER = ("numpy", "array_api_strict", "torch", "cupy")
 STEP_TOLERANCE = {"rtol": 2e-4, "atol": 2e-5}  # float32 rounding of one step, across libraries
 
 
@@ -80,7 +79,7 @@ class CheckFailure(AssertionError):
 def candidates() -> list[Backend | CheckRow]:
     """A seeded float32 backend for each backend that can run here, a SKIP row for the rest."""
     out: list[Backend | CheckRow] = []
-    for name in ORDER:
+    for name in SEAMS:
         usable, why = SEAMS[name].available()
         if not usable:
             out.append(CheckRow(name, "-", "SKIP", why))
@@ -151,32 +150,34 @@ def _data(n: int, features: int, classes: int, seed: int) -> tuple[np.ndarray, n
 
 
 def _mlp(backend: Backend, sizes: tuple[int, ...], act: Any, dtype: str | None = None) -> Any:
-    import portanet as pn
+    from portanet.layers import Dense
+    from portanet.model import Sequential
 
     layers: list[Any] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
-        layers.append(pn.Dense(a, b))
+        layers.append(Dense(a, b))
         if i < len(sizes) - 2:
             layers.append(act())
-    return pn.Sequential(layers, backend=backend, seed=0, dtype=dtype)
+    return Sequential(layers, backend=backend, seed=0, dtype=dtype)
 
 
 def _gradients(backend: Backend) -> None:
     """Backpropagated gradients against central differences, a few entries per parameter."""
-    import portanet as pn
+    from portanet import losses
+    from portanet.layers import Tanh
 
     float64 = _has_float64(backend)
-    model = _mlp(backend, (6, 5, 3), pn.Tanh, "float64" if float64 else "float32")
+    model = _mlp(backend, (6, 5, 3), Tanh, "float64" if float64 else "float32")
     b = model.backend
     X, y = _data(8, 6, 3, seed=1)
     Xd, yd = b.asarray(X), b.asarray(y)
 
     def loss() -> float:
-        value, _ = pn.losses.softmax_cross_entropy(model.forward(Xd), yd)
+        value, _ = losses.softmax_cross_entropy(model.forward(Xd), yd)
         return float(value)
 
     with b.activate():
-        _, dlogits = pn.losses.softmax_cross_entropy(model.forward(Xd), yd)
+        _, dlogits = losses.softmax_cross_entropy(model.forward(Xd), yd)
         model.backward(dlogits)
         grads = {name: b.to_numpy(g) for name, _, g in model.named_parameters()}
         state = model.state_dict()
@@ -209,14 +210,16 @@ def _has_float64(backend: Backend) -> bool:
 
 def _step_against_numpy(backend: Backend) -> None:
     """One full-batch SGD step through fit on this backend and on NumPy: same weights after."""
-    import portanet as pn
+    from portanet import optim
+    from portanet.layers import ReLU
+    from portanet.train import fit
 
     X, y = _data(64, 10, 4, seed=2)
     after = []
     for b in (backend, get_backend("numpy", seed=0)):
-        model = _mlp(b, (10, 16, 4), pn.ReLU)
-        pn.fit(model, X, y, optimizer=pn.optim.SGD(0.5), epochs=1, batch_size=None,
-               shuffle=False, stop_on_interrupt=False)
+        model = _mlp(b, (10, 16, 4), ReLU)
+        fit(model, X, y, optimizer=optim.SGD(0.5), epochs=1, batch_size=None,
+            shuffle=False, stop_on_interrupt=False)
         after.append(model.state_dict())
     for name, ref in after[1].items():
         got = after[0][name]
@@ -227,18 +230,20 @@ def _step_against_numpy(backend: Backend) -> None:
 
 def _save_and_load(backend: Backend) -> None:
     """Save on this backend, load on NumPy: identical weights, matching predictions."""
-    import portanet as pn
+    from portanet.io import load, save
+    from portanet.layers import ReLU
+    from portanet.train import predict_proba
 
-    model = _mlp(backend, (10, 16, 4), pn.ReLU)
+    model = _mlp(backend, (10, 16, 4), ReLU)
     X, _ = _data(32, 10, 4, seed=3)
     with tempfile.TemporaryDirectory(prefix="portanet-check-") as folder:
-        path = pn.save(model, Path(folder) / "model.npz")
-        loaded = pn.load(path, backend="numpy")
+        path = save(model, Path(folder) / "model.npz")
+        loaded = load(path, backend="numpy")
     for name, value in model.state_dict().items():
         if not np.array_equal(loaded.state_dict()[name], value):
             raise CheckFailure(f"{name} changed between saving and loading")
-    here = backend.to_numpy(pn.predict_proba(model, backend.asarray(X)))
-    there = pn.predict_proba(loaded, X)
+    here = backend.to_numpy(predict_proba(model, backend.asarray(X)))
+    there = predict_proba(loaded, X)
     if not np.allclose(here, there, **STEP_TOLERANCE):
         raise CheckFailure("the model loaded on NumPy predicts differently from the saved one "
                            f"(up to {float(np.max(np.abs(here - there))):.3g})")
@@ -247,21 +252,23 @@ def _save_and_load(backend: Backend) -> None:
 def _timed_training(backend: Backend) -> float:
     """Three epochs on a small separable problem; returns milliseconds per step (synchronised,
     including the once-per-epoch read of the figures). Fails when the model does not learn."""
-    import portanet as pn
+    from portanet import optim
+    from portanet.layers import ReLU
+    from portanet.train import evaluate, fit
 
     X, y = _data(1024, 32, 4, seed=4)
-    model = _mlp(backend, (32, 64, 4), pn.ReLU)
+    model = _mlp(backend, (32, 64, 4), ReLU)
     Xd, yd = backend.asarray(X), backend.asarray(y)
     batch, epochs = 64, 3
-    pn.fit(model, Xd[:batch, ...], yd[:batch], optimizer=pn.optim.SGD(0.1), epochs=1,
-           batch_size=batch, stop_on_interrupt=False)  # warm-up: kernels compiled, caches full
+    fit(model, Xd[:batch, ...], yd[:batch], optimizer=optim.SGD(0.1), epochs=1,
+        batch_size=batch, stop_on_interrupt=False)  # warm-up: kernels compiled, caches full
     backend.synchronize()
     start = time.perf_counter()
-    history = pn.fit(model, Xd, yd, optimizer=pn.optim.SGD(0.1, momentum=0.9), epochs=epochs,
-                     batch_size=batch, stop_on_interrupt=False)
+    history = fit(model, Xd, yd, optimizer=optim.SGD(0.1, momentum=0.9), epochs=epochs,
+                  batch_size=batch, stop_on_interrupt=False)
     backend.synchronize()
     seconds = time.perf_counter() - start
-    accuracy = pn.evaluate(model, Xd, yd)["accuracy"]
+    accuracy = evaluate(model, Xd, yd)["accuracy"]
     if accuracy < 0.9:
         raise CheckFailure(f"training did not learn: accuracy {accuracy:.1%} after {epochs} "
                            f"epochs on separable data (NumPy reaches over 95%); "

@@ -29,7 +29,9 @@ import numpy as np
 
 import portanet
 from portanet import data, distributed, options, recipes
-from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, cuda_status
+from portanet._files import check_input_file
+from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
+from portanet.check import CheckRow, candidates
 from portanet.progress import EpochProgress
 from portanet.report import (
     class_names_for,
@@ -40,7 +42,7 @@ from portanet.report import (
     write_report,
 )
 from portanet.seams import SEAMS
-from portanet.splits import Data, held_out, load_data, on_device
+from portanet.splits import Splits, check_labels, held_out, load_data, on_device
 from portanet.train import DivergedError, History
 
 DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
@@ -88,7 +90,7 @@ def add_train(sub: Any) -> None:
 
 @distributed.abort_on_error  # under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
-    comm = distributed.command_line_world()  # None unless launched by mpiexec
+    comm = distributed.command_line_world()  # one process unless launched by mpiexec
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
@@ -100,20 +102,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     advice = backend.workload_advice(recipe.batch_size)
     if advice:
         print(advice)
-    loaded = load_data(args, args.dataset, train_subset=recipe.train_subset,
+    loaded = load_data(args.dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
+                       limit=args.limit, train_subset=recipe.train_subset,
                        validation=args.validation)
     if recipe.network == "mlp":
         options.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
                              np.dtype(args.dtype).itemsize)
     model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
                          classes=len(loaded.class_names), dtype=args.dtype)
-    options.check_labels(loaded, model)
+    check_labels(loaded, model)
     try:
         history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
     except DivergedError as exc:  # nothing saved, no report: the weights are not finite
         print(f"portanet train: {exc}", file=sys.stderr)
         return 1
-    if comm is not None and not comm.is_root:  # rank 0 alone reports, saves and writes
+    if not comm.is_root:  # rank 0 alone reports, saves and writes
         return 0
     test = held_out(loaded, model)
     report = make_report(model, test)
@@ -134,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if history.interrupted else 0
 
 
-def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Data, *, quiet: bool,
+def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *, quiet: bool,
           comm: distributed.Communicator | None = None) -> tuple[History, float]:
     """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
     the history and the seconds it took."""
@@ -190,8 +193,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
     dataset = args.dataset or options.saved_dataset(args.model_path, extra) or "mnist"
-    loaded = load_data(args, dataset)
-    options.check_labels(loaded, model)
+    loaded = load_data(dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
+                       limit=args.limit)
+    check_labels(loaded, model)
     test = held_out(loaded, model)
     started = time.perf_counter()
     report = make_report(model, test)
@@ -216,7 +220,7 @@ def add_predict(sub: Any) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from portanet import images
 
-    options.check_input_file(args.model_path, what="the model")
+    check_input_file(args.model_path, what="the model")
     model, extra = load_model(args.model_path, args.backend)
     dataset = options.saved_dataset(args.model_path, extra)
     named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())
@@ -263,19 +267,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"warning: {ENV_VAR}={chosen!r} is not a backend; choose one of "
               f"{', '.join(BACKEND_NAMES)} or unset it")
     print("backends:")
-    for name, seam in SEAMS.items():
-        usable, why = seam.available()
-        if usable:
-            try:
-                where = portanet.get_backend(name).device_name
-            except (BackendUnavailableError, ValueError) as exc:
-                usable, why = False, str(exc)
-        if usable:
-            print(f"  {name:<17} available, {seam.version()} on {where}"
-                  + (f" ({why})" if name == "cupy" else ""))
-        else:
-            print(f"  {name:<17} unavailable: {why}")
-    print(f"auto picks: {'cupy' if cuda_status()[0] else 'numpy'}")
+    for candidate in candidates():
+        if isinstance(candidate, CheckRow):
+            print(f"  {candidate.backend:<17} unavailable: {candidate.reason}")
+            continue
+        seam = candidate.seam
+        probed = f" ({seam.available()[1]})" if seam.probe is not None else ""
+        print(f"  {candidate.name:<17} available, {seam.version()} on {candidate.device_name}"
+              + probed)
+    print(f"auto picks: {auto_choice()[0]}")
     print("prove this setup with: portanet check")
     blas = os.environ.get("OPENBLAS_CORETYPE")
     if blas:

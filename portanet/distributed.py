@@ -15,7 +15,8 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
 - Every rank must start from identical weights: :meth:`Communicator.begin` allgathers a small
   fingerprint (layers, shapes, dtype, a hash of the weights, the data size and batch plan) and
   raises :class:`RankMismatchError` on *every* rank when they differ, never a hang.
-- Loss and accuracy are summed over all ranks once per epoch (one more small Allreduce).
+- Loss and accuracy are summed over all ranks once per epoch (one more small Allreduce), by the
+  same code that computes them for one process (``portanet.train``).
   Validation data, if any, is evaluated whole on every rank (same weights, same figures).
 - Only rank 0 runs callbacks (progress, printing); the command line also writes and saves on
   rank 0 only.
@@ -51,6 +52,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from portanet._checks import ceil_div
 
 # Set by mpiexec/mpirun/srun for each process: MPICH/Hydra and Intel MPI (PMI_*), Open MPI
 # (OMPI_*), MVAPICH (MV2_*), PMIx launchers (PMIX_RANK) and Slurm's srun with PMI.
@@ -96,8 +99,6 @@ class Communicator:
         self.allreduce_calls = 0
         self._layout: list[tuple[dict[str, Any], str, int, int, tuple[int, ...], bool]] = []
         self._flat: Any = None
-        self._weight = 1.0 / self.size
-        self._slices: list[tuple[int, int]] = []
 
     @property
     def is_root(self) -> bool:
@@ -137,42 +138,39 @@ class Communicator:
         """Start of :func:`portanet.fit`: check that every rank has the same model and plan
         (raises :class:`RankMismatchError` on every rank otherwise), give Dropout layers their
         per-rank generator, and return the callbacks this rank runs (all on rank 0, none
-        elsewhere)."""
+        elsewhere). One process has nothing to check."""
+        if self.size == 1:
+            return list(callbacks)
         n = int(y.shape[0])
         labels = hashlib.sha256(np.ascontiguousarray(model.backend.to_numpy(y))).hexdigest()
         mine = {"model": describe_model(model), "weights": weights_digest(model),
                 "plan": f"{n} samples (labels {labels[:12]}), global batch {batch}, "
                         f"{epochs} epochs"}
         _check_same(self.allgather(mine))
-        tail = n - (-(-n // batch) - 1) * batch
+        tail = n - (ceil_div(n, batch) - 1) * batch
         if min(batch, tail) < self.size:
             raise RankMismatchError(
                 f"with {self.size} processes every global batch needs at least {self.size} "
                 f"samples, but {n} samples in batches of {batch} leave a last batch of {tail}; "
                 f"choose a batch size that leaves a larger remainder, trim the data, or use "
                 f"fewer processes")
-        if self.size > 1:
-            _own_dropout_generators(model, self.rank)
+        _own_dropout_generators(model, self.rank)
         return list(callbacks) if self.is_root else []
 
     def shard(self, lo: int, hi: int) -> tuple[int, int]:
         """This rank's contiguous share ``[lo', hi')`` of the global batch ``[lo, hi)``."""
         count = hi - lo
-        start, stop = lo + count * self.rank // self.size, lo + count * (self.rank + 1) // self.size
-        if lo == 0:
-            self._slices = []  # a new epoch
-        self._slices.append((start, stop))
-        self._weight = (stop - start) / count
-        return start, stop
+        return lo + count * self.rank // self.size, lo + count * (self.rank + 1) // self.size
 
-    def average_gradients(self, model: Any) -> None:
+    def average_gradients(self, model: Any, share: float | None = None) -> None:
         """Replace every gradient of ``model`` by its sample-weighted mean over all ranks, with
-        one Allreduce over one flat buffer. The weight is this rank's share of the last
-        :meth:`shard` (1/size if ``shard`` was never called)."""
+        one Allreduce over one flat buffer. ``share`` is this rank's fraction of the global
+        batch (its :meth:`shard` over the batch's rows); default ``1 / size``."""
         xp = model.backend.xp
+        weight = 1.0 / self.size if share is None else float(share)
         flat = self._pack(model)
-        if self._weight != 1.0:
-            flat *= float(self._weight)
+        if weight != 1.0:
+            flat *= weight
         started = time.perf_counter()
         flat = self.allreduce(flat, model.backend)
         self.allreduce_seconds += time.perf_counter() - started
@@ -204,38 +202,6 @@ class Communicator:
             g = xp.permute_dims(g, (1, 0)) if transposed else g  # a contiguous view
             flat[start:stop] = xp.reshape(g, (-1,))
         return flat
-
-    def local_figures(self, xp: Any, loss: Any, data: Any, order: Any,
-                      outputs: list[Any]) -> tuple[float, float]:
-        """Mean loss and accuracy over this rank's samples of the epoch's steps so far: the
-        running figures a progress bar shows on rank 0."""
-        loss_sum, correct, seen = self._sums(xp, loss, data, order, outputs)
-        return loss_sum / max(seen, 1), correct / max(seen, 1)
-
-    def epoch_figures(self, xp: Any, loss: Any, data: Any, order: Any,
-                      outputs: list[Any]) -> tuple[float, float]:
-        """Mean loss and accuracy of the epoch over all ranks (one reduction)."""
-        totals = np.asarray(self._sums(xp, loss, data, order, outputs), dtype=np.float64)
-        totals = self.allreduce(totals)
-        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
-
-    def _sums(self, xp: Any, loss: Any, data: Any, order: Any,
-              outputs: list[Any]) -> tuple[float, float, int]:
-        """Loss sum, correct count and sample count over this rank's rows of the epoch so far:
-        ``outputs`` holds the logits of the rows :meth:`shard` gave out, in that order."""
-        slices = self._slices[:len(outputs)]
-        logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
-        if order is None:
-            labels = xp.concat([data.y[lo:hi] for lo, hi in slices], axis=0)
-            prepared = xp.concat([data.prepared[lo:hi, ...] for lo, hi in slices], axis=0)
-        else:
-            idx = xp.concat([order[lo:hi] for lo, hi in slices], axis=0)
-            labels = xp.take(data.y, idx, axis=0)
-            prepared = xp.take(data.prepared, idx, axis=0)
-        seen = int(logits.shape[0])
-        loss_sum = float(loss.loss(logits, prepared)[0]) * seen
-        correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels)
-        return loss_sum, float(correct), seen
 
 
 class Local(Communicator):
@@ -458,12 +424,12 @@ def abort_on_error(command: Callable[..., int]) -> Callable[..., int]:
     return guarded
 
 
-def command_line_world() -> Communicator | None:
-    """For ``portanet train``: None unless launched by mpiexec; else the world, after printing
-    its size (rank 0) and silencing standard output on the other ranks."""
-    if not launched_by_mpi():
-        return None
+def command_line_world() -> Communicator:
+    """For ``portanet train``: the world; when launched by mpiexec, after printing its size
+    (rank 0) and silencing standard output on the other ranks."""
     comm = world()
+    if not launched_by_mpi():
+        return comm
     if comm.is_root:
         print(f"MPI world: {comm.describe()}; --batch-size is the global batch, split across "
               f"the processes", flush=True)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from portanet._files import atomic_write, check_input_file
+from portanet._version import __version__
 from portanet.backend import Backend
 from portanet.layers import LAYER_TYPES, Layer
 from portanet.model import Sequential
@@ -30,8 +31,6 @@ METADATA_KEY = "__portanet__"
 def save(model: Sequential, path: str | os.PathLike[str], **extra: Any) -> Path:
     """Save ``model`` to ``path`` (``.npz``), atomically. ``extra`` JSON-able metadata is kept
     (e.g. the training configuration) and returned by :func:`load_metadata`."""
-    from portanet import __version__
-
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

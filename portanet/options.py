@@ -1,27 +1,25 @@
 """Checks of command-line values, as argparse ``type=`` functions and a memory estimate.
 
 Each type function raises :class:`argparse.ArgumentTypeError`, so argparse's message names the
-option (``argument --lr: must be a finite positive number, got 'inf'``) and exits with status 2.
+option (``argument --lr: must be a finite number > 0, got inf``) and exits with status 2. The
+rules and their wording are :mod:`portanet._checks`, shared with the library.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from portanet import data, recipes
+from portanet import _checks, data, recipes
 from portanet._files import check_input_file, check_output_dir, check_output_path
-from portanet.model import Sequential
 
 OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "misclassified.png")
 """The files ``--out`` may receive."""
 
-__all__ = ["OUTPUT_FILES", "batch_size", "check_input_file", "check_inputs", "check_labels",
-           "check_memory", "count", "dropout", "finite_non_negative", "finite_positive", "hidden",
-           "memory_bound", "saved_dataset"]
+__all__ = ["OUTPUT_FILES", "batch_size", "check_inputs", "check_memory", "count", "dropout",
+           "finite_non_negative", "finite_positive", "hidden", "memory_bound", "saved_dataset"]
 
 
 def _number(text: str, kind: type) -> float:
@@ -32,36 +30,31 @@ def _number(text: str, kind: type) -> float:
         raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
 
 
+def _checked(check: Any, text: str, kind: type) -> Any:
+    try:
+        return check("", _number(text, kind))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def count(text: str) -> int:
     """A whole number >= 0 (``--limit``, ``--validation``, ``--epochs``, ``--seed``)."""
-    value = int(_number(text, int))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
+    return _checked(_checks.non_negative_int, text, int)
 
 
 def finite_positive(text: str) -> float:
     """A finite number > 0 (``--lr``)."""
-    value = _number(text, float)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
-    return value
+    return _checked(_checks.finite_positive, text, float)
 
 
 def finite_non_negative(text: str) -> float:
     """A finite number >= 0 (``--weight-decay``)."""
-    value = _number(text, float)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return _checked(_checks.finite_non_negative, text, float)
 
 
 def dropout(text: str) -> float:
     """A probability in [0, 1) (``--dropout``)."""
-    value = _number(text, float)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
+    return _checked(_checks.rate, text, float)
 
 
 def batch_size(text: str) -> int | None:
@@ -125,15 +118,6 @@ def check_inputs(args: argparse.Namespace, inputs: dict[str, str | None]) -> Non
         check_output_path(save, inputs, what="--save")
     if getattr(args, "out", None) is not None:
         check_output_dir(args.out, OUTPUT_FILES, {**inputs, "--save": save}, what="--out")
-
-
-def check_labels(loaded: Any, model: Sequential) -> None:
-    """Every label is a class the model predicts, checked before any work on the data."""
-    k = model.num_outputs
-    for what, (_, y) in (("training", loaded.train), ("test", loaded.test)):
-        if k is not None and y.size and not 0 <= int(y.min()) <= int(y.max()) < k:
-            raise ValueError(f"the {what} labels of {loaded.name} run from {int(y.min())} to "
-                             f"{int(y.max())}, but the model predicts classes 0 to {k - 1}")
 
 
 def saved_dataset(path: str, extra: dict[str, Any]) -> str | None:

@@ -1,50 +1,14 @@
-"""Progress on a terminal: a byte counter for downloads and a bar per training epoch.
-
-Both draw a single line that is redrawn in place, a few times a second at most, and stay silent
-when not enabled (output that is not a terminal gets only the epoch summary lines).
+"""Progress on a terminal for the command line: a bar per training epoch, redrawn in place a
+few times a second at most (output that is not a terminal gets only the epoch summary lines).
+The downloader's byte counter is :class:`portanet.data.download.DownloadBar`.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
-from portanet.train import Callback
-
-
-class DownloadBar:
-    """A one-line progress bar on a text stream; does nothing when not ``enabled``."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool, stream: IO[str] | None = None):
-        self.label = label
-        self.total = total
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self._last = 0.0
-
-    def update(self, done: int, *, force: bool = False) -> None:
-        """Show that ``done`` bytes have arrived (redrawn at most ten times a second)."""
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.1):
-            return
-        self._last = now
-        mb = done / 1e6
-        if self.total:
-            frac = min(done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            line = f"{self.label} [{bar:<30}] {frac:4.0%} {mb:6.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            line = f"{self.label} {mb:6.1f} MB"
-        self.stream.write("\r" + line)
-        self.stream.flush()
-
-    def close(self, done: int) -> None:
-        """Draw the final state and end the line."""
-        if self.enabled:
-            self.update(done, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+from portanet.callbacks import Callback
 
 
 class EpochProgress(Callback):

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from portanet import init, optim
+from portanet import _checks, init, optim
 from portanet.augment import RandomShift
 from portanet.backend import Backend
 from portanet.layers import (
@@ -31,9 +31,9 @@ from portanet.layers import (
 from portanet.model import Sequential
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+OPTIMIZERS = tuple(optim.OPTIMIZERS)
 SCHEDULES = ("constant", "linear", "cosine", "onecycle")
-IMAGE_SHAPE = (1, 28, 28)
+CNN_INPUT_SHAPE = (1, 28, 28)
 """Per-sample input shape of the convolutional networks (one channel of 28x28 pixels)."""
 
 
@@ -138,21 +138,18 @@ class Recipe:
             raise ValueError(f"augment_pixels must be >= 0, got {self.augment_pixels}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(optim.OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden layer widths must be positive, got {self.hidden}")
+        for width in self.hidden:
+            _checks.positive_int("hidden layer width", width)
         for what in ("dropout", "input_dropout"):
-            if not 0.0 <= getattr(self, what) < 1.0:
-                raise ValueError(f"{what} must be in [0, 1), got {getattr(self, what)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+            _checks.rate(what, getattr(self, what))
+        _checks.non_negative_int("epochs", self.epochs)
+        if self.batch_size is not None:
+            _checks.positive_int("batch size", self.batch_size)
+        _checks.finite_positive("lr", self.lr)
         init.get_initializer(self.weight_init)
         init.get_initializer(self.bias_init)
 
@@ -175,7 +172,7 @@ class Recipe:
         """The model this recipe describes (``in_features`` applies to MLPs only)."""
         if self.network != "mlp":
             return Sequential(NETWORKS[self.network](classes), backend=backend, seed=seed,
-                              dtype=dtype, input_shape=IMAGE_SHAPE)
+                              dtype=dtype, input_shape=CNN_INPUT_SHAPE)
         layers: list[Layer] = []
         if self.input_dropout:
             layers.append(Dropout(self.input_dropout))
@@ -190,22 +187,18 @@ class Recipe:
         return Sequential(layers, backend=backend, seed=seed, dtype=dtype)
 
     def make_optimizer(self) -> optim.Optimizer:
-        """The optimizer this recipe describes."""
-        if self.optimizer == "sgd":
-            return optim.SGD(self.lr, weight_decay=self.weight_decay)
-        if self.optimizer in ("momentum", "nesterov"):
-            return optim.SGD(self.lr, momentum=self.momentum,
-                             nesterov=self.optimizer == "nesterov",
-                             weight_decay=self.weight_decay)
-        if self.optimizer == "rmsprop":
-            return optim.RMSProp(self.lr, weight_decay=self.weight_decay)
-        return optim.Adam(self.lr, weight_decay=self.weight_decay)
+        """The optimizer this recipe describes, from :data:`portanet.optim.OPTIMIZERS`; the
+        recipe's ``momentum`` goes to the optimizers whose entry there sets one."""
+        make = optim.OPTIMIZERS[self.optimizer]
+        takes_momentum = "momentum" in getattr(make, "keywords", {})
+        extra = {"momentum": self.momentum} if takes_momentum else {}
+        return make(self.lr, weight_decay=self.weight_decay, **extra)
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
         """The per-sample image shape the network takes: (1, 28, 28) for a CNN, None (flat
         vectors) for an MLP."""
-        return None if self.network == "mlp" else IMAGE_SHAPE
+        return None if self.network == "mlp" else CNN_INPUT_SHAPE
 
     def make_schedule(self) -> optim.Schedule | None:
         """The per-epoch learning-rate schedule, or None (constant rate, or one-cycle, which
@@ -221,7 +214,7 @@ class Recipe:
         ``samples`` images (the one-cycle schedule counts steps)."""
         optimizer = self.make_optimizer()
         if self.schedule == "onecycle":
-            steps = self.epochs * -(-samples // (self.batch_size or samples))
+            steps = self.epochs * _checks.ceil_div(samples, self.batch_size or samples)
             optimizer = optim.OneCycle(optimizer, self.lr, max(steps, 1))
         arguments: dict[str, Any] = {
             "loss": self.loss,

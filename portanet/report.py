@@ -13,36 +13,18 @@ import json
 import math
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import portanet
 from portanet import metrics
 from portanet._files import atomic_write
+from portanet._version import __version__
 from portanet.model import Sequential
-from portanet.train import History
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """The test split as the report needs it: on the device for the model, on the host for
-    pictures.
-
-    Attributes:
-        X: inputs, an array of the model's backend.
-        y: integer labels, an array of the model's backend.
-        images: the same images as host uint8 ``(N, 28, 28)`` (or ``(N, 784)``), for pictures.
-        class_names: the name of each class, in label order.
-    """
-
-    X: Any
-    y: Any
-    images: np.ndarray
-    class_names: Sequence[str]
+from portanet.splits import HeldOut
+from portanet.train import History, predict, predict_proba
 
 
 def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
@@ -61,7 +43,7 @@ def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
 def make_report(model: Sequential, held_out: HeldOut) -> dict[str, Any]:
     """The model's :func:`portanet.metrics.classification_report` on ``held_out`` (JSON-able)."""
     names = class_names_for(model, held_out.class_names)
-    predicted = model.backend.to_numpy(portanet.predict(model, held_out.X))
+    predicted = model.backend.to_numpy(predict(model, held_out.X))
     labels = model.backend.to_numpy(held_out.y)
     return metrics.classification_report(labels, predicted, num_classes=len(names),
                                          class_names=names)
@@ -77,14 +59,13 @@ def environment(model: Sequential) -> dict[str, Any]:
     """Versions, platform, backend, device and dtype: what a result depends on."""
     import array_api_compat
 
-    env = {"portanet": portanet.__version__, "python": platform.python_version(),
+    env = {"portanet": __version__, "python": platform.python_version(),
            "numpy": np.__version__, "array_api_compat": array_api_compat.__version__,
            "platform": platform.platform(), "backend": model.backend.name,
            "device": model.backend.device_name, "dtype": model.backend.dtype_name}
-    if model.backend.name == "cupy":
-        import cupy
-
-        env["cupy"] = cupy.__version__
+    seam = model.backend.seam
+    if seam.module not in env:  # the array library's own version (cupy, torch, ...)
+        env[seam.module] = seam.version()
     return env
 
 
@@ -132,7 +113,7 @@ def write_report(
         written.append(plots.plot_learning_curves(history.as_dict(), out / "learning_curves.png"))
     written.append(plots.plot_confusion_matrix(np.asarray(report["confusion_matrix"]),
                                                out / "confusion_matrix.png", class_names=names))
-    proba = model.backend.to_numpy(portanet.predict_proba(model, held_out.X))
+    proba = model.backend.to_numpy(predict_proba(model, held_out.X))
     labels = model.backend.to_numpy(held_out.y)
     written.append(plots.plot_misclassified(held_out.images, labels, proba.argmax(axis=1), proba,
                                             out / "misclassified.png", class_names=names))

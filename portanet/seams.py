@@ -1,9 +1,10 @@
 """The backend seam as one table, :data:`SEAMS`: per array library, how to load it, move an
-array to the host, wait for the device, describe the device, enter the device, and which weight
-layout its kernels like. :mod:`portanet.backend`, ``portanet info``, ``portanet check`` and the
-benchmarks read this table instead of branching on the backend's name.
+array to the host, wait for the device, describe the device, enter the device, and what differs
+between libraries as capabilities (weight layout, host arrays, a device generator, launch-bound
+kernels). :mod:`portanet.backend`, the training loop, ``portanet info``, ``portanet check``, the
+tests and the benchmarks read this table instead of branching on the backend's name.
 
-To add a backend, add a row here and its name to ``portanet.backend.BACKEND_NAMES``.
+To add a backend, add a row here; :data:`portanet.backend.BACKEND_NAMES` follows the table.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class Seam:
         activate: ``device -> context manager`` in which the library computes on that device.
         transposed_weights: keep Dense weights in (out, in) memory order (see
             :attr:`Backend.weights_transposed`).
+        host_arrays: its arrays are host NumPy arrays (no copy to or from the device).
+        device_generator: ``(device, seed) -> generator`` with a ``random(shape, dtype)``
+            method drawing on the device, or None to draw on the host and copy.
+        launch_bound: a GPU library whose small kernels are bound by launch overhead, so
+            per-sample SGD is expected to run faster on the CPU.
+        probe: ``() -> (usable, why)`` where importing the module is not enough (a device
+            must be usable); None: usable when the module can be found.
+        distributions: the pip distributions that may provide the module, for its version.
     """
 
     name: str
@@ -51,12 +60,17 @@ class Seam:
     describe: Callable[[Any], str]
     activate: Callable[[Any], contextlib.AbstractContextManager[Any]]
     transposed_weights: bool
+    host_arrays: bool = False
+    device_generator: Callable[[Any, int], Any] | None = None
+    launch_bound: bool = False
+    probe: Callable[[], tuple[bool, str]] | None = None
+    distributions: tuple[str, ...] = ()
 
     def available(self) -> tuple[bool, str]:
         """Whether this backend can run here, and one line saying why (not)."""
-        if self.name == "cupy":
-            return cuda_status()
-        if self.name != "numpy" and importlib.util.find_spec(self.module) is None:
+        if self.probe is not None:
+            return self.probe()
+        if importlib.util.find_spec(self.module) is None:
             return False, f"not installed (pip install {self.requirement})"
         return True, "installed"
 
@@ -64,12 +78,11 @@ class Seam:
         """The installed library's version, or None."""
         import importlib.metadata
 
-        for dist in (self.requirement, "cupy-cuda13x", "cupy-cuda12x", "cupy"):
+        for dist in self.distributions or (self.requirement,):
             try:
                 return importlib.metadata.version(dist)
             except importlib.metadata.PackageNotFoundError:
-                if self.name != "cupy":
-                    break
+                pass
         return None
 
 
@@ -129,6 +142,12 @@ def _strict_describe(device: Any) -> str:
     return text.split("'")[1] if text.count("'") == 2 else text
 
 
+def _cupy_generator(device: Any, seed: int) -> Any:
+    import cupy
+
+    return cupy.random.default_rng(seed)
+
+
 def _torch_sync(device: Any) -> None:
     if getattr(device, "type", None) == "cuda":
         import torch
@@ -148,12 +167,15 @@ def _torch_describe(device: Any) -> str:
 SEAMS: dict[str, Seam] = {
     "numpy": Seam("numpy", "numpy", "numpy", _load_numpy,
                   to_host=lambda a: np.array(a, copy=True), synchronize=_nothing,
-                  describe=lambda d: "cpu", activate=_no_context, transposed_weights=True),
+                  describe=lambda d: "cpu", activate=_no_context, transposed_weights=True,
+                  host_arrays=True),
     # CuPy: kernels run on the current device, so the backend enters its device around work.
     "cupy": Seam("cupy", "cupy", "portanet[cuda12-ctk]", _load_cupy,
                  to_host=lambda a: a.get(), synchronize=lambda d: d.synchronize(),
                  describe=lambda d: _cuda.device_label(d.id), activate=lambda d: d,
-                 transposed_weights=False),
+                 transposed_weights=False, device_generator=_cupy_generator,
+                 launch_bound=True, probe=cuda_status,
+                 distributions=("cupy-cuda13x", "cupy-cuda12x", "cupy")),
     "array_api_strict": Seam("array_api_strict", "array_api_strict", "array-api-strict",
                              _load_strict, to_host=_strict_to_host, synchronize=_nothing,
                              describe=_strict_describe, activate=_no_context,

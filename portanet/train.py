@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from portanet import _checks
+from portanet._checks import ceil_div
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
-from portanet.distributed import Communicator
+from portanet.distributed import Communicator, Local
 from portanet.inputs import prepare_inputs, prepare_labels
 from portanet.layers import Softmax, softmax
 from portanet.losses import Loss, as_loss, l2_penalty, softmax_cross_entropy
@@ -29,6 +31,7 @@ from portanet.model import Sequential
 from portanet.optim import Optimizer, Schedule, get_optimizer
 
 LossFn = Callable[[Any, Any], tuple[Any, Any]]
+Rows = tuple[int, int]
 Augment = Callable[[Any, Backend], Any]
 
 __all__ = ["Callback", "DivergedError", "History", "PrintEpochs", "evaluate", "fit", "predict",
@@ -53,10 +56,7 @@ def _batch_size(batch_size: int | None, n: int) -> int:
     """The number of samples per step: ``batch_size`` capped at ``n``, ``n`` for ``None``."""
     if batch_size is None:
         return n
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    return min(int(batch_size), n)
+    return min(_checks.positive_int("batch_size", batch_size), n)
 
 
 def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
@@ -66,14 +66,8 @@ def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
         raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
     if not model.parameter_slots():
         raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    try:
-        l2 = float(l2)
-    except (TypeError, ValueError):
-        raise ValueError(f"l2 must be a number >= 0, got {l2!r}") from None
-    if not (math.isfinite(l2) and l2 >= 0.0):
-        raise ValueError(f"l2 must be a finite number >= 0 (e.g. 1e-4), got {l2!r}")
+    _checks.non_negative_int("epochs", epochs)
+    l2 = _checks.finite_non_negative("l2", l2)
     if isinstance(callbacks, Callback):
         callbacks = [callbacks]
     callbacks = list(callbacks)
@@ -104,12 +98,13 @@ def _scheduled_lr(schedule: Schedule, epoch: int, epochs: int) -> float:
 
 
 @dataclass
-class _Data:
-    """A training set on the device: inputs, labels, and the loss's prepared labels."""
+class _TrainingSet:
+    """A training set on the device: inputs, labels, and the loss's targets, made from the
+    labels once (:meth:`~portanet.losses.Loss.prepare`)."""
 
     X: Any
     y: Any
-    prepared: Any
+    targets: Any
 
     @property
     def n(self) -> int:
@@ -122,11 +117,11 @@ class _Run:
 
     loss: Loss
     optimizer: Optimizer
-    data: _Data
+    data: _TrainingSet
     batch: int
     l2: float
     augment: Augment | None
-    comm: Communicator | None
+    comm: Communicator
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -175,7 +170,8 @@ def fit(
             is marked ``interrupted``) instead of raising KeyboardInterrupt. Under MPI
             (``comm``) a Ctrl-C stops at once: ranks could not agree on the step to stop after.
         comm: train data-parallel over MPI ranks, e.g. ``portanet.distributed.world()``:
-            ``batch_size`` is then the global batch (see :mod:`portanet.distributed`).
+            ``batch_size`` is then the global batch (see :mod:`portanet.distributed`). Default:
+            one process (:class:`~portanet.distributed.Local`).
         augment: ``augment(batch, backend) -> batch`` applied to each training batch on the
             device, e.g. :class:`portanet.augment.RandomShift`; off by default.
 
@@ -185,26 +181,27 @@ def fit(
     l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
     loss_obj = _resolve_loss(model, loss)
     optimizer = get_optimizer(optimizer)
-    data = _prepare_data(model, loss_obj, X, y)
+    data = _training_set(model, loss_obj, X, y)
     if validation_data is not None:
         X_val = prepare_inputs(model, validation_data[0], "validation X")
         y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
     batch = _batch_size(batch_size, data.n)
     callbacks += [PrintEpochs()] if verbose else []
-    if comm is not None:  # the same model and plan on every rank; callbacks on rank 0 only
-        callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
+    comm = Local() if comm is None else comm
+    # The same model and plan on every rank; callbacks on rank 0 only.
+    callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
     run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm)
     history = History()
-    with StopOnInterrupt(stop_on_interrupt and comm is None) as stop:
+    with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop:
         for epoch in range(epochs):
             if lr_schedule is not None:
                 optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
             for cb in callbacks:
-                cb.on_epoch_begin(epoch, epochs, -(-data.n // batch))
+                cb.on_epoch_begin(epoch, epochs, ceil_div(data.n, batch))
             start = time.perf_counter()
             order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
-            outputs = _run_epoch(model, run, order, callbacks, stop)
-            logs = _epoch_logs(model, run, order, outputs)
+            outputs, rows = _run_epoch(model, run, order, callbacks, stop)
+            logs = _epoch_logs(model, run, order, outputs, rows)
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
             seconds = time.perf_counter() - start
@@ -225,13 +222,13 @@ def fit(
     return history
 
 
-def _prepare_data(model: Sequential, loss: Loss, X: Any, y: Any) -> _Data:
-    """Check and copy the training set to the device once; prepare the loss's labels once."""
+def _training_set(model: Sequential, loss: Loss, X: Any, y: Any) -> _TrainingSet:
+    """Check and copy the training set to the device once; make the loss's targets once."""
     X = prepare_inputs(model, X, "X")
     y = prepare_labels(model, y, X.shape[0], "y")
     classes = model.num_outputs
-    prepared = y if classes is None else loss.prepare(y, classes, model.backend.dtype)
-    return _Data(X, y, prepared)
+    targets = y if classes is None else loss.prepare(y, classes, model.backend.dtype)
+    return _TrainingSet(X, y, targets)
 
 
 def _shuffled_order(model: Sequential, n: int) -> Any:
@@ -240,71 +237,95 @@ def _shuffled_order(model: Sequential, n: int) -> Any:
 
 
 def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callback],
-               stop: StopOnInterrupt) -> list[Any]:
-    """One pass over the data; returns each step's logits (device arrays, for the figures).
-    Under MPI each rank steps on its share of every global batch."""
+               stop: StopOnInterrupt) -> tuple[list[Any], list[Rows]]:
+    """One pass over the data; returns each step's logits (device arrays, for the figures) and
+    the rows of the data (positions in ``order``) they came from. Under MPI each rank steps on
+    its share of every global batch."""
     model.train()
     xp, data, comm = model.xp, run.data, run.comm
     batch_callbacks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
-    figures = _figures if comm is None else comm.local_figures
     outputs: list[Any] = []
-    for b, lo in enumerate(range(0, data.n, run.batch)):
-        hi = min(lo + run.batch, data.n)
-        if comm is not None:
-            lo, hi = comm.shard(lo, hi)
+    rows: list[Rows] = []
+    for b, start in enumerate(range(0, data.n, run.batch)):
+        stop_at = min(start + run.batch, data.n)
+        lo, hi = comm.shard(start, stop_at)
+        rows.append((lo, hi))
         if order is None:
-            xb, tb = data.X[lo:hi, ...], data.prepared[lo:hi, ...]
+            xb, tb = data.X[lo:hi, ...], data.targets[lo:hi, ...]
         else:
             idx = order[lo:hi]
-            xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.prepared, idx, axis=0)
-        outputs.append(_step(model, run, xb, tb))
-        if batch_callbacks:
-            running = partial(figures, xp, run.loss, data, order, outputs)
+            xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.targets, idx, axis=0)
+        outputs.append(_step(model, run, xb, tb, share=(hi - lo) / (stop_at - start)))
+        if batch_callbacks:  # running figures: this rank's rows, no reduction
+            running = partial(_figures, xp, run.loss, data, order, outputs, rows)
             for cb in batch_callbacks:
                 cb.on_batch_end(b, running)
         if stop.requested:
             break
-    return outputs
+    return outputs, rows
 
 
-def _step(model: Sequential, run: _Run, xb: Any, tb: Any) -> Any:
+def _step(model: Sequential, run: _Run, xb: Any, tb: Any, share: float) -> Any:
     """Augment, forward, loss gradient, backward, (under MPI) average the gradients over the
-    ranks, update: one step on a batch and its prepared labels. Returns the logits (the loss
-    value is computed from them once per epoch)."""
+    ranks, weighting this rank's by its ``share`` of the global batch, update: one step on a
+    batch and its targets. Returns the logits (the loss value is computed from them
+    once per epoch)."""
     if run.augment is not None:
         xb = run.augment(xb, model.backend)
     logits = model.forward_unchecked(xb)
     model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
-    if run.comm is not None:
-        run.comm.average_gradients(model)
+    if run.comm.size > 1:
+        run.comm.average_gradients(model, share)
     run.optimizer.step(model, l2=run.l2)
     return logits
 
 
-def _epoch_logs(model: Sequential, run: _Run, order: Any, outputs: list[Any]) -> dict[str, float]:
-    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy; under MPI
-    over every rank's samples, with one reduction."""
-    figures = _figures if run.comm is None else run.comm.epoch_figures
-    mean_loss, accuracy = figures(model.xp, run.loss, run.data, order, outputs)
+def _epoch_logs(model: Sequential, run: _Run, order: Any, outputs: list[Any],
+                rows: list[Rows]) -> dict[str, float]:
+    """The epoch's loss (plus the L2 penalty, computed here once) and accuracy, over every
+    rank's samples."""
+    mean_loss, accuracy = _figures(model.xp, run.loss, run.data, order, outputs, rows, run.comm)
     if run.l2:
         mean_loss += float(l2_penalty(model, run.l2))
     return {"loss": mean_loss, "accuracy": accuracy}
 
 
-def _figures(xp: Any, loss: Loss, data: _Data, order: Any,
-             outputs: list[Any]) -> tuple[float, float]:
-    """Mean loss and accuracy over the epoch's steps so far, from the logits they produced:
-    one batched loss over all of them (the mean of per-sample losses), then one read."""
+def _figures(xp: Any, loss: Loss, data: _TrainingSet, order: Any, outputs: list[Any],
+             rows: list[Rows], comm: Communicator | None = None) -> tuple[float, float]:
+    """Mean loss and accuracy over the epoch's steps so far, from the logits they produced: one
+    batched loss over all of them (the mean of per-sample losses), then one read. With a
+    ``comm`` of several ranks, over every rank's rows (one more small reduction); else over
+    this process's ``rows``."""
     logits = outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0)
-    seen = logits.shape[0]
+    spans = _joined(rows[:len(outputs)])
     if order is None:
-        labels, prepared = data.y[:seen], data.prepared[:seen, ...]
+        labels, targets = (_concat(xp, [a[lo:hi, ...] for lo, hi in spans])
+                            for a in (data.y, data.targets))
     else:
-        idx = order[:seen]
-        labels, prepared = xp.take(data.y, idx, axis=0), xp.take(data.prepared, idx, axis=0)
-    value = loss.loss(logits, prepared)[0]
-    correct = xp.count_nonzero(xp.argmax(logits, axis=1) == labels)
-    return float(value), int(correct) / seen
+        idx = _concat(xp, [order[lo:hi] for lo, hi in spans])
+        labels, targets = xp.take(data.y, idx, axis=0), xp.take(data.targets, idx, axis=0)
+    seen = int(logits.shape[0])
+    mean_loss = float(loss.loss(logits, targets)[0])
+    correct = int(xp.count_nonzero(xp.argmax(logits, axis=1) == labels))
+    if comm is None or comm.size == 1:
+        return mean_loss, correct / seen
+    totals = comm.allreduce(np.asarray([mean_loss * seen, correct, seen], dtype=np.float64))
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def _joined(rows: list[Rows]) -> list[Rows]:
+    """``rows`` with touching spans joined: one span for a whole epoch on one process."""
+    spans: list[Rows] = []
+    for lo, hi in rows:
+        if spans and spans[-1][1] == lo:
+            spans[-1] = (spans[-1][0], hi)
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
+def _concat(xp: Any, parts: list[Any]) -> Any:
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
 def _weights_finite(model: Sequential) -> bool:
@@ -370,7 +391,7 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
 
 
 def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
-    host_in = isinstance(X, np.ndarray) and model.backend.name != "numpy"
+    host_in = isinstance(X, np.ndarray) and not model.backend.seam.host_arrays
     X = prepare_inputs(model, X, "X")
     out = _probabilities(model, X, _batch_size(batch_size, X.shape[0]))
     if labels:

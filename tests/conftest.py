@@ -1,44 +1,41 @@
 """Shared fixtures: every math test runs on each available backend (helpers: tests/helpers.py).
 
-Backends: numpy; array_api_strict on its default device and on its float32-only device
-``no_float64`` (so a float64 leak fails); cupy when a CUDA device is usable (marked ``gpu``);
-torch when PyTorch is installed. Unavailable ones are skipped with the reason.
+Backends: every row of :data:`portanet.seams.SEAMS` (numpy, cupy, array_api_strict, torch),
+plus array_api_strict's float32-only device ``no_float64`` (so a float64 leak fails); cupy is
+marked ``gpu``. Those that cannot run here are skipped with the reason.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
 
 import portanet
-from portanet.backend import cuda_status
+from portanet.backend import SEAMS, cuda_status
 from tests.helpers import REPORT_LINES
 
-_CUDA_OK, _CUDA_WHY = cuda_status()
-_STRICT_OK = importlib.util.find_spec("array_api_strict") is not None
-_TORCH_OK = importlib.util.find_spec("torch") is not None
+EXTRA_DEVICES = {"array_api_strict": ("no_float64",)}
+"""Devices tested besides a backend's default: array-api-strict's float32-only device."""
 
-BACKEND_PARAMS = [
-    pytest.param(("numpy", None), id="numpy"),
-    pytest.param(
-        ("array_api_strict", None), id="strict",
-        marks=pytest.mark.skipif(not _STRICT_OK, reason="array-api-strict is not installed"),
-    ),
-    pytest.param(
-        ("array_api_strict", "no_float64"), id="strict-no-float64",
-        marks=pytest.mark.skipif(not _STRICT_OK, reason="array-api-strict is not installed"),
-    ),
-    pytest.param(
-        ("cupy", None), id="cupy",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(not _CUDA_OK, reason=_CUDA_WHY)],
-    ),
-    pytest.param(
-        ("torch", None), id="torch",
-        marks=pytest.mark.skipif(not _TORCH_OK, reason="PyTorch is not installed"),
-    ),
-]
+
+def _backend_params() -> list[Any]:
+    """One parameter per row of the seam table and per extra device; those that cannot run
+    here are skipped with the reason, and those probed for a CUDA device are marked ``gpu``."""
+    params = []
+    for name, seam in SEAMS.items():
+        usable, why = seam.available()
+        marks = [pytest.mark.skipif(not usable, reason=why)]
+        if seam.probe is cuda_status:
+            marks.append(pytest.mark.gpu)
+        short = name.removeprefix("array_api_")
+        for device in (None, *EXTRA_DEVICES.get(name, ())):
+            ident = short if device is None else f"{short}-{device.replace('_', '-')}"
+            params.append(pytest.param((name, device), id=ident, marks=marks))
+    return params
+
+
+BACKEND_PARAMS = _backend_params()
 
 
 @pytest.fixture(params=BACKEND_PARAMS)

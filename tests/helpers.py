@@ -5,11 +5,14 @@ Fixtures live in conftest.py (pytest finds them there); anything a test imports 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import portanet
+from portanet import losses
 
 
 def assert_close(backend: portanet.Backend, actual: Any, expected: Any, **tol: float) -> None:
@@ -35,6 +38,102 @@ def separable_data(
     X = rng.normal(size=(n, features)).astype(np.float32)
     teacher = rng.normal(size=(features, classes))
     return X, np.argmax(X @ teacher, axis=1).astype(np.int64)
+
+
+# --- the gradient checker: float64 central differences -----------------------------------------
+
+EPS = 1e-6
+RTOL = 1e-6
+ATOL = 1e-8
+
+
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    """Central differences of a scalar function of a host array (``x`` is restored)."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + EPS
+        up = f(x)
+        x[i] = old - EPS
+        down = f(x)
+        x[i] = old
+        grad[i] = (up - down) / (2 * EPS)
+    return grad
+
+
+def assert_layer_gradients(layer: portanet.Layer, backend: portanet.Backend,
+                           x_host: np.ndarray) -> None:
+    """Backward against central differences, for the input and every parameter of a built
+    ``layer``, with L = sum(forward(x) * R) for a fixed random R (so dL/dout = R). Buffers
+    (running statistics) are held still while the differences are taken."""
+    buffers = dict(layer.buffers)
+
+    def out_of(x: np.ndarray) -> np.ndarray:
+        result = backend.to_numpy(layer.forward(backend.asarray(x)))
+        layer.buffers.update(buffers)
+        return result
+
+    out = layer.forward(backend.asarray(x_host))
+    layer.buffers.update(buffers)
+    r_host = np.random.default_rng(2).normal(size=tuple(out.shape))
+    dx = layer.backward(backend.asarray(r_host))
+    grads = {key: backend.to_numpy(g) for key, g in layer.grads.items()}
+    expected_dx = numerical_gradient(lambda x: float(np.sum(out_of(x) * r_host)), x_host.copy())
+    assert backend.owns(dx) and dx.dtype == backend.dtype
+    np.testing.assert_allclose(backend.to_numpy(dx), expected_dx, rtol=RTOL, atol=ATOL)
+    assert set(grads) == set(layer.params)
+    for key in list(layer.params):
+        p_host = backend.to_numpy(layer.params[key])
+
+        def loss_of_p(p: np.ndarray, key: str = key) -> float:
+            layer.params[key] = backend.asarray(p)
+            return float(np.sum(out_of(x_host) * r_host))
+
+        expected = numerical_gradient(loss_of_p, p_host.copy())
+        layer.params[key] = backend.asarray(p_host)
+        np.testing.assert_allclose(grads[key], expected, rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+def assert_model_gradients(model: portanet.Sequential, x: Any, labels: Any,
+                           first: int | None = None) -> None:
+    """The cross-entropy gradient of (the ``first``) parameters of ``model`` on device arrays
+    ``x`` and ``labels``, backpropagated, against central differences."""
+    backend = model.backend
+    _, dlogits = losses.softmax_cross_entropy(model.forward(x), labels)
+    model.backward(dlogits)
+    for name, param, grad in list(model.named_parameters())[:first]:
+        p_host = backend.to_numpy(param)
+        layer, key = model.layers[int(name.split(".")[0])], name.split(".")[1]
+
+        def loss_of(p: np.ndarray, layer: portanet.Layer = layer, key: str = key) -> float:
+            layer.params[key] = backend.asarray(p)
+            value = losses.softmax_cross_entropy(model.forward(x), labels)[0]
+            return float(backend.to_numpy(value))
+
+        expected = numerical_gradient(loss_of, p_host.copy())
+        layer.params[key] = backend.asarray(p_host)
+        np.testing.assert_allclose(backend.to_numpy(grad), expected, rtol=RTOL, atol=ATOL,
+                                   err_msg=name)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def make_dataset(path: Path, n_train: int = 1200, n_test: int = 300, seed: int = 0) -> Path:
+    """Ten noisy 28x28 prototypes, one per class, as uint8 images in an ``.npz`` the command
+    line takes (``--dataset-file``): easy but not trivial."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, 28, 28)) < 0.25
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 10, n)
+        flips = rng.random((n, 28, 28)) < 0.08
+        images = (prototypes[labels] ^ flips) * rng.integers(150, 256, (n, 1, 1))
+        return images.astype(np.uint8), labels.astype(np.uint8)
+
+    (x_train, y_train), (x_test, y_test) = draw(n_train), draw(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
 
 
 REPORT_LINES: list[str] = []

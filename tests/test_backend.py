@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -116,3 +119,16 @@ def test_model_dtype_overrides_a_backend_object() -> None:
     strict = pn.get_backend("array_api_strict", device="no_float64")
     with pytest.raises(ValueError, match="no float64"):
         pn.Sequential([pn.Dense(2, 2)], backend=strict, dtype="float64")
+
+
+def test_only_the_seam_table_branches_on_backend_names() -> None:
+    package = Path(pn.__file__).parent
+    names = "|".join(backend_module.SEAMS)
+    branch = re.compile(rf'(name|backend)\s*(==|!=|in)\s*\(?"({names})"')
+    # optim.py's in-place update fast paths are being moved to seam capabilities separately.
+    allowed = {package / "seams.py", package / "optim.py"}
+    found = [f"{path.relative_to(package)}:{number}: {line.strip()}"
+             for path in sorted(package.rglob("*.py")) if path not in allowed
+             for number, line in enumerate(path.read_text().splitlines(), start=1)
+             if branch.search(line)]
+    assert not found, "branch on a capability of the seam instead:\n" + "\n".join(found)

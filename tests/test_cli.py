@@ -14,22 +14,7 @@ import pytest
 
 import portanet as pn
 from portanet import cli
-
-
-def make_dataset(path: Path, n_train: int = 1200, n_test: int = 300, seed: int = 0) -> Path:
-    """Ten noisy 28x28 prototypes, one per class, as uint8 images: easy but not trivial."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.random((10, 28, 28)) < 0.25
-
-    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = rng.integers(0, 10, n)
-        flips = rng.random((n, 28, 28)) < 0.08
-        images = (prototypes[labels] ^ flips) * rng.integers(150, 256, (n, 1, 1))
-        return images.astype(np.uint8), labels.astype(np.uint8)
-
-    (x_train, y_train), (x_test, y_test) = draw(n_train), draw(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
+from tests.helpers import make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +54,7 @@ def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path
     from portanet import images
 
     # A drawn stroke: the synthetic dataset's images are random dots, which predict refuses
-    # as "no stroke-like content" (issue 14).
+    # as "no stroke-like content".
     image = np.zeros((28, 28), np.uint8)
     image[4:24, 12:16] = 255
     Image.fromarray(image).save(tmp_path / "digit.png")
@@ -120,7 +105,7 @@ def test_full_batch_and_float64(dataset: Path, tmp_path: Path,
     [
         (["train", "--hidden", "12,x"], "argument --hidden: hidden layer widths are whole"),
         (["train", "--batch-size", "many"], "argument --batch-size: a batch size is a whole"),
-        (["train", "--lr", "-1"], "argument --lr: must be a finite positive number"),
+        (["train", "--lr", "-1"], "argument --lr: must be a finite number > 0"),
         (["train", "--dropout", "1.5"], "argument --dropout: must be in [0, 1)"),
         (["train", "--validation", "5000"], "leaves no training images"),
         (["evaluate", "missing.npz"], "the model missing.npz does not exist"),

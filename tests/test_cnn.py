@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import losses, optim
+from portanet import optim
 from portanet.augment import RandomShift
 from portanet.layers.convolution import add_to_slice
-from tests.helpers import assert_close
+from tests.helpers import assert_close, assert_model_gradients
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
@@ -261,25 +261,8 @@ def test_one_cycle_sets_the_inner_rate_each_step() -> None:
 
 def test_loss_gradient_through_a_cnn_matches_numerical(backend64: pn.Backend) -> None:
     """The whole chain, BatchNorm in training mode included."""
-    from tests.test_gradients import ATOL, RTOL, numerical_gradient
-
     model = small_cnn(backend64)
     x = backend64.asarray(np.random.default_rng(0).normal(size=(4, 1, 8, 8)))
-    labels = backend64.asarray(np.array([0, 1, 2, 1]))
     buffers = {name: b for name, b in model.named_buffers()}
-    _, dlogits = losses.softmax_cross_entropy(model.forward(x), labels)
-    model.backward(dlogits)
-    for name, param, grad in list(model.named_parameters())[:4]:
-        p_host = backend64.to_numpy(param)
-        layer, key = model.layers[int(name.split(".")[0])], name.split(".")[1]
-
-        def loss_of(p: np.ndarray, layer: pn.Layer = layer, key: str = key) -> float:
-            layer.params[key] = backend64.asarray(p)
-            value = losses.softmax_cross_entropy(model.forward(x), labels)[0]
-            return float(backend64.to_numpy(value))
-
-        expected = numerical_gradient(loss_of, p_host.copy())
-        layer.params[key] = backend64.asarray(p_host)
-        np.testing.assert_allclose(backend64.to_numpy(grad), expected, rtol=RTOL, atol=ATOL,
-                                   err_msg=name)
+    assert_model_gradients(model, x, backend64.asarray(np.array([0, 1, 2, 1])), first=4)
     assert buffers

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from portanet import cli, datasets, io
-from tests.test_cli import make_dataset
+from tests.helpers import make_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -10,7 +10,7 @@ import pytest
 
 import portanet as pn
 from portanet.backend import Backend
-from tests.helpers import separable_data
+from tests.helpers import assert_layer_gradients, separable_data
 
 
 class InOutBackend(Backend):
@@ -43,3 +43,18 @@ def test_both_layouts_train_to_the_same_weights(batch_size: int) -> None:
         results.append(model.state_dict())
     for name in results[0]:
         np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-9, atol=1e-10)
+
+
+def test_per_sample_gradients_match_numerical(backend64: pn.Backend) -> None:
+    """Batch size 1 takes Dense's outer-product branch: check it numerically too."""
+    layer = pn.Dense(5, 3)
+    layer.build(backend64, np.random.default_rng(1))
+    assert_layer_gradients(layer, backend64, np.random.default_rng(0).normal(size=(1, 5)))
+
+
+def test_dense_skips_input_gradient_when_not_needed(backend64: pn.Backend) -> None:
+    layer = pn.Dense(5, 3)
+    layer.build(backend64, np.random.default_rng(1))
+    layer.forward(backend64.asarray(np.ones((2, 5))))
+    assert layer.backward(backend64.asarray(np.ones((2, 3))), need_dx=False) is None
+    assert "W" in layer.grads and "b" in layer.grads

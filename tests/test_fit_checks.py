@@ -82,7 +82,7 @@ def test_lr_inf_and_nan_say_finite(value: float) -> None:
 
 def test_negative_lr_assigned_later_is_refused() -> None:
     opt = optim.Adam(0.01)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         opt.lr = -0.5
     assert opt.lr == 0.01
 

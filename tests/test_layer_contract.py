@@ -15,8 +15,8 @@ import pytest
 
 import portanet as pn
 from portanet.layers import LAYER_TYPES
+from tests.helpers import assert_layer_gradients, assert_model_gradients
 from tests.layer_examples import EXAMPLES, Example
-from tests.test_gradients import ATOL, RTOL, numerical_gradient
 
 BATCH = 3
 IDS = [e.id for e in EXAMPLES]
@@ -77,40 +77,38 @@ def test_output_shape_matches_forward(example: Example, backend: pn.Backend) -> 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
-def test_gradients(example: Example, training: bool, backend64: pn.Backend) -> None:
+def test_backward_matches_central_differences(example: Example, training: bool,
+                                               backend64: pn.Backend) -> None:
     """Central differences in float64 for the input and every parameter: L = sum(out * R)."""
     if training and example.stochastic:
         pytest.skip("a stochastic forward pass has no finite differences; see test_train_vs_eval")
-    backend = backend64
-    layer = built(example, backend)
+    layer = built(example, backend64)
     layer.training = training
-    x_host = distinct_input((BATCH, *example.input_shape))
-    buffers = dict(layer.buffers)
+    assert_layer_gradients(layer, backend64, distinct_input((BATCH, *example.input_shape)))
 
-    def out_of(x: np.ndarray) -> np.ndarray:
-        result = backend.to_numpy(layer.forward(backend.asarray(x)))
-        layer.buffers.update(buffers)  # finite differences must not move the running stats
-        return result
 
-    out = layer.forward(backend.asarray(x_host))
-    layer.buffers.update(buffers)
-    r_host = np.random.default_rng(2).normal(size=tuple(out.shape))
-    dx = layer.backward(backend.asarray(r_host))
-    grads = {key: backend.to_numpy(g) for key, g in layer.grads.items()}
-    expected_dx = numerical_gradient(lambda x: float(np.sum(out_of(x) * r_host)), x_host.copy())
-    assert backend.owns(dx) and dx.dtype == backend.dtype
-    np.testing.assert_allclose(backend.to_numpy(dx), expected_dx, rtol=RTOL, atol=ATOL)
-    assert set(grads) == set(layer.params)
-    for key in list(layer.params):
-        p_host = backend.to_numpy(layer.params[key])
+def test_a_whole_model_backpropagates_the_loss_gradient(backend64: pn.Backend) -> None:
+    """The chain: Flatten, Dense, Tanh, Dense, Sigmoid, Dense, cross-entropy."""
+    model = pn.Sequential(
+        [pn.Flatten(), pn.Dense(6, 5), pn.Tanh(), pn.Dense(5, 4), pn.Sigmoid(), pn.Dense(4, 3)],
+        backend=backend64, seed=0,
+    )
+    x = backend64.asarray(np.random.default_rng(0).normal(size=(4, 2, 3)))
+    assert_model_gradients(model, x, backend64.asarray(np.array([0, 1, 2, 1])))
 
-        def loss_of_p(p: np.ndarray, key: str = key) -> float:
-            layer.params[key] = backend.asarray(p)
-            return float(np.sum(out_of(x_host) * r_host))
 
-        expected = numerical_gradient(loss_of_p, p_host.copy())
-        layer.params[key] = backend.asarray(p_host)
-        np.testing.assert_allclose(grads[key], expected, rtol=RTOL, atol=ATOL, err_msg=key)
+def test_dropout_backward_uses_the_forward_mask(backend: pn.Backend) -> None:
+    layer = pn.Dropout(0.5)
+    layer.build(backend, np.random.default_rng(1))
+    x = backend.asarray(np.ones((200, 50)))
+    out = backend.to_numpy(layer.forward(x))
+    assert set(np.unique(out)) <= {0.0, 2.0}  # inverted dropout: kept values scaled by 1/(1-p)
+    assert 0.4 < np.mean(out == 0.0) < 0.6
+    dout = np.random.default_rng(0).normal(size=(200, 50))
+    dx = backend.to_numpy(layer.backward(backend.asarray(dout)))
+    np.testing.assert_allclose(dx, dout * out, rtol=1e-5, atol=1e-6)
+    layer.training = False
+    np.testing.assert_array_equal(backend.to_numpy(layer.forward(x)), np.ones((200, 50)))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)

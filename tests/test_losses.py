@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 import portanet as pn
 from portanet import losses, optim
-from tests.helpers import assert_close, separable_data
+from tests.helpers import ATOL, RTOL, assert_close, numerical_gradient, separable_data
 
 
 def mlp(backend: pn.Backend | str, seed: int = 0) -> pn.Sequential:
@@ -145,3 +147,65 @@ def test_fit_l2_is_the_optimizer_weight_decay_plus_the_reported_penalty() -> Non
     penalty = float(losses.l2_penalty(a, 0.01))
     assert penalty > 0
     assert ha.loss[-1] == pytest.approx(hb.loss[-1] + penalty, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [losses.softmax_cross_entropy, losses.softmax_squared_error],
+    ids=["cross_entropy", "squared_error"],
+)
+def test_loss_gradients_match_numerical(loss_fn: Callable[[Any, Any], Any],
+                                        backend64: pn.Backend) -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 4)) * 3
+    labels = backend64.asarray(np.array([0, 1, 2, 3, 1, 0]))
+    value, dlogits = loss_fn(backend64.asarray(logits), labels)
+    assert value.shape == () and value.dtype == backend64.dtype
+
+    def loss_of(z: np.ndarray) -> float:
+        return float(backend64.to_numpy(loss_fn(backend64.asarray(z), labels)[0]))
+
+    expected = numerical_gradient(loss_of, logits.copy())
+    np.testing.assert_allclose(backend64.to_numpy(dlogits), expected, rtol=RTOL, atol=ATOL)
+
+
+def test_cross_entropy_value_and_stability(backend: pn.Backend) -> None:
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]])
+    labels = backend.asarray(np.array([0, 2]))
+    value, dlogits = losses.softmax_cross_entropy(backend.asarray(logits), labels)
+    # row 0: log-softmax of the target is 0; row 1: log(3)
+    np.testing.assert_allclose(float(backend.to_numpy(value)), np.log(3) / 2, rtol=1e-6)
+    assert np.all(np.isfinite(backend.to_numpy(dlogits)))
+
+
+def test_squared_error_value_and_full_jacobian(backend64: pn.Backend) -> None:
+    z = np.array([[2.0, 1.0, 0.0]])
+    p = np.exp(z) / np.exp(z).sum()
+    t = np.array([[0.0, 1.0, 0.0]])
+    value, dz = losses.softmax_squared_error(backend64.asarray(z), backend64.asarray(np.array([1])))
+    np.testing.assert_allclose(float(backend64.to_numpy(value)), np.sum((t - p) ** 2))
+    g = 2 * (p - t)
+    jacobian = np.diag(p[0]) - np.outer(p[0], p[0])
+    np.testing.assert_allclose(backend64.to_numpy(dz), g @ jacobian, rtol=1e-12)
+    diagonal_only = g * p * (1 - p)  # the shortcut some from-scratch programs take
+    assert not np.allclose(backend64.to_numpy(dz), diagonal_only)
+
+
+def test_l2_penalty_value_and_gradient(backend64: pn.Backend) -> None:
+    """The penalty's value (losses.l2_penalty) and its gradient term (the optimizer's weight
+    decay, the one L2 mechanism) over the same parameters: weights, not biases."""
+    model = pn.Sequential([pn.Dense(3, 2), pn.ReLU(), pn.Dense(2, 2)], backend=backend64, seed=0)
+    x = backend64.asarray(np.ones((1, 3)))
+    labels = backend64.asarray(np.array([1]))
+    _, dlogits = losses.softmax_cross_entropy(model.forward(x), labels)
+    model.backward(dlogits)
+    grads = {name: backend64.to_numpy(g) for name, _, g in model.named_parameters()}
+    weights = {name: backend64.to_numpy(p) for name, p, _ in model.named_parameters()}
+    penalty = losses.l2_penalty(model, 0.1)
+    expected = 0.5 * 0.1 * (np.sum(weights["0.W"] ** 2) + np.sum(weights["2.W"] ** 2))
+    np.testing.assert_allclose(float(backend64.to_numpy(penalty)), expected, rtol=1e-12)
+    pn.optim.SGD(1.0, weight_decay=0.1).step(model)
+    for name, p, _ in model.named_parameters():
+        extra = 0.1 * weights[name] if name.endswith("W") else 0.0
+        np.testing.assert_allclose(backend64.to_numpy(p), weights[name] - grads[name] - extra,
+                                   rtol=1e-12, atol=1e-15, err_msg=name)

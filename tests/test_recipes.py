@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from portanet import init
+from portanet import init, optim, recipes
 from portanet.layers import Dense
 from portanet.recipes import KEEP, PRESETS, Recipe, get_recipe, parse_batch_size, parse_hidden
 
@@ -65,7 +65,7 @@ def test_replace_keeps_only_what_is_kept():
     assert best.replace(lr=KEEP, hidden=KEEP) == best
     assert best.replace(batch_size=None).batch_size is None  # None means full batch, no trick
     assert best.replace(lr=0.5, epochs=KEEP) == dataclasses.replace(best, lr=0.5)
-    with pytest.raises(ValueError, match="learning rate must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         best.replace(lr=0.0)
 
 
@@ -83,3 +83,21 @@ def test_parse_hidden_and_batch_size():
         parse_hidden("12,x")
     with pytest.raises(ValueError, match="a whole number or 'full'"):
         parse_batch_size("many")
+
+
+def test_recipes_build_every_optimizer_from_optims_registry(monkeypatch) -> None:
+    best = recipes.get_recipe("best")
+    for name in optim.OPTIMIZERS:
+        built = best.replace(optimizer=name, lr=0.05, weight_decay=1e-4).make_optimizer()
+        assert type(built) is type(optim.OPTIMIZERS[name]())
+        assert (built.lr, built.weight_decay) == (0.05, 1e-4)
+    assert best.replace(optimizer="nesterov").make_optimizer().nesterov
+    assert best.replace(optimizer="momentum", momentum=0.5).make_optimizer().momentum == 0.5
+    assert best.replace(optimizer="sgd").make_optimizer().momentum == 0.0
+
+    class Mine(optim.SGD):
+        pass
+
+    monkeypatch.setitem(optim.OPTIMIZERS, "mine", Mine)  # one row: usable by name at once
+    assert type(best.replace(optimizer="mine").make_optimizer()) is Mine
+    assert type(optim.get_optimizer("mine")) is Mine

@@ -18,6 +18,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,11 +31,44 @@ import numpy as np
 
 from portanet._files import atomic_write
 from portanet.data.specs import IMAGE_SHAPE, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
-from portanet.progress import DownloadBar
 
 CONNECT_TIMEOUT = 10.0  # seconds; also the longest a stalled transfer may sit silent
 PIP_TIMEOUT = 900.0  # seconds for the whole `pip download`
 CHUNK = 1 << 16
+
+
+class DownloadBar:
+    """A one-line progress bar on a text stream; does nothing when not ``enabled``."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool, stream: IO[str] | None = None):
+        self.label = label
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self._last = 0.0
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        """Show that ``done`` bytes have arrived (redrawn at most ten times a second)."""
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        mb = done / 1e6
+        if self.total:
+            frac = min(done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            line = f"{self.label} [{bar:<30}] {frac:4.0%} {mb:6.1f}/{self.total / 1e6:.1f} MB"
+        else:
+            line = f"{self.label} {mb:6.1f} MB"
+        self.stream.write("\r" + line)
+        self.stream.flush()
+
+    def close(self, done: int) -> None:
+        """Draw the final state and end the line."""
+        if self.enabled:
+            self.update(done, force=True)
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 class FetchError(RuntimeError):

@@ -16,6 +16,7 @@ TEST_LABELS = "t10k-labels-idx1-ubyte"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 IMAGE_SHAPE = (28, 28)
+"""Height and width of one stored image (a CNN takes it as recipes.CNN_INPUT_SHAPE, (1, 28, 28))."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from portanet import _checks
 from portanet.backend import Backend
 
 Shape = tuple[int, ...]
@@ -121,9 +122,7 @@ def shape_error(layer: Layer, input_shape: Shape, expected: str, fix: str = "") 
 
 def positive_int(owner: str, what: str, value: Any) -> int:
     """``value`` as an int, or a ValueError when it is not a positive integer."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner} {what} must be a positive integer, got {value!r}")
-    return int(value)
+    return _checks.positive_int(f"{owner} {what}", value)
 
 
 def pair(owner: str, what: str, value: Any) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from portanet import _checks
 from portanet.backend import Backend
 from portanet.layers.base import Layer, Shape, positive_int
 from portanet.layers.convolution import SWAP
@@ -19,9 +20,7 @@ class Dropout(Layer):
 
     def __init__(self, rate: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"Dropout rate must be in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = _checks.rate("Dropout rate", rate)
         self._mask: Any = None
 
     def forward(self, x: Any) -> Any:
