@@ -23,6 +23,7 @@ from portanet.layers import (
     Tanh,
 )
 from portanet.model import Sequential
+from portanet.onnx_export import export_onnx
 from portanet.train import (
     Callback,
     DivergedError,
@@ -56,6 +57,7 @@ __all__ = [
     "Tanh",
     "check",
     "evaluate",
+    "export_onnx",
     "fit",
     "get_backend",
     "data",
