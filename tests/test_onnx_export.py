@@ -18,6 +18,7 @@ import pytest
 
 import portanet as pn
 from portanet import cli, onnx_export, recipes
+from portanet.backend import cuda_status
 from portanet.layers import LAYER_TYPES
 from tests.layer_examples import EXAMPLES, Example
 from tests.test_cli import make_dataset
@@ -146,8 +147,8 @@ def test_metadata_names_version_layers_labels_scaling_and_data(tmp_path: Path) -
 
 
 def test_same_file_from_every_backend(tmp_path: Path) -> None:
-    """A model loaded on array-api-strict, PyTorch or in float64 exports to the same bytes as
-    on NumPy (float32): the parameters pass through host NumPy. (CuPy: tools/gpu_check.sh.)"""
+    """A model loaded on array-api-strict, PyTorch, CuPy (where a GPU is usable) or in float64
+    exports to the same bytes as on NumPy (float32): the parameters pass through host NumPy."""
     model = pn.Sequential([pn.Conv2D(1, 4, 3, padding=1), pn.BatchNorm(4), pn.ReLU(),
                            pn.MaxPool2D(2), pn.Flatten(), pn.Dense(4 * 7 * 7, 10)],
                           backend="numpy", seed=0, input_shape=(1, 14, 14))
@@ -157,6 +158,7 @@ def test_same_file_from_every_backend(tmp_path: Path) -> None:
     reference = Path(pn.export_onnx(model, tmp_path / "numpy.onnx")).read_bytes()
     targets = [("numpy", "float64")] + [(name, None) for name in ("array_api_strict", "torch")
                                          if importlib.util.find_spec(name)]
+    targets += [("cupy", None)] if cuda_status()[0] else []
     for backend, dtype in targets:
         loaded = pn.load(saved, backend=backend, dtype=dtype)
         path = pn.export_onnx(loaded, tmp_path / f"{backend}-{dtype}.onnx")
@@ -285,3 +287,16 @@ def test_a_failed_verification_writes_nothing(tmp_path: Path,
     with pytest.raises(ValueError, match="does not reproduce the model"):
         pn.export_onnx(model, out)
     assert out.read_bytes() == b"the previous export"
+
+
+def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """README's "Deploying with ONNX" onnxruntime example, on an exported MLP."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Deploying with ONNX", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    model = pn.Sequential([pn.Dense(784, 10)], backend="numpy", seed=0)
+    pn.export_onnx(model, tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == str(pn.predict(model, np.zeros((1, 784))))
