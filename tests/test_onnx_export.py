@@ -221,7 +221,7 @@ def test_model_without_input_shape_names_the_fix(tmp_path: Path) -> None:
     assert not (tmp_path / "m.onnx").exists()
 
 
-class Clip(pn.Layer):
+class HostClip(pn.Layer):
     """A user's layer that leaves the array API (NumPy on the host): it cannot be recorded."""
 
     keeps_shape = True
@@ -237,9 +237,10 @@ class _Hidden(pn.Layer):
         return x
 
 
-@pytest.mark.parametrize("layer, why", [(Clip(), r"layer 1 \(Clip\(\)\) cannot be exported .*"
-                                                 r"forward pass failed on ndonnx arrays"),
-                                        (_Hidden(), r"layer 1 \(_Hidden\) .*not a registered")])
+@pytest.mark.parametrize("layer, why", [
+    (HostClip(), r"layer 1 \(HostClip\(\)\) cannot be exported .*forward pass failed on ndonnx"),
+    (_Hidden(), r"layer 1 \(_Hidden\) .*not a registered"),
+])
 def test_layer_that_cannot_be_exported_says_which_and_why(layer: pn.Layer, why: str,
                                                           tmp_path: Path) -> None:
     model = pn.Sequential([pn.Dense(4, 3), layer], backend="numpy", seed=0)
@@ -251,14 +252,14 @@ def test_layer_that_cannot_be_exported_says_which_and_why(layer: pn.Layer, why: 
 
 def test_unknown_layer_in_a_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
-    model = pn.Sequential([pn.Dense(4, 3), Clip()], backend="numpy", seed=0)
+    model = pn.Sequential([pn.Dense(4, 3), HostClip()], backend="numpy", seed=0)
     path = pn.save(model, tmp_path / "m.npz")
-    del LAYER_TYPES["Clip"]  # a file naming a layer type this process does not know
+    del LAYER_TYPES["HostClip"]  # a file naming a layer type this process does not know
     try:
         assert cli.main(["export", str(path), str(tmp_path / "m.onnx")]) == 2
     finally:
-        LAYER_TYPES["Clip"] = Clip
-    assert "unknown type 'Clip'" in capsys.readouterr().err
+        LAYER_TYPES["HostClip"] = HostClip
+    assert "unknown type 'HostClip'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("module", ["ndonnx", "onnxruntime"])
