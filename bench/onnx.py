@@ -38,15 +38,19 @@ from portanet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 PRESETS = ("mlp1024", "cnn-fast")
 
 
-def test_images(n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``n`` MNIST test images scaled to [0, 1] (random pixels if MNIST is not at hand)."""
-    try:
-        (_, _), (x, y) = portanet.datasets.load_mnist(progress=False)
-        return (x[:n].astype(np.float32) / 255, y[:n].astype(np.int64), "mnist test images")
-    except Exception as exc:  # no data here: the figures are about speed, not accuracy
-        rng = np.random.default_rng(0)
-        return (rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n),
-                f"random pixels ({type(exc).__name__})")
+def load_images(n: int, random: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """``n`` MNIST test images scaled to [0, 1] (random pixels if asked or MNIST is not at
+    hand: the figures are about speed, not accuracy)."""
+    why = "asked"
+    if not random:
+        try:
+            (_, _), (x, y) = portanet.datasets.load_mnist(progress=False)
+            return (x[:n].astype(np.float32) / 255, y[:n].astype(np.int64), "mnist test images")
+        except Exception as exc:  # any failure to get the data: measure on random pixels
+            why = type(exc).__name__
+    rng = np.random.default_rng(0)
+    return (rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n),
+            f"random pixels ({why})")
 
 
 def native_graph(model: portanet.Sequential) -> bytes:
@@ -180,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--presets", default=",".join(PRESETS))
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--random", action="store_true", help="random pixels instead of MNIST")
     args = p.parse_args(argv)
     import importlib.util
 
-    X, y, source = test_images(args.images)
+    X, y, source = load_images(args.images, args.random)
     torch_too = not args.no_torch and importlib.util.find_spec("torch") is not None
     result: dict[str, Any] = {
         "images": len(X), "data": source, "batch_size": args.batch_size,

@@ -302,3 +302,18 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == str(pn.predict(model, np.zeros((1, 784))))
+
+
+def test_bench_onnx_runs_and_ends_with_json() -> None:
+    """``python -m bench.onnx`` on a few random images: every row is there, outputs agree."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "bench.onnx", "--images", "64", "--repeats", "1",
+                           "--presets", "mlp1024", "--no-torch", "--random"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = result["presets"]["mlp1024"]["rows"]
+    assert set(rows) == {"onnxruntime", "onnxruntime native ops", "portanet evaluate"}
+    assert rows["onnxruntime"]["max_abs_diff"] < 1e-5 and rows["onnxruntime"]["images_per_s"] > 0
