@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         Tanh,
     )
     from portanet.model import Sequential
+    from portanet.onnx_export import export_onnx
     from portanet.train import (
         Callback,
         DivergedError,
@@ -53,6 +54,7 @@ _HOMES = {
     **dict.fromkeys(("AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "Layer",
                      "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh"), "portanet.layers"),
     "Sequential": "portanet.model",
+    "export_onnx": "portanet.onnx_export",
     **dict.fromkeys(("Callback", "DivergedError", "History", "evaluate", "fit", "predict",
                      "predict_proba"), "portanet.train"),
 }
@@ -98,6 +100,7 @@ __all__ = [
     "Tanh",
     "check",
     "evaluate",
+    "export_onnx",
     "fit",
     "get_backend",
     "data",

@@ -1,9 +1,10 @@
-"""The ``portanet`` command: train, evaluate, predict, info, check, data.
+"""The ``portanet`` command: train, evaluate, predict, export, info, check, data.
 
     portanet train                       # MNIST, the 'best' preset, best available backend
     portanet train --model mlp1024 --backend numpy --epochs 8 --save mlp.npz
     portanet evaluate mlp.npz
     portanet predict mlp.npz my_digit.png --json
+    portanet export mlp.npz mlp.onnx
     portanet info
     portanet check
     portanet data mnist --verify
@@ -246,6 +247,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# --- export -----------------------------------------------------------------------------------
+
+
+def add_export(sub: Any) -> None:
+    export = sub.add_parser("export", help="write a saved model as an ONNX file (pip install "
+                                           "'portanet[onnx]')")
+    export.add_argument("model_path", metavar="MODEL")
+    export.add_argument("out", metavar="OUT.onnx")
+    export.add_argument("--no-verify", action="store_true",
+                        help="skip running the file in onnxruntime against portanet's output")
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from portanet.onnx_export import export_saved
+
+    try:
+        print(export_saved(args.model_path, args.out, verify=not args.no_verify))
+    except ImportError as exc:  # ndonnx or onnxruntime missing: the message has the pip line
+        print(f"portanet export: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # --- info -------------------------------------------------------------------------------------
 
 
@@ -380,8 +405,8 @@ def data_options(p: argparse.ArgumentParser) -> None:
                    help="use only the first N training and test images (quick runs)")
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_info,
-                                            add_check, add_data]
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_export,
+                                            add_info, add_check, add_data]
 """The ``add_NAME`` functions, in the order ``portanet --help`` lists them."""
 
 

@@ -250,3 +250,16 @@ def _inferred_shapes(layers: Sequence[Layer]) -> tuple[Shape | None, Shape | Non
         except ValueError as exc:
             raise ValueError(f"layer {i} does not fit the layers before it: {exc}") from None
     return input_shape, shape
+
+
+def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
+    """``names`` fitted to the classes ``model`` predicts: numbered beyond the named ones.
+
+    Raises:
+        ValueError: the data has more classes than the model has outputs.
+    """
+    k = model.num_outputs or len(names)
+    if len(names) > k:
+        raise ValueError(f"the data has {len(names)} classes but the model predicts only {k}; "
+                         f"was it trained on other data?")
+    return [*names, *(str(i) for i in range(len(names), k))]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,9 @@ import numpy as np
 from portanet import metrics
 from portanet._files import atomic_write
 from portanet._version import __version__
-from portanet.model import Sequential
+from portanet.model import Sequential, class_names_for
 from portanet.splits import HeldOut
 from portanet.train import History, predict, predict_proba
-
-
-def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
-    """``names`` fitted to the classes ``model`` predicts: numbered beyond the named ones.
-
-    Raises:
-        ValueError: the data has more classes than the model has outputs.
-    """
-    k = model.num_outputs or len(names)
-    if len(names) > k:
-        raise ValueError(f"the data has {len(names)} classes but the model predicts only {k}; "
-                         f"was it trained on other data?")
-    return [*names, *(str(i) for i in range(len(names), k))]
 
 
 def make_report(model: Sequential, held_out: HeldOut) -> dict[str, Any]:

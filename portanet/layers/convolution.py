@@ -42,6 +42,20 @@ def window_slices(
     ]
 
 
+def pad_hw(xp: Any, x: Any, pads: tuple[int, int, int, int]) -> Any:
+    """``x`` (C, N, H, W) with (top, bottom, left, right) rows and columns of zeros around each
+    image. Built by concatenation with zeros shaped like slices of ``x``, so the batch size is
+    never needed as a number (it is symbolic when the model is exported to ONNX)."""
+    top, bottom, left, right = pads
+    if left or right:
+        column = xp.zeros_like(x[:, :, :, :1])
+        x = xp.concat([column] * left + [x] + [column] * right, axis=3)
+    if top or bottom:
+        row = xp.zeros_like(x[:, :, :1, :])
+        x = xp.concat([row] * top + [x] + [row] * bottom, axis=2)
+    return x
+
+
 def add_to_slice(target: Any, key: tuple[Any, ...], value: Any) -> None:
     """``target[key] += value``.
 
@@ -151,25 +165,19 @@ class Conv2D(Layer):
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
-        n = x.shape[0]
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
         x = xp.permute_dims(x, SWAP)
-        top, bottom, left, right = self._pads
-        if top or bottom or left or right:
-            c, _, h, w = x.shape
-            padded = xp.zeros((c, n, h + top + bottom, w + left + right), dtype=x.dtype,
-                              device=self.backend.device)
-            padded[:, :, top:top + h, left:left + w] = x
-            x = padded
+        if any(self._pads):
+            x = pad_hw(xp, x, self._pads)
         self._in_shape = tuple(x.shape)
         self._out_hw = (ho, wo)
         keys = window_slices(self.kernel_size, self.stride, (ho, wo))
         cols = xp.stack([x[key] for key in keys], axis=0)  # (kh*kw, C, N, Ho, Wo)
-        self._cols = xp.reshape(cols, (len(keys) * self.in_channels, n * ho * wo))
+        self._cols = xp.reshape(cols, (len(keys) * self.in_channels, -1))
         self._wmat = self._weight_matrix()
         out = self._wmat @ self._cols
         out += xp.reshape(self.params["b"], (self.out_channels, 1))
-        return xp.permute_dims(xp.reshape(out, (self.out_channels, n, ho, wo)), SWAP)
+        return xp.permute_dims(xp.reshape(out, (self.out_channels, -1, ho, wo)), SWAP)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp

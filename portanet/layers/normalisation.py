@@ -92,8 +92,8 @@ class BatchNorm(Layer):
     def _unrows(self, rows: Any) -> Any:
         if len(self._shape) == 2:
             return rows
-        n, c, h, w = self._shape
-        return self.xp.permute_dims(self.xp.reshape(rows.T, (c, n, h, w)), SWAP)
+        _, c, h, w = self._shape
+        return self.xp.permute_dims(self.xp.reshape(rows.T, (c, -1, h, w)), SWAP)
 
     def forward(self, x: Any) -> Any:
         xp = self.xp

@@ -18,7 +18,7 @@ class Flatten(Layer):
 
     def forward(self, x: Any) -> Any:
         self._shape = tuple(x.shape)
-        return self.xp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
+        return self.xp.reshape(x, (-1, math.prod(x.shape[1:])))  # -1: the batch
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
