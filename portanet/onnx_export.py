@@ -170,8 +170,6 @@ def onnx_model(
     probabilities = x if isinstance(copy.layers[-1], Softmax) else softmax(ndx, x)
     proto = ndx.build({INPUT_NAME: images}, dict(zip(OUTPUT_NAMES, (x, probabilities),
                                                      strict=True)))
-    from portanet import __version__
-
     proto.producer_name, proto.producer_version = "portanet", __version__
     proto.doc_string = f"portanet {model!r}; input {INPUT_NAME}: {INPUT_SCALING}"
     for key, value in _metadata(model, class_names, dataset).items():
@@ -261,7 +259,7 @@ def export_saved(
             input), a damaged model file, or what :func:`export_onnx` raises.
         ImportError: ndonnx or onnxruntime is not installed.
     """
-    from portanet import data
+    from portanet.data import get_spec
     from portanet.io import load, load_metadata
 
     check_input_file(model_path, what="the model file")
@@ -272,7 +270,7 @@ def export_saved(
     names = extra.get("class_names")
     if not names and dataset:
         try:
-            names = list(data.get_spec(str(dataset)).classes)
+            names = list(get_spec(str(dataset)).classes)
         except ValueError:
             names = None
     written = export_onnx(model, path, class_names=names,
