@@ -274,6 +274,8 @@ def test_problems_stop_it_before_serving(mlp_path: Path, tmp_path: Path,
         err = fails(str(mlp_path), "--port", str(taken.getsockname()[1]))
         assert "is in use" in err and "--port" in err
     assert "--port 70000 is not a port" in fails(str(mlp_path), "--port", "70000")
+    pn.save(pn.Sequential([pn.Dense(20, 3)], backend="numpy", seed=0), tmp_path / "small.npz")
+    assert "not 28x28 images" in fails(str(tmp_path / "small.npz"))
     monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
     assert 'pip install "portanet[draw]"' in fails(str(mlp_path))
 
@@ -284,10 +286,13 @@ def test_another_host_warns_and_ctrl_c_stops(mlp_path: Path, monkeypatch: pytest
         raise KeyboardInterrupt
 
     monkeypatch.setattr(draw.DrawServer, "serve_forever", interrupted)
-    assert cli.main(["draw", str(mlp_path), "--host", "0.0.0.0", "--port", "0"]) == 0
+    opened: list[str] = []
+    monkeypatch.setattr(draw.webbrowser, "open", opened.append)
+    assert cli.main(["draw", str(mlp_path), "--host", "0.0.0.0", "--port", "0", "--open"]) == 0
     out = capsys.readouterr().out
     assert "warning: listening on 0.0.0.0" in out and "reachable from the network" in out
     assert "stopped" in out.splitlines()[-1]
+    assert len(opened) == 1 and opened[0] in out
     assert cli.main(["draw", str(mlp_path), "--port", "0"]) == 0
     assert "warning" not in capsys.readouterr().out
 
@@ -351,16 +356,19 @@ def strokes(digit: np.ndarray, size: float) -> list[list[tuple[int, int]]]:
 
 
 def draw_on(driver: Any, canvas: Any, lines: list[list[tuple[int, int]]],
-            move_ms: int = 0) -> None:
-    """Draw ``lines`` (from :func:`strokes`) with the mouse, each move taking ``move_ms``."""
-    from selenium.webdriver import ActionChains
+            move_ms: int = 0, kind: str = "mouse") -> None:
+    """Draw ``lines`` (from :func:`strokes`) with a pointer of ``kind`` (mouse, pen, touch),
+    each move taking ``move_ms``."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
 
-    actions = ActionChains(driver, duration=move_ms)
+    actions = ActionBuilder(driver, mouse=PointerInput(kind, kind), duration=move_ms)
+    pointer = actions.pointer_action
     for line in lines:
-        actions.move_to_element_with_offset(canvas, *line[0]).click_and_hold()
+        pointer.move_to(canvas, *line[0]).pointer_down()
         for point in line[1:]:
-            actions.move_to_element_with_offset(canvas, *point)
-        actions.release()
+            pointer.move_to(canvas, *point)
+        pointer.pointer_up()
     actions.perform()
 
 
@@ -425,10 +433,10 @@ def test_drawing_a_digit_in_chromium(mlp_server: Any, mnist: Any, tmp_path: Path
         if os.environ.get("PORTANET_DRAW_SCREENSHOT"):
             shutil.copy(screenshot, os.environ["PORTANET_DRAW_SCREENSHOT"])
 
-        # A speck is refused with the reason, and no guess is shown.
+        # A speck (a tap of a finger) is refused with the reason, and no guess is shown.
         driver.find_element(By.ID, "clear").click()
         assert settled(driver) == "idle"
-        draw_on(driver, canvas, [[(0, 0)]])
+        draw_on(driver, canvas, [[(0, 0)]], kind="touch")
         assert settled(driver) == "refused"
         assert driver.find_element(By.ID, "message").text.startswith("No guess: ")
         assert "too little ink" in driver.find_element(By.ID, "message").text

@@ -176,6 +176,7 @@ def _picture(values: np.ndarray, caption: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     server: DrawServer
     server_version = "portanet-draw"
+    timeout = 60  # seconds a connection may sit idle (a stalled upload is dropped)
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] not in ("/", "/index.html"):
