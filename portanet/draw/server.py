@@ -145,9 +145,10 @@ def first_layer(model: Sequential, x: np.ndarray) -> dict[str, Any] | None:
                 return {
                     "title": f"layer {i}, {layer!r}: the image filtered by each of its "
                              f"{layer.out_channels} kernels"
-                             + (f" (the first {MAX_MAPS} shown)" if more else ""),
+                             + (f", the first {MAX_MAPS} shown" if more else "")
+                             + " (under each, its largest value)",
                     "size": list(maps.shape[1:]),
-                    "images": [_picture(m, f"map {c}: max {m.max():.2f}")
+                    "images": [_picture(m, f"map {c}: {m.max():.2f}")
                                for c, m in enumerate(maps)],
                 }
             if isinstance(layer, Dense):
