@@ -1,10 +1,11 @@
-"""The ``portanet`` command: train, evaluate, predict, export, info, check, data.
+"""The ``portanet`` command: train, evaluate, predict, export, draw, info, check, data.
 
     portanet train                       # MNIST, the 'best' preset, best available backend
     portanet train --model mlp1024 --backend numpy --epochs 8 --save mlp.npz
     portanet evaluate mlp.npz
     portanet predict mlp.npz my_digit.png --json
     portanet export mlp.npz mlp.onnx
+    portanet draw mlp.npz                # a page to draw on, at http://127.0.0.1:8028/
     portanet info
     portanet check
     portanet data mnist --verify
@@ -271,6 +272,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- draw -------------------------------------------------------------------------------------
+
+
+def add_draw(sub: Any) -> None:
+    draw = sub.add_parser("draw", help="a local page: draw a digit and watch the model answer")
+    draw.add_argument("model_path", metavar="MODEL")
+    draw.add_argument("--port", type=options.count, default=8028,
+                      help="default 8028; 0: any free port")
+    draw.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1: this machine only)")
+    backend_option(draw)
+    draw.add_argument("--open", action="store_true", help="open the page in a browser")
+    draw.set_defaults(func=cmd_draw)
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from portanet.draw import serve  # the page and its server live outside the library
+
+    return serve(args.model_path, host=args.host, port=args.port, backend=args.backend,
+                 open_browser=args.open)
+
+
 # --- info -------------------------------------------------------------------------------------
 
 
@@ -406,7 +429,7 @@ def data_options(p: argparse.ArgumentParser) -> None:
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_export,
-                                            add_info, add_check, add_data]
+                                             add_draw, add_info, add_check, add_data]
 """The ``add_NAME`` functions, in the order ``portanet --help`` lists them."""
 
 

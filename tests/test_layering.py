@@ -17,7 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "portanet"
 
 COMMAND_LINE = {"portanet.__main__", "portanet.cli", "portanet.options", "portanet.splits",
-                "portanet.report", "portanet.plots", "portanet.progress"}
+                "portanet.report", "portanet.plots", "portanet.progress", "portanet.draw",
+                "portanet.draw.server"}
 APPLICATION = COMMAND_LINE | {"portanet.recipes", "portanet.metrics", "portanet.check"}
 PUBLIC_FACE = "portanet"  # __init__: re-exports both floors, loading each on first use
 
