@@ -73,6 +73,13 @@ class BatchNorm(Layer):
         c = (self.num_features,)
         return {"gamma": c, "beta": c, "running_mean": c, "running_var": c}
 
+    def check_state(self, state: dict[str, np.ndarray]) -> list[str]:
+        low = float(np.min(state["running_var"]))
+        if low < 0.0:
+            return [f"running_var holds negative values (down to {low:g}), but a variance "
+                    f"is >= 0"]
+        return []
+
     def build(self, backend: Backend, rng: np.random.Generator) -> None:
         super().build(backend, rng)
         c = self.num_features
