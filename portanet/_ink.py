@@ -79,6 +79,13 @@ def _erode(mask: np.ndarray) -> np.ndarray:
                                   for dy in range(3) for dx in range(3)])
 
 
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    return np.logical_or.reduce([padded[dy : dy + h, dx : dx + w]
+                                 for dy in range(3) for dx in range(3)])
+
+
 def _scattered(ink: np.ndarray) -> int:
     """The number of specks if a full-resolution window in the middle of the image shows the
     ink scattered like noise (the four largest blobs hold under MIN_COHERENCE of it), else 0."""
@@ -124,12 +131,11 @@ def judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
     mask = labels > 0
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
-    if drop.size:  # what fades out of a removed frame or speck lies outside the digit's box
-        box = np.zeros_like(ink, dtype=bool)
-        margin = 2 * f
-        box[max(0, rows[0] * f - margin) : (rows[-1] + 1) * f + margin,
-            max(0, cols[0] * f - margin) : (cols[-1] + 1) * f + margin] = True
-        ink = np.where(box, ink, 0.0)
+    # Only ink near the kept strokes counts: what fades out of a removed frame or speck, and
+    # faint marks that never reach half strength (paper grain in a shadow, a faint ruled
+    # line), would otherwise widen the crop.
+    near = _dilate(_dilate(mask))
+    ink = np.where(np.repeat(np.repeat(near, f, axis=0), f, axis=1)[:h, :w], ink, 0.0)
     span = max(tall, wide)
     if span < MIN_EXTENT * max(mask.shape):
         return ink, (
