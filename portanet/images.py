@@ -3,12 +3,19 @@
 The steps follow how MNIST itself was made (LeCun et al.):
 
 1. greyscale (transparency shown over black for light ink, over white for dark ink), ink
-   made bright on a black background (a dark-on-light scan is inverted). The background is
-   the majority, split from the ink by Otsu's threshold, not the border: a dark frame
-   around a scan (the scanner's lid, a table round the paper) is recognised as a frame by
-   the share of the border it covers and removed; isolated specks are dropped. Images with
-   no ink, too little ink (a speck), or no stroke-like content (noise, a solid blob) are
-   refused with the reason;
+   made bright on a black background (a dark-on-light scan is inverted). The paper's
+   brightness is estimated locally (a grey-level closing with a square half the picture's
+   size, far wider than any stroke) and divided out, so a gradient, a spotlight or half the
+   page in shadow does not turn dark paper into ink; which side is paper is decided from
+   each pixel's departure from the brightness around it (the ink is the minority). Where
+   that reading finds no digit, one global background level (Otsu's threshold) is tried as
+   before. A dark frame round a scan (the scanner's lid, a table round the paper) is
+   recognised as a frame by the share of the border it covers and removed; ruled lines and
+   a margin (straight runs across the picture, past the digit on both ends), isolated
+   specks and compact blots or stains beside the strokes are dropped. Images with no ink,
+   too little ink (a speck), or no stroke-like content (noise, a solid blob) are refused
+   with the reason, and so are images holding several digit-sized marks (side by side or
+   one above the other: crop to one digit);
 2. background subtracted and the faintest values (paper grain, JPEG ringing) dropped;
 3. cropped to the ink's bounding box; strokes that would end up thinner than 2 px at the
    final scale (a fine pen on a large photo) are widened to 2 px, about the thinnest
@@ -31,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from portanet._ink import judge, otsu
+from portanet._ink import SEVERAL, judge, otsu
 
 __all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
 
@@ -243,6 +250,8 @@ def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
         ink, problem = judge(ink_map(dark_on_light))
         if problem is None:
             return ink, dark_on_light
+        if problem.startswith(SEVERAL):  # not worth another reading: say so now
+            raise ValueError(f"{source} holds {problem}")
         problems.append(problem)
     raise ValueError(f"no digit found in {source}: {problems[0]}")
 
