@@ -406,7 +406,12 @@ def _finished_cause(model: Sequential, run: _Run) -> str | None:
     raised alone would leave the others waiting)."""
     xp = model.xp
     arrays = [p for _, p, _ in model.named_parameters()] + [b for _, b in model.named_buffers()]
-    logits = model.forward_unchecked(run.last)
+    caches = [dict(vars(layer)) for layer in model.layers]
+    try:
+        logits = model.forward_unchecked(run.last)
+    finally:  # the check leaves the layers as training left them (the last dropout masks)
+        for layer, cache in zip(model.layers, caches, strict=True):
+            vars(layer).update(cache)
     flags = xp.stack([xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])),
                       xp.all(xp.isfinite(logits))])
     bad = 1 - model.backend.to_numpy(flags).astype(np.int64)
