@@ -1,4 +1,5 @@
-"""Finding the digit's ink in a picture: is it pen strokes at all, and what is frame or dust.
+"""Finding the digit's ink in a picture: is it pen strokes at all, what is frame, ruled line,
+dust or a blot, and is it one digit or several.
 
 Works on an ink map (bright ink on 0, in [0, 1]) at most ANALYSIS pixels across, made of block
 maxima so that thin strokes survive; NumPy only.
@@ -27,6 +28,23 @@ MAX_THICKNESS = 0.45
 #: area, is a page with a digit on it (a light page on a darker table), not a digit.
 PAGE_FILL = 0.9
 PAGE_HOLES = 0.35
+#: A blob of ink at least this thick for its size (a disc: about 0.7; a pen stroke: well under
+#: 0.4) is a stain or a blot, not part of the digit, when stroke-like ink remains beside it.
+BLOB_THICKNESS = 0.5
+#: A straight run of ink at least this share of the image across, reaching this much beyond
+#: the other ink on both ends, is a ruled line (or a margin), not a stroke: it is removed.
+LINE_SPAN = 0.75
+LINE_BEYOND = 0.05
+#: Ink this strong or stronger is looked at for ruled lines (they are often faint).
+LINE_INK = 0.05
+#: Marks closer than this share of the largest mark's size belong to one digit.
+MARK_GAP = 0.15
+#: Marks at least this share of the tallest mark's height (and DIGIT_INK of the most ink) are
+#: digits; a shorter one is part of a digit (a 5's detached flag) or a dash.
+DIGIT_SIZE = 0.5
+DIGIT_INK = 0.1
+SEVERAL = "more than one digit"
+"""How the problem :func:`judge` reports for several digit-sized marks begins."""
 
 
 def otsu(x: np.ndarray) -> float:
@@ -81,6 +99,130 @@ def _erode(mask: np.ndarray) -> np.ndarray:
                                   for dy in range(3) for dx in range(3)])
 
 
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    return np.logical_or.reduce([padded[dy : dy + h, dx : dx + w]
+                                 for dy in range(3) for dx in range(3)])
+
+
+def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``mask`` moved by (dy, dx), False where it moved in from outside."""
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+        mask[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    return out
+
+
+def _line_opening(mask: np.ndarray, length: int) -> np.ndarray:
+    """The ink that lies on a nearly horizontal straight run of ``length`` pixels (slopes up
+    to about 3.5 degrees either way: a page photographed slightly askew)."""
+    found = np.zeros_like(mask)
+    for slope in (-0.06, -0.03, 0.0, 0.03, 0.06):
+        steps = [(round(slope * dx), dx) for dx in range(length)]
+        run = mask.copy()
+        for dy, dx in steps[1:]:
+            run &= _shift(mask, -dy, -dx)
+        for dy, dx in steps:
+            found |= _shift(run, dy, dx)
+    return found
+
+
+def _ruled_lines(mask: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """Ruled lines and margins in an ink mask: straight runs across LINE_SPAN of the image
+    that reach LINE_BEYOND of it past the other ``strong`` ink on both ends, widened by a
+    pixel (their anti-aliased edges), except where a stroke crosses them (ink just above and
+    below)."""
+    lines = np.zeros_like(mask)
+    for transpose in (False, True):
+        m, s = (mask.T, strong.T) if transpose else (mask, strong)
+        n = m.shape[1]
+        labels, _ = _components(_line_opening(m, max(2, int(LINE_SPAN * n))))
+        rest = s & ~_dilate(labels > 0)
+        if not rest.any():
+            continue
+        used = np.flatnonzero(rest.any(axis=0))
+        for label in range(1, int(labels.max()) + 1):
+            cols = np.flatnonzero((labels == label).any(axis=0))
+            if cols[-1] - cols[0] + 1 >= LINE_SPAN * n and \
+                    cols[0] <= used[0] - LINE_BEYOND * n and cols[-1] >= used[-1] + LINE_BEYOND * n:
+                band = _dilate(labels == label)
+                above = np.logical_or.reduce([_shift(m & ~band, k, 0) for k in range(1, 5)])
+                below = np.logical_or.reduce([_shift(m & ~band, -k, 0) for k in range(1, 5)])
+                line = band & ~(above & below)
+                lines |= line.T if transpose else line
+    return lines & mask
+
+
+def _blots(labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """Labels of compact blobs (stains, blots: thickness at least BLOB_THICKNESS of their
+    size) beside stroke-like ink; none when every remaining mark is compact."""
+    present = np.setdiff1d(np.unique(labels[labels > 0]), dropped)
+    if present.size < 2:
+        return np.zeros(0, dtype=np.int64)
+    thickness = dict.fromkeys(present.tolist(), 1)
+    mask = np.isin(labels, present)
+    while (mask := _erode(mask)).any():
+        for label in np.unique(labels[mask]).tolist():
+            thickness[label] += 2
+    blobs = []
+    for label in present.tolist():
+        rows, cols = np.nonzero(labels == label)
+        span = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        if thickness[label] >= BLOB_THICKNESS * span and span > 2:
+            blobs.append(label)
+    return np.asarray(blobs if len(blobs) < present.size else [], dtype=np.int64)
+
+
+def _digit_marks(labels: np.ndarray, faint: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The boxes (top, left, bottom, right) of the digit-sized marks: components grouped when
+    joined by ``faint`` ink (a stroke that thins out between two pieces of one digit) or
+    closer than MARK_GAP of the largest one's size, then those groups at least DIGIT_SIZE of
+    the largest group's size and DIGIT_INK of its ink."""
+    joined, _ = _components(faint | (labels > 0))
+    boxes, inks = [], []
+    for group in np.unique(joined[labels > 0]).tolist():
+        rows, cols = np.nonzero((joined == group) & (labels > 0))
+        boxes.append([rows.min(), cols.min(), rows.max(), cols.max()])
+        inks.append(rows.size)
+    if len(boxes) < 2:
+        return [tuple(b) for b in boxes]
+    gap = MARK_GAP * max(max(b[2] - b[0], b[3] - b[1]) + 1 for b in boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                apart = max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+                if apart <= gap:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]),
+                                max(a[3], b[3])]
+                    inks[i] += inks.pop(j)
+                    boxes.pop(j)
+                    merged = True
+                    break
+            if merged:
+                break
+    heights = [b[2] - b[0] + 1 for b in boxes]  # digits are about as tall as each other
+    return [tuple(b) for b, height, ink in zip(boxes, heights, inks, strict=True)
+            if height >= DIGIT_SIZE * max(heights) and ink >= DIGIT_INK * max(inks)]
+
+
+def _several(boxes: list[tuple[int, int, int, int]], f: int) -> str:
+    """The problem for several digit-sized marks, with where they are and what to do."""
+    rows = sorted(boxes)
+    side = all(b[1] > a[3] for a, b in zip(sorted(boxes, key=lambda b: b[1]),
+                                             sorted(boxes, key=lambda b: b[1])[1:], strict=False))
+    stacked = all(b[0] > a[2] for a, b in zip(rows, rows[1:], strict=False))
+    where = "side by side" if side else "one above the other" if stacked else "apart"
+    return (f"{SEVERAL}: {len(boxes)} marks the size of a digit, {where}, "
+            f"about {max(max(b[2] - b[0], b[3] - b[1]) + 1 for b in boxes) * f} px each; "
+            f"portanet reads one digit per image: crop the picture to one digit (one image "
+            f"per digit)")
+
+
 def _scattered(ink: np.ndarray) -> int:
     """The number of specks if a full-resolution window in the middle of the image shows the
     ink scattered like noise (the four largest blobs hold under MIN_COHERENCE of it), else 0."""
@@ -94,7 +236,8 @@ def _scattered(ink: np.ndarray) -> int:
 
 
 def judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """Remove frames and specks from an ink map; return it and why it is no digit (or None).
+    """Remove frames, ruled lines, specks and blots from an ink map; return it and why it is
+    no digit (or None). A problem starting with SEVERAL means several digit-sized marks.
 
     Decided on a copy at most ANALYSIS px across, made of block maxima so thin strokes stay.
     """
@@ -106,7 +249,8 @@ def judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
     f = max(1, ceil_div(max(h, w), ANALYSIS))
     hp, wp = ceil_div(h, f) * f, ceil_div(w, f) * f
     small = np.pad(ink, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).max(axis=(1, 3))
-    labels, sizes = _components(small > 0.5)
+    lines = _ruled_lines(small > LINE_INK, small > 0.5)  # faint ruled lines too
+    labels, sizes = _components((small > 0.5) & ~lines)
     if sizes.size <= 1:
         return ink, "the ink is too faint to make out strokes"
     share = np.bincount(_border(labels), minlength=sizes.size) / _border(labels).size
@@ -119,19 +263,22 @@ def judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
     kept[0] = 0
     kept[drop] = 0
     drop = np.union1d(drop, np.flatnonzero((kept > 0) & (kept < SPECK_SHARE * kept.max())))
-    if drop.size:
-        gone = np.isin(labels, drop)
+    drop = np.union1d(drop, _blots(labels, drop))
+    if drop.size or lines.any():
+        gone = np.isin(labels, drop) | lines
         ink = np.where(np.repeat(np.repeat(gone, f, axis=0), f, axis=1)[:h, :w], 0.0, ink)
         labels = np.where(np.isin(labels, drop), 0, labels)
     mask = labels > 0
+    several = _digit_marks(labels, (small > LINE_INK) & ~lines)
+    if len(several) > 1:
+        return ink, _several(several, f)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
-    if drop.size:  # what fades out of a removed frame or speck lies outside the digit's box
-        box = np.zeros_like(ink, dtype=bool)
-        margin = 2 * f
-        box[max(0, rows[0] * f - margin) : (rows[-1] + 1) * f + margin,
-            max(0, cols[0] * f - margin) : (cols[-1] + 1) * f + margin] = True
-        ink = np.where(box, ink, 0.0)
+    # Only ink near the kept strokes counts: what fades out of a removed frame or speck, and
+    # faint marks that never reach half strength (paper grain in a shadow, a faint ruled
+    # line), would otherwise widen the crop.
+    near = _dilate(_dilate(mask))
+    ink = np.where(np.repeat(np.repeat(near, f, axis=0), f, axis=1)[:h, :w], ink, 0.0)
     span = max(tall, wide)
     if span < MIN_EXTENT * max(mask.shape):
         return ink, (

@@ -26,12 +26,28 @@ class RandomShift:
             raise ValueError(f"RandomShift max_pixels must be an int >= 0, got {max_pixels!r}")
         self.max_pixels = max_pixels
 
-    def __call__(self, batch: Any, backend: Backend) -> Any:
-        if batch.ndim != 4:
+    def check(self, sample_shape: tuple[int, ...]) -> None:
+        """Refuse samples that are not images (C, H, W), and a shift that can leave less than
+        half of an H x W image (``RandomShift(100)`` on 28x28 digits blanks almost all of
+        them). ``fit`` calls this before the first step; each call checks it too."""
+        if len(sample_shape) != 3:
             raise ValueError(
-                f"RandomShift works on image batches of shape (N, C, H, W), got "
-                f"{tuple(batch.shape)}; give a CNN its images as X.reshape(-1, 1, 28, 28)"
+                f"RandomShift works on image batches of shape (N, C, H, W), got samples of "
+                f"shape {tuple(sample_shape)}; give a CNN its images as "
+                f"X.reshape(-1, 1, 28, 28)"
             )
+        _, h, w = sample_shape
+        m = self.max_pixels
+        if 2 * (h - m) * (w - m) < h * w or m >= min(h, w):
+            largest = max(k for k in range(min(h, w)) if 2 * (h - k) * (w - k) >= h * w)
+            raise ValueError(
+                f"RandomShift(max_pixels={m}) can move a {h}x{w} image by {m} pixels down and "
+                f"across, leaving less than half of it; use at most {largest} pixels for "
+                f"{h}x{w} images (1-3 is usual for 28x28 digits)"
+            )
+
+    def __call__(self, batch: Any, backend: Backend) -> Any:
+        self.check(tuple(batch.shape[1:]))
         m = self.max_pixels
         if m == 0:
             return batch

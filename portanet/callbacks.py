@@ -37,19 +37,23 @@ class History:
 
 
 class DivergedError(ArithmeticError):
-    """Training diverged: an epoch's loss (or the final weights) are not finite.
+    """Training diverged: an epoch's loss, the validation loss, the final weights or the final
+    model's outputs are not finite.
 
-    Raised by :func:`fit` at the end of that epoch. The model's weights are then not finite
-    either: do not save it. Attributes: ``epoch`` (1-based), ``lr`` (the learning rate in force),
-    ``loss`` and ``history`` (the figures up to and including that epoch).
+    Raised by :func:`fit` at the end of that epoch (or of training). The model computes
+    non-finite values: do not save it. Attributes: ``epoch`` (1-based), ``lr`` (the learning
+    rate in force), ``loss``, ``history`` (the figures up to and including that epoch) and
+    ``cause`` (what is not finite, as the message says it).
     """
 
-    def __init__(self, epoch: int, epochs: int, lr: float, loss: float, history: History) -> None:
+    def __init__(self, epoch: int, epochs: int, lr: float, loss: float, history: History,
+                 cause: str | None = None) -> None:
         self.epoch, self.lr, self.loss, self.history = epoch, lr, loss, history
+        self.cause = cause if cause is not None else f"the loss is {loss}"
         super().__init__(
-            f"training diverged: the loss is {loss} in epoch {epoch} of {epochs} at learning "
-            f"rate {lr:g}, and the weights are no longer finite (the model must not be saved); "
-            f"lower the learning rate (e.g. to {lr / 10:g}) or its schedule and train again"
+            f"training diverged in epoch {epoch} of {epochs} at learning rate {lr:g}: "
+            f"{self.cause} (the model must not be saved); lower the learning rate "
+            f"(e.g. to {lr / 10:g}) or its schedule and train again"
         )
 
 

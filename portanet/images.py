@@ -3,12 +3,19 @@
 The steps follow how MNIST itself was made (LeCun et al.):
 
 1. greyscale (transparency shown over black for light ink, over white for dark ink), ink
-   made bright on a black background (a dark-on-light scan is inverted). The background is
-   the majority, split from the ink by Otsu's threshold, not the border: a dark frame
-   around a scan (the scanner's lid, a table round the paper) is recognised as a frame by
-   the share of the border it covers and removed; isolated specks are dropped. Images with
-   no ink, too little ink (a speck), or no stroke-like content (noise, a solid blob) are
-   refused with the reason;
+   made bright on a black background (a dark-on-light scan is inverted). The paper's
+   brightness is estimated locally (a grey-level closing with a square half the picture's
+   size, far wider than any stroke) and divided out, so a gradient, a spotlight or half the
+   page in shadow does not turn dark paper into ink; which side is paper is decided from
+   each pixel's departure from the brightness around it (the ink is the minority). Where
+   that reading finds no digit, one global background level (Otsu's threshold) is tried as
+   before. A dark frame round a scan (the scanner's lid, a table round the paper) is
+   recognised as a frame by the share of the border it covers and removed; ruled lines and
+   a margin (straight runs across the picture, past the digit on both ends), isolated
+   specks and compact blots or stains beside the strokes are dropped. Images with no ink,
+   too little ink (a speck), or no stroke-like content (noise, a solid blob) are refused
+   with the reason, and so are images holding several digit-sized marks (side by side or
+   one above the other: crop to one digit);
 2. background subtracted and the faintest values (paper grain, JPEG ringing) dropped;
 3. cropped to the ink's bounding box; strokes that would end up thinner than 2 px at the
    final scale (a fine pen on a large photo) are widened to 2 px, about the thinnest
@@ -31,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from portanet._ink import judge, otsu
+from portanet._ink import SEVERAL, judge, otsu
 
 __all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
 
@@ -51,6 +58,10 @@ MIN_STROKE = 2.0
 PRE_SHRINK = 10 * BOX
 #: Images smaller than this on either side cannot hold a recognisable digit.
 MIN_SIDE = 8
+#: The paper's brightness is estimated with a square this share of the picture's shorter
+#: side (far wider than any pen stroke), on a copy at most BACKGROUND_ANALYSIS px across.
+BACKGROUND_SCALE = 0.5
+BACKGROUND_ANALYSIS = 128
 
 _PILLOW_HINT = 'reading images needs Pillow: pip install "portanet[images]" (or pip install pillow)'
 
@@ -109,26 +120,107 @@ def _to_grey(image: Any) -> np.ndarray:
     return x
 
 
-def _ink_map(x: np.ndarray, dark_on_light: bool, threshold: float) -> np.ndarray:
-    """Ink in [0, 1] for one polarity: 0 at the background's median level, 1 at the extreme."""
+def _slide(a: np.ndarray, k: int, axis: int, reduce: Any) -> np.ndarray:
+    """``reduce`` (np.max or np.min) over a centred window of ``k`` along ``axis``, edges
+    repeated."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (k // 2, k - 1 - k // 2)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, pad, mode="edge"), k, axis)
+    return reduce(windows, axis=-1)
+
+
+def _background(x: np.ndarray, dark_on_light: bool) -> np.ndarray:
+    """The paper's local brightness (the board's, for light ink): a grey-level closing (for
+    dark ink; an opening for light ink) with a square BACKGROUND_SCALE of the picture's
+    shorter side, on a copy at most BACKGROUND_ANALYSIS px across, scaled back bilinearly.
+
+    Pen strokes are far thinner than the square, so they vanish from the estimate, while
+    lighting that changes over larger distances (a gradient, a spotlight, half the page in
+    shadow) stays in it; dividing it out makes the paper uniform before the ink is judged.
+    Dark areas narrower than the square (a frame, the table round a page) are not
+    background and still reach the frame checks."""
+    small = _analysis_copy(x)
+    # A 3x3 mean first, so the max (min) filter rides on the paper, not on its grain.
+    small = _slide(_slide(small, 3, 0, np.mean), 3, 1, np.mean)
+    k = max(3, int(BACKGROUND_SCALE * min(small.shape)))
+    first, second = (np.max, np.min) if dark_on_light else (np.min, np.max)
+    for op in (first, second):  # closing (max then min) or opening (min then max)
+        small = _slide(_slide(small, k, 0, op), k, 1, op)
+    h, w = x.shape
+    if small.shape == (h, w):
+        return small
+    f = max(1, -(-max(h, w) // BACKGROUND_ANALYSIS))
+    image_mod = _pillow()
+    big = image_mod.fromarray(small.astype(np.float32)).resize(
+        (small.shape[1] * f, small.shape[0] * f), image_mod.Resampling.BILINEAR)
+    return np.asarray(big, dtype=np.float64)[:h, :w]
+
+
+def _analysis_copy(x: np.ndarray) -> np.ndarray:
+    """``x`` at most BACKGROUND_ANALYSIS px across: medians of f x f blocks, so grain,
+    specks and strokes thinner than half a block do not reach the estimate of the paper."""
+    h, w = x.shape
+    f = max(1, -(-max(h, w) // BACKGROUND_ANALYSIS))
+    if f == 1:
+        return x
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    blocks = np.pad(x, ((0, hp - h), (0, wp - w)), mode="edge").reshape(hp // f, f, wp // f, f)
+    return np.median(blocks.transpose(0, 2, 1, 3).reshape(hp // f, wp // f, f * f), axis=2)
+
+
+def _majority_dark(x: np.ndarray) -> bool:
+    """Whether the background is dark: Otsu's split of each pixel's departure from the mean
+    brightness around it (a window of BACKGROUND_SCALE of the picture), the majority side
+    being the background. Departures, not brightness, so that lighting (a gradient, half the
+    page in shadow) does not make the shaded paper the "dark" majority."""
+    small = _analysis_copy(x)
+    k = max(3, int(BACKGROUND_SCALE * min(small.shape)))
+    departure = small - _slide(_slide(small, k, 0, np.mean), k, 1, np.mean)
+    low, high = float(departure.min()), float(departure.max())
+    if high - low < 1e-12:
+        return False
+    scaled = (departure - low) / (high - low)
+    return np.count_nonzero(scaled < otsu(scaled)) * 2 > scaled.size
+
+
+def _global_ink_map(x: np.ndarray, dark_on_light: bool, threshold: float) -> np.ndarray:
+    """Ink in [0, 1] for one polarity against one background level for the whole picture
+    (the median of the background side of Otsu's ``threshold``)."""
     if dark_on_light:
         background = float(np.median(x[x >= threshold]))
         ink = (background - x) / max(background - float(x.min()), 1e-12)
     else:
         background = float(np.median(x[x < threshold]))
         ink = (x - background) / max(float(x.max()) - background, 1e-12)
-    ink = np.clip(ink, 0.0, 1.0)
+    return _soft_floor(np.clip(ink, 0.0, 1.0))
+
+
+def _soft_floor(ink: np.ndarray) -> np.ndarray:
     # A soft floor rather than a hard threshold: paper grain goes to 0 while the
     # anti-aliased edges of the strokes stay continuous.
     return np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
+
+
+def _ink_map(x: np.ndarray, dark_on_light: bool) -> np.ndarray:
+    """Ink in [0, 1] for one polarity: how much darker (lighter) each pixel is than the paper
+    (board) around it, relative to that paper's brightness, so uneven lighting does not
+    turn dark paper into ink; 1 at the strongest ink."""
+    background = _background(x, dark_on_light)
+    if dark_on_light:
+        ink = (background - x) / np.maximum(background, 1e-3)
+    else:
+        ink = (x - background) / np.maximum(1.0 - background, 1e-3)
+    ink = np.clip(ink, 0.0, None)
+    return _soft_floor(np.clip(ink / max(float(ink.max()), 1e-12), 0.0, 1.0))
 
 
 def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
     """The ink (bright on 0) and whether the image was dark on light, or a ValueError saying
     why no digit was found.
 
-    Both polarities are tried; the one whose ink looks like pen strokes wins, and where both
-    do, the one whose ink is the minority of the image (the background is the majority).
+    Both polarities are tried, each against its own local background estimate; the one whose
+    ink looks like pen strokes wins, and where both do, the one whose ink is the minority of
+    the image (the background is the majority).
     """
     h, w = x.shape
     if min(h, w) < MIN_SIDE:
@@ -144,13 +236,22 @@ def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
             f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
             " with a darker pen or a higher-contrast photo"
         )
+    # First the polarity whose ink is the minority of the departures from the local mean,
+    # against the paper's local brightness (uneven lighting); then, as before local
+    # estimates, each polarity against one global background level: a frame wider than the
+    # local window, or a page on a table, is judged there.
+    dark = not _majority_dark(x)
     threshold = otsu(x)
-    majority_dark = np.count_nonzero(x < threshold) * 2 > x.size
+    global_dark = np.count_nonzero(x < threshold) * 2 <= x.size
+    attempts = [(dark, lambda d: _ink_map(x, d))] + [
+        (d, lambda d: _global_ink_map(x, d, threshold)) for d in (global_dark, not global_dark)]
     problems = []
-    for dark_on_light in (not majority_dark, majority_dark):  # the ink is the minority first
-        ink, problem = judge(_ink_map(x, dark_on_light, threshold))
+    for dark_on_light, ink_map in attempts:
+        ink, problem = judge(ink_map(dark_on_light))
         if problem is None:
             return ink, dark_on_light
+        if problem.startswith(SEVERAL):  # not worth another reading: say so now
+            raise ValueError(f"{source} holds {problem}")
         problems.append(problem)
     raise ValueError(f"no digit found in {source}: {problems[0]}")
 

@@ -62,8 +62,8 @@ def subtract_scaled(backend_name: str, p: Any, g: Any, factor: float, state: dic
 class Optimizer:
     """Base class: holds the learning rate and per-parameter state keyed by parameter name.
 
-    An optimizer with state belongs to the first model it steps: stepping a model with other
-    parameter shapes, another backend or dtype raises a ValueError (create one per model).
+    An optimizer with state belongs to the first model it steps: stepping any other model,
+    even one with the same parameter shapes, raises a ValueError (create one per model).
     """
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
@@ -117,14 +117,19 @@ class Optimizer:
         return self.state.setdefault(name, {})
 
     def _bind(self, model: Any) -> None:
+        """Belong to ``model``; refused when the state held is another model's. The model is
+        compared by identity, not by its shapes: a second model of the same shapes would
+        otherwise train with the first one's moments."""
         backend = model.backend
         signature = (backend.name, str(backend.device), backend.dtype_name,
                      tuple((name, tuple(p.shape)) for name, p, _ in model.named_parameters()))
-        if self._signature is not None and signature != self._signature and self.state:
+        if self._signature is not None and self.state:
+            other = ("another model of the same shapes" if signature == self._signature else
+                     f"another model ({_describe(self._signature)}), but was asked to step "
+                     f"{_describe(signature)}")
             raise ValueError(
-                f"this {type(self).__name__} already holds state for another model "
-                f"({_describe(self._signature)}), but was asked to step "
-                f"{_describe(signature)}; create a new optimizer for each model"
+                f"this {type(self).__name__} already holds state (moments, velocities) for "
+                f"{other}; create a new optimizer for each model"
             )
         self._model, self._signature = weakref.ref(model), signature
 
@@ -286,7 +291,10 @@ Schedule = Callable[[int, int], float]
 
 
 def linear_decay(lr: float, final_lr: float = 0.0) -> Schedule:
-    """Learning rate falling linearly from ``lr`` at the first epoch towards ``final_lr``."""
+    """Learning rate falling linearly from ``lr`` at the first epoch towards ``final_lr``
+    (both finite, ``lr > 0``, ``final_lr >= 0``: checked here, not at the first epoch)."""
+    lr = _checks.finite_positive("lr", lr)
+    final_lr = _checks.finite_non_negative("final_lr", final_lr)
 
     def schedule(epoch: int, epochs: int) -> float:
         return float(lr + (final_lr - lr) * epoch / max(epochs, 1))
@@ -295,7 +303,11 @@ def linear_decay(lr: float, final_lr: float = 0.0) -> Schedule:
 
 
 def cosine_decay(lr: float, final_lr: float = 0.0, warmup_epochs: int = 0) -> Schedule:
-    """Cosine annealing from ``lr`` to ``final_lr``, after an optional linear warm-up."""
+    """Cosine annealing from ``lr`` to ``final_lr``, after an optional linear warm-up of
+    ``warmup_epochs`` (a whole number >= 0); the arguments are checked here."""
+    lr = _checks.finite_positive("lr", lr)
+    final_lr = _checks.finite_non_negative("final_lr", final_lr)
+    warmup_epochs = _checks.non_negative_int("warmup_epochs", warmup_epochs)
 
     def schedule(epoch: int, epochs: int) -> float:
         if epoch < warmup_epochs:

@@ -5,7 +5,12 @@ model's device once and stay there. Each step gathers its batch from the residen
 (one permutation per epoch, no shuffled copy of the data set). A step computes only the loss's
 gradient; each step's logits stay on the device, and the epoch's loss and accuracy are computed
 from them and read back once per epoch (or when a callback asks). An epoch whose loss is not
-finite ends training with a :class:`DivergedError`.
+finite ends training with a :class:`DivergedError`; so does a validation loss that is not
+finite, and, once training ends, weights or outputs (on the last training batch, in evaluation
+mode) that are not finite: a model is finished only when what it computes is finite. These
+checks ride on reads that happen anyway (one per epoch, one at the end), never one per step.
+``evaluate`` and ``predict`` refuse to return figures or probabilities computed from non-finite
+outputs, naming the cause (the weights, or the input values).
 """
 
 from __future__ import annotations
@@ -20,12 +25,11 @@ from typing import Any
 import numpy as np
 
 from portanet import _checks
-from portanet._checks import ceil_div
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.distributed import Communicator, Local
 from portanet.inputs import prepare_inputs, prepare_labels
-from portanet.layers import Softmax, softmax
+from portanet.layers import BatchNorm, Softmax, softmax
 from portanet.losses import Loss, as_loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Optimizer, Schedule, get_optimizer
@@ -122,6 +126,9 @@ class _Run:
     l2: float
     augment: Augment | None
     comm: Communicator
+    last: Any = None
+    """The last training batch's inputs (before augmentation): what fit checks the finished
+    model's outputs on."""
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -176,7 +183,11 @@ def fit(
             device, e.g. :class:`portanet.augment.RandomShift`; off by default.
 
     Raises:
-        DivergedError: at the end of the first epoch whose loss is not finite.
+        DivergedError: at the end of the first epoch whose loss (or validation loss) is not
+            finite, or at the end of training when the weights, or the model's outputs on the
+            last training batch, are not finite (a step can diverge after the loss is read).
+        ValueError: a BatchNorm model given batches of one sample (see
+            :func:`_check_batch_statistics`).
     """
     l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
     loss_obj = _resolve_loss(model, loss)
@@ -186,18 +197,21 @@ def fit(
         X_val = prepare_inputs(model, validation_data[0], "validation X")
         y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
     batch = _batch_size(batch_size, data.n)
-    callbacks += [PrintEpochs()] if verbose else []
     comm = Local() if comm is None else comm
+    _check_batch_statistics(model, batch, data.n, tuple(data.X.shape[1:]), comm)
+    _check_augment(model, augment, data.X)
+    callbacks += [PrintEpochs()] if verbose else []
     # The same model and plan on every rank; callbacks on rank 0 only.
     callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
     run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm)
+    steps = len(_batches(data.n, batch, _smallest_batch(model, tuple(data.X.shape[1:]), comm)))
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop:
         for epoch in range(epochs):
             if lr_schedule is not None:
                 optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
             for cb in callbacks:
-                cb.on_epoch_begin(epoch, epochs, ceil_div(data.n, batch))
+                cb.on_epoch_begin(epoch, epochs, steps)
             start = time.perf_counter()
             order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
             outputs, rows = _run_epoch(model, run, order, callbacks, stop)
@@ -205,21 +219,75 @@ def fit(
             if validation_data is not None:
                 logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
             seconds = time.perf_counter() - start
-            seen = min(len(outputs) * batch, data.n)
+            seen = data.n if len(outputs) == steps else len(outputs) * batch
             logs.update(seconds=seconds, samples_per_second=seen / seconds, lr=optimizer.lr)
             _record(history, logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if not math.isfinite(logs["loss"]):
-                model.eval()
-                raise DivergedError(epoch + 1, epochs, optimizer.lr, logs["loss"], history)
+            for key, what in (("loss", "the loss"), ("val_loss", "the validation loss")):
+                if not math.isfinite(logs.get(key, 0.0)):
+                    model.eval()
+                    raise DivergedError(epoch + 1, epochs, optimizer.lr, logs["loss"], history,
+                                        _diverged_cause(model, f"{what} is {logs[key]}"))
             if stop.requested:
                 history.interrupted = True
                 break
     model.eval()
-    if history.epochs and not _weights_finite(model):
-        raise DivergedError(history.epochs, epochs, optimizer.lr, math.nan, history)
+    if history.epochs and run.last is not None:
+        cause = _finished_cause(model, run)
+        if cause is not None:
+            raise DivergedError(history.epochs, epochs, optimizer.lr, history.loss[-1], history,
+                                cause)
     return history
+
+
+def _check_batch_statistics(model: Sequential, batch: int, n: int, sample: tuple[int, ...],
+                            comm: Communicator) -> None:
+    """Refuse training steps whose BatchNorm statistics would come from a single value per
+    channel (the batch variance is 0, the running variance learns nothing, and the model
+    answers one class for everything), as PyTorch does ("Expected more than 1 value per
+    channel when training"). The last, short batch is never one sample: :func:`_batches`
+    merges it into the one before."""
+    smallest = _smallest_batch(model, sample, comm)
+    ranks = comm.size
+    if batch < smallest:
+        where = f"{batch} over {ranks} processes" if ranks > 1 else f"{batch}"
+        raise ValueError(
+            f"the model has a BatchNorm layer that sees one value per channel per sample, so "
+            f"it needs more than one sample per batch to compute a variance (PyTorch: "
+            f"'Expected more than 1 value per channel when training'), but the batch size "
+            f"is {where} (with {n} training samples); use a batch size of at least "
+            f"{smallest} (e.g. 32), or remove the BatchNorm layers"
+        )
+
+
+def _check_augment(model: Sequential, augment: Augment | None, X: Any) -> None:
+    """Let an augmentation that has a ``check(sample_shape)`` method refuse the inputs'
+    shape before the first step (RandomShift: a shift that would blank the images)."""
+    check = getattr(augment, "check", None)
+    if callable(check):
+        check(tuple(X.shape[1:]))
+
+
+def _batches(n: int, batch: int, smallest: int = 1) -> list[tuple[int, int]]:
+    """The ``(lo, hi)`` ranges of an epoch's steps; a last batch of fewer than ``smallest``
+    samples is merged into the one before (BatchNorm models: 2 per process, since one sample
+    per channel has no variance)."""
+    ranges = [(lo, min(lo + batch, n)) for lo in range(0, n, batch)]
+    if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < smallest:
+        ranges[-2:] = [(ranges[-2][0], n)]
+    return ranges
+
+
+def _smallest_batch(model: Sequential, sample: tuple[int, ...],
+                    comm: Communicator) -> int:
+    """The fewest samples a training step may have for samples of shape ``sample``: 2 per
+    process when a BatchNorm layer sees one value per channel per sample (features, or 1x1
+    images), else 1."""
+    shapes = model.shapes_from(sample)
+    single = any(isinstance(layer, BatchNorm) and math.prod(shapes[i][1:]) == 1
+                 for i, layer in enumerate(model.layers))
+    return 2 * comm.size if single else 1
 
 
 def _training_set(model: Sequential, loss: Loss, X: Any, y: Any) -> _TrainingSet:
@@ -246,8 +314,8 @@ def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callbac
     batch_callbacks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
     outputs: list[Any] = []
     rows: list[Rows] = []
-    for b, start in enumerate(range(0, data.n, run.batch)):
-        stop_at = min(start + run.batch, data.n)
+    smallest = _smallest_batch(model, tuple(data.X.shape[1:]), comm)
+    for b, (start, stop_at) in enumerate(_batches(data.n, run.batch, smallest)):
         lo, hi = comm.shard(start, stop_at)
         rows.append((lo, hi))
         if order is None:
@@ -255,6 +323,7 @@ def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callbac
         else:
             idx = order[lo:hi]
             xb, tb = xp.take(data.X, idx, axis=0), xp.take(data.targets, idx, axis=0)
+        run.last = xb
         outputs.append(_step(model, run, xb, tb, share=(hi - lo) / (stop_at - start)))
         if batch_callbacks:  # running figures: this rank's rows, no reduction
             running = partial(_figures, xp, run.loss, data, order, outputs, rows)
@@ -328,10 +397,52 @@ def _concat(xp: Any, parts: list[Any]) -> Any:
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
-def _weights_finite(model: Sequential) -> bool:
-    """True when every parameter is finite (one read per run, at the end of fit)."""
+def _not_finite(model: Sequential) -> list[str]:
+    """The names of the parameters and buffers that hold NaN or infinite values."""
     xp = model.xp
-    return all(bool(xp.all(xp.isfinite(p))) for _, p, _ in model.named_parameters())
+    arrays = [(name, p) for name, p, _ in model.named_parameters()] + list(model.named_buffers())
+    flags = xp.stack([xp.all(xp.isfinite(a)) for _, a in arrays])
+    return [name for (name, _), ok in zip(arrays, model.backend.to_numpy(flags), strict=True)
+            if not ok]
+
+
+def _diverged_cause(model: Sequential, what: str) -> str:
+    """``what`` (e.g. "the loss is nan"), and whether the weights are still finite."""
+    bad = _not_finite(model)
+    if bad:
+        return f"{what}, and {_listed(bad)} no longer finite"
+    return f"{what}, though the weights are still finite (the outputs overflow)"
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"{shown} {'is' if len(names) == 1 else 'are'}"
+
+
+def _finished_cause(model: Sequential, run: _Run) -> str | None:
+    """Why the trained model is not finished, or None: its weights, or its outputs on the
+    last training batch (in evaluation mode, as predict computes them), are not finite. One
+    forward pass and one read; under MPI every rank learns the verdict of all (a rank that
+    raised alone would leave the others waiting)."""
+    xp = model.xp
+    arrays = [p for _, p, _ in model.named_parameters()] + [b for _, b in model.named_buffers()]
+    caches = [dict(vars(layer)) for layer in model.layers]
+    try:
+        logits = model.forward_unchecked(run.last)
+    finally:  # the check leaves the layers as training left them (the last dropout masks)
+        for layer, cache in zip(model.layers, caches, strict=True):
+            vars(layer).update(cache)
+    flags = xp.stack([xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])),
+                      xp.all(xp.isfinite(logits))])
+    bad = 1 - model.backend.to_numpy(flags).astype(np.int64)
+    if run.comm.size > 1:
+        bad = run.comm.allreduce(bad)
+    if bad[0]:
+        return f"the final step made {_listed(_not_finite(model) or ['the weights'])} not finite"
+    if bad[1]:
+        return ("the weights are finite, but the model's outputs on the last training batch "
+                "are not (the last steps made the weights too large)")
+    return None
 
 
 def _record(history: History, logs: dict[str, float]) -> None:
@@ -370,11 +481,16 @@ def evaluate(
     loss: Loss | LossFn | str = softmax_cross_entropy,
     batch_size: int = 2048,
 ) -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` on ``(X, y)``: ``{"loss", "accuracy", "samples"}``."""
+    """Mean loss and accuracy of ``model`` on ``(X, y)``: ``{"loss", "accuracy", "samples"}``.
+
+    Raises a ValueError naming the cause (non-finite weights, or input values too large for
+    the model's dtype) when the model's outputs are not finite."""
     loss_obj = _resolve_loss(model, loss)
     X = prepare_inputs(model, X, "X")
     y = prepare_labels(model, y, X.shape[0], "y")
     value, accuracy = _evaluate(model, X, y, loss_obj, _batch_size(batch_size, X.shape[0]))
+    if not math.isfinite(value):
+        raise _not_finite_outputs(model, X, "X")
     return {"loss": value, "accuracy": accuracy, "samples": int(X.shape[0])}
 
 
@@ -387,7 +503,30 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
     for start in range(0, X.shape[0], batch_size):
         out = model.forward_unchecked(X[start:min(start + batch_size, X.shape[0]), ...])
         parts.append(out if ends_in_softmax else softmax(xp, out))
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    if not bool(xp.all(xp.isfinite(out))):
+        raise _not_finite_outputs(model, X, "X")
+    return out
+
+
+def _not_finite_outputs(model: Sequential, X: Any, what: str) -> ValueError:
+    """The error for outputs that are not finite, naming the cause: the model's weights, or
+    (when they are finite) the size of the input values."""
+    bad = _not_finite(model)
+    if bad:
+        return ValueError(
+            f"the model's {_listed(bad)} not finite (NaN or infinite values), so its "
+            f"outputs are not either: it diverged in training or was edited; train it again "
+            f"with a lower learning rate"
+        )
+    xp = model.xp
+    peak = float(xp.max(xp.abs(X)))
+    return ValueError(
+        f"the model's outputs for {what} are not finite, though its weights are: {what} holds "
+        f"values up to {peak:g} in magnitude, which overflow the model's "
+        f"{model.backend.dtype_name} arithmetic; give inputs scaled as in training (e.g. "
+        f"pixels / 255, in [0, 1])"
+    )
 
 
 def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
@@ -401,7 +540,8 @@ def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
 
 @on_model_device
 def predict_proba(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
-    """Class probabilities, shape (samples, classes).
+    """Class probabilities, shape (samples, classes); never NaN: outputs that are not finite
+    raise a ValueError naming the cause (the weights, or input values too large).
 
     The result lives where ``X`` lived: host NumPy for host input, the model's arrays otherwise.
     """

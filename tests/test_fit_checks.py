@@ -127,8 +127,9 @@ def test_a_model_without_parameters_is_refused() -> None:
 def test_an_optimizer_with_state_belongs_to_one_model() -> None:
     X, y = separable_data(n=40)
     opt = optim.Adam(0.01)
-    pn.fit(mlp(), X, y, optimizer=opt)
-    pn.fit(mlp(seed=1), X, y, optimizer=opt)  # same shapes and backend: continuing is fine
+    model = mlp()
+    pn.fit(model, X, y, optimizer=opt)
+    pn.fit(model, X, y, optimizer=opt)  # the same model: continuing is fine
     X5 = np.ascontiguousarray(X[:, :5])
     with pytest.raises(ValueError, match="create a new optimizer for each model"):
         pn.fit(mlp(features=5), X5, y, optimizer=opt)

@@ -80,6 +80,13 @@ class Layer:
         (nothing is allocated): what a model file is checked against before loading."""
         return {}
 
+    def check_state(self, state: dict[str, np.ndarray]) -> list[str]:
+        """Problems with saved values for this layer (host arrays keyed as
+        :meth:`state_shapes`, of those shapes, finite), each a phrase naming the array and
+        its domain, e.g. "running_var holds negative values"; none by default. A model file
+        whose values a layer refuses does not load."""
+        return []
+
     def input_shape_hint(self) -> Shape | None:
         """The one per-sample input shape this layer accepts, when its arguments fix it
         (Dense: ``(in_features,)``); None when several shapes fit."""

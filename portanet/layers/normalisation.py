@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,15 @@ from portanet import _checks
 from portanet.backend import Backend
 from portanet.layers.base import Layer, Shape, positive_int
 from portanet.layers.convolution import SWAP
+
+
+def _float(what: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"BatchNorm {what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"BatchNorm {what} must be a number, got {value!r}") from None
 
 
 class Dropout(Layer):
@@ -53,11 +63,13 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = positive_int("BatchNorm", "num_features", num_features)
-        self.momentum, self.eps = float(momentum), float(eps)
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
-        if not self.eps > 0.0:
-            raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+        self.momentum, self.eps = _float("momentum", momentum), _float("eps", eps)
+        if not 0.0 < self.momentum <= 1.0:
+            raise ValueError(f"BatchNorm momentum must be in (0, 1] (the weight of each batch in "
+                             f"the running statistics, e.g. 0.1), got {momentum!r}")
+        if not (math.isfinite(self.eps) and self.eps > 0.0):
+            raise ValueError(f"BatchNorm eps must be a finite number > 0 (added to the variance, "
+                             f"e.g. 1e-5), got {eps!r}")
 
     def output_shape(self, input_shape: Shape) -> Shape:
         shape = tuple(input_shape)
@@ -71,6 +83,13 @@ class BatchNorm(Layer):
     def state_shapes(self) -> dict[str, Shape]:
         c = (self.num_features,)
         return {"gamma": c, "beta": c, "running_mean": c, "running_var": c}
+
+    def check_state(self, state: dict[str, np.ndarray]) -> list[str]:
+        low = float(np.min(state["running_var"]))
+        if low < 0.0:
+            return [f"running_var holds negative values (down to {low:g}), but a variance "
+                    f"is >= 0"]
+        return []
 
     def build(self, backend: Backend, rng: np.random.Generator) -> None:
         super().build(backend, rng)
