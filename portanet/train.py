@@ -308,9 +308,11 @@ def _figures(xp: Any, loss: Loss, data: _Data, order: Any,
 
 
 def _weights_finite(model: Sequential) -> bool:
-    """True when every parameter is finite (one read per run, at the end of fit)."""
+    """True when every parameter is finite: one flag per parameter on the device, then one read
+    to the host for the whole model, once per run at the end of fit."""
     xp = model.xp
-    return all(bool(xp.all(xp.isfinite(p))) for _, p, _ in model.named_parameters())
+    flags = [xp.all(xp.isfinite(p)) for _, p, _ in model.named_parameters()]
+    return not flags or bool(xp.all(xp.stack(flags)))
 
 
 def _record(history: History, logs: dict[str, float]) -> None:
