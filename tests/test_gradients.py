@@ -10,6 +10,7 @@ import pytest
 
 import portanet as pn
 from portanet import losses
+from tests.helpers import tolerance
 
 EPS = 1e-6
 RTOL = 1e-6
@@ -106,7 +107,7 @@ def test_dropout_backward_uses_the_forward_mask(backend: pn.Backend) -> None:
     assert 0.4 < np.mean(out == 0.0) < 0.6
     dout = np.random.default_rng(0).normal(size=(200, 50))
     dx = backend.to_numpy(layer.backward(backend.asarray(dout)))
-    np.testing.assert_allclose(dx, dout * out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, dout * out, **tolerance(backend.dtype_name))
     layer.training = False
     np.testing.assert_array_equal(backend.to_numpy(layer.forward(x)), np.ones((200, 50)))
 
