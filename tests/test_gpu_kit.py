@@ -109,8 +109,8 @@ def _plan(cpu: bool, tmp_path: Path) -> dict[str, Any]:
 def _collect(command: list[str]) -> list[str]:
     """The node ids pytest collects with a plan step's own arguments (collect-only)."""
     start = command.index("pytest") + 1
-    args = [a for a in command[start:] if not a.startswith("--junitxml")]
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", *args],
+    args = [a for a in command[start:] if not a.startswith("--junitxml") and a != "-v"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=240, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
@@ -156,7 +156,7 @@ def test_the_budget_skips_late_steps_and_cuts_timeouts(tmp_path: Path) -> None:
     log = (tmp_path / "out" / "STAMP-gpu-check.log").read_text()
     assert "== second: skipped" in log and "three" in log
     timeout = re.search(r"== third \(timeout (\d+) s\)", log)
-    assert timeout and int(timeout.group(1)) <= 40 - gpu_kit.RESERVE  # cut to what is left
+    assert timeout and int(timeout.group(1)) <= 40 - gpu_kit.RESERVE - gpu_kit.STOP_SECONDS
 
 
 def test_a_step_past_its_timeout_is_stopped_and_fails_the_run(tmp_path: Path) -> None:
@@ -176,12 +176,12 @@ def test_a_step_past_its_timeout_is_stopped_and_fails_the_run(tmp_path: Path) ->
 
 def test_budget_skipping_in_a_real_cpu_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = kit(tmp_path, "--cpu", "--steps", "probe,tests", "--budget", "30", "--out",
+    done = kit(tmp_path, "--cpu", "--steps", "probe,tests", "--budget", "40", "--out",
                str(out))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     report = summary(out)
     assert statuses(report) == {"probe": "passed", "tests": "skipped"}
-    assert report["run"]["elapsed_seconds"] < 30
+    assert report["run"]["elapsed_seconds"] < 40
 
 
 def test_sigterm_mid_run_leaves_the_summary(tmp_path: Path) -> None:
@@ -331,3 +331,17 @@ def test_the_kernel_counter_wraps_cupys_compiler(tmp_path: Path) -> None:
             record = json.loads(log.read_text())
             assert record["count"] == expected and record["seconds"] >= 0.1
     assert len(log.read_text().splitlines()) == 1  # without the variable nothing is counted
+
+
+def test_a_test_step_cut_at_its_timeout_still_leaves_its_junit(tmp_path: Path) -> None:
+    """The kit ends a step with SIGINT first: pytest then still writes its junit XML."""
+    slow = tmp_path / "test_slow.py"
+    slow.write_text("import time\n\ndef test_quick():\n    pass\n\n"
+                    "def test_slow():\n    time.sleep(60)\n")
+    junit = tmp_path / "out" / "junit.xml"
+    step = gpu_kit.Step("tests", "cut short", [sys.executable, "-m", "pytest", "-p",
+                        "no:cacheprovider", "-o", "addopts=", f"--junitxml={junit}", str(slow)],
+                        timeout=8, needs=1)
+    assert gpu_kit.execute(_kit_object(tmp_path, budget=60, steps=[step])) == 1
+    assert step.status == "timed out"
+    assert 'name="test_quick"' in junit.read_text()

@@ -31,7 +31,8 @@
 set -uo pipefail
 
 GPU_CHECK_STARTED="$(date +%s.%N)"  # the budget counts from here
-export GPU_CHECK_STARTED
+GPU_CHECK_COMMAND="tools/gpu_check.sh $*"  # as given, for the summary
+export GPU_CHECK_STARTED GPU_CHECK_COMMAND
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 WHEELS=""

@@ -32,6 +32,8 @@ from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 RESERVE = 5.0  # seconds kept back at the end of the budget for the last summary
+STOP_GRACE = (("SIGINT", 4.0), ("SIGTERM", 2.0), ("SIGKILL", 2.0))  # how a step is ended
+STOP_SECONDS = sum(wait for _, wait in STOP_GRACE)
 OFFLINE_ENV = "PORTANET_OFFLINE"
 STEP_NAMES = ("probe", "check", "tests", "cnn-fast", "mpi", "bench", "cnn", "per-sample")
 MAX_OUT_FILES = 6
@@ -135,7 +137,7 @@ def plan(args: argparse.Namespace, work: Path, junit: Path, has_data: bool) -> l
     cpu = args.cpu
     backend = "numpy" if cpu else args.backend
     fast_bench = "--tiny" if cpu else "--quick"
-    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfE"]
+    pytest = [py, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-rfE"]
     mpi_k = "numpy" if cpu else "cupy"
     digits = work / "random-digits.npz"
     cnn_data = [] if has_data else ["--dataset-file", str(digits)]
@@ -145,7 +147,7 @@ def plan(args: argparse.Namespace, work: Path, junit: Path, has_data: bool) -> l
         Step("check", "portanet check: every backend here (CuPy, PyTorch CUDA included)",
              [py, "-m", "portanet", "check"], timeout=150, needs=20),
         Step("tests", "the tests that run on CuPy (-m gpu), with junit XML",
-             [*pytest, "-m", GPU_TEST_MARKS, f"--junitxml={junit}", "tests"],
+             [*pytest, "-v", "-m", GPU_TEST_MARKS, f"--junitxml={junit}", "tests"],
              timeout=200, needs=40),
         Step("cnn-fast", "examples/cnn_fast.py on full MNIST: accuracy and time",
              [py, "examples/cnn_fast.py", "--backend", backend,
@@ -153,7 +155,7 @@ def plan(args: argparse.Namespace, work: Path, junit: Path, has_data: bool) -> l
              timeout=150, needs=40, needs_data=True),
         Step("mpi", "gradient averaging with device arrays: 2 ranks under mpiexec where it "
                     "exists, the same code path in one process otherwise",
-             [*pytest, "tests/test_distributed.py", "-k", mpi_k], timeout=90, needs=20),
+             [*pytest, "-v", "tests/test_distributed.py", "-k", mpi_k], timeout=90, needs=20),
         Step("bench", "bench: reference MLP and cnn-fast against PyTorch",
              [py, "-m", "bench", fast_bench, "--backend", backend, "--sections",
               "reference,cnn", "--out", str(args.out), "--no-summary", "--data-timeout", "30",
@@ -208,7 +210,9 @@ def child_env(kit: Kit) -> dict[str, str]:
 
 
 def say(kit: Kit, line: str) -> None:
-    print(line, flush=True)
+    """A line to the terminal (cut when very long: bench's JSON line) and, whole, to the log."""
+    shown = line if len(line) <= 400 else f"{line[:300]} ... [{len(line)} characters: see the log]"
+    print(shown, flush=True)
     if kit.log is not None:
         kit.log.write(line + "\n")
         kit.log.flush()
@@ -228,7 +232,7 @@ def kernel_seconds(kit: Kit) -> tuple[int, float]:
 
 
 def run_step(kit: Kit, step: Step) -> None:
-    left = kit.left() - RESERVE
+    left = kit.left() - RESERVE - STOP_SECONDS  # a step cut at its timeout still ends in time
     if left < step.needs:
         step.status, step.note = "skipped", (f"budget: {max(left, 0):.0f} s left, the step "
                                              f"needs at least {step.needs:.0f} s")
@@ -275,10 +279,11 @@ def _pump(kit: Kit, proc: subprocess.Popen[str], step: Step) -> None:
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    """End a step and everything it started (mpiexec's ranks included)."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+    """End a step and everything it started (mpiexec's ranks included): SIGINT first, so that
+    pytest still writes its junit XML and summary, then SIGTERM, then SIGKILL."""
+    for name, wait in STOP_GRACE:
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, getattr(signal, name))
         except (ProcessLookupError, PermissionError):
             return
         try:
@@ -360,7 +365,8 @@ def summary_json(kit: Kit) -> dict[str, Any]:
                 "backend": "numpy" if kit.args.cpu else kit.args.backend,
                 "started": kit.started_utc, "budget_seconds": kit.args.budget,
                 "elapsed_seconds": round(time.monotonic() - kit.started, 1),
-                "command": "tools/gpu_check.sh " + shlex.join(sys.argv[1:]),
+                "command": os.environ.get("GPU_CHECK_COMMAND")
+                or "tools/gpu_kit.py " + shlex.join(sys.argv[1:]),
                 "data": kit.data_line, "install": kit.install_note,
                 "verdict": verdict(kit), "exit_status": kit.exit_status},
         "machine": probe,
@@ -385,9 +391,9 @@ def summary_markdown(report: dict[str, Any]) -> str:
              f"- GPU: {gpu.get('name', '-')} ({gpu.get('why', 'not probed')}); nvidia-smi: "
              f"{machine.get('nvidia_smi', '-')}; CUDA driver {gpu.get('driver_version', '-')}, "
              f"runtime {gpu.get('runtime_version', '-')}",
-             f"- Python {versions.get('python', '-')}, NumPy {versions.get('numpy', '-')}, "
-             f"CuPy {versions.get('cupy', '-')}, PyTorch {versions.get('torch', '-')}, "
-             f"array-api-compat {versions.get('array_api_compat', '-')}",
+             f"- Python {versions.get('python') or '-'}, NumPy {versions.get('numpy') or '-'}, "
+             f"CuPy {versions.get('cupy') or '-'}, PyTorch {versions.get('torch') or '-'}, "
+             f"array-api-compat {versions.get('array_api_compat') or '-'}",
              f"- CuPy kernels compiled: {report['kernels']['compiled']} in "
              f"{report['kernels']['compile_seconds']} s (cache {report['kernels']['cache_dir']})",
              f"- command: `{run['command']}`", "",
@@ -425,6 +431,8 @@ def _result_cell(s: dict[str, Any]) -> str:
         text = (r["gpu"].get("name", "no GPU") + ": " + r["gpu"].get("why", ""))[:120]
     elif "rows" in r:
         text = "see below"
+    elif r.get("table"):
+        text = r["table"][-1]
     else:
         text = r.get("last_line", "") or (s["output_tail"] if "output_tail" in s else "")
     return str(text).replace("|", "/").replace("\n", " ")[:200]
