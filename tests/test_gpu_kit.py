@@ -100,8 +100,8 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "no wheels" in done.stderr
 
 
-def _plan(cpu: bool, tmp_path: Path) -> dict[str, Any]:
-    args = gpu_kit.build_parser().parse_args(["--cpu"] if cpu else [])
+def _plan(cpu: bool, tmp_path: Path, backend: str = "cupy") -> dict[str, Any]:
+    args = gpu_kit.build_parser().parse_args((["--cpu"] if cpu else []) + ["--backend", backend])
     args.python = sys.executable
     return {s.name: s for s in gpu_kit.plan(args, tmp_path, tmp_path / "junit.xml", True)}
 
@@ -129,6 +129,8 @@ def test_the_gpu_plans_pytest_arguments_select_the_cupy_tests(tmp_path: Path) ->
     assert mpi and all("cupy" in t or "device_buffer" in t for t in mpi), mpi
     assert any("two_ranks_on_each_backend[cupy]" in t for t in mpi)
     assert any("routes_on_each_backend[cupy" in t for t in mpi)
+    torch = _collect(_plan(cpu=False, tmp_path=tmp_path, backend="torch")["tests"].command)
+    assert len(torch) >= 100 and sum("[torch" not in t for t in torch) <= 2, torch
 
 
 def _kit_object(tmp_path: Path, budget: float, steps: list[Any]) -> Any:

@@ -41,6 +41,11 @@ MAX_OUT_FILES = 6
 # The tests that exercise CuPy: every test on the backend fixture's cupy parameter (marked gpu
 # there) and the tests marked gpu by hand; not the CPU-only suite, not MPI (its own step).
 GPU_TEST_MARKS = "gpu and not mpi and not network"
+# With --backend torch: the tests on the backend fixture's torch parameter (CUDA when PyTorch
+# sees a GPU), selected by their id since they carry no marker (plus one schedule test whose
+# name says torch).
+TORCH_TEST_ARGS = ["-m", "not mpi and not network", "-k",
+                   "torch and not numpy and not strict and not cupy"]
 
 
 DATA_CHECK = """
@@ -138,16 +143,17 @@ def plan(args: argparse.Namespace, work: Path, junit: Path, has_data: bool) -> l
     backend = "numpy" if cpu else args.backend
     fast_bench = "--tiny" if cpu else "--quick"
     pytest = [py, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-rfE"]
-    mpi_k = "numpy" if cpu else "cupy"
+    mpi_k = "numpy" if cpu else backend
+    selection = TORCH_TEST_ARGS if backend == "torch" else ["-m", GPU_TEST_MARKS]
     digits = work / "random-digits.npz"
     cnn_data = [] if has_data else ["--dataset-file", str(digits)]
     steps = [
         Step("probe", "the machine, GPU, driver, CUDA, CuPy and PyTorch",
-             [py, "tools/gpu_probe.py", "cpu" if cpu else "gpu"], timeout=60, needs=10),
+             [py, "tools/gpu_probe.py", "cpu" if cpu else backend], timeout=60, needs=10),
         Step("check", "portanet check: every backend here (CuPy, PyTorch CUDA included)",
              [py, "-m", "portanet", "check"], timeout=150, needs=20),
-        Step("tests", "the tests that run on CuPy (-m gpu), with junit XML",
-             [*pytest, "-v", "-m", GPU_TEST_MARKS, f"--junitxml={junit}", "tests"],
+        Step("tests", f"the tests that run on {backend} (CuPy: -m gpu), with junit XML",
+             [*pytest, "-v", *selection, f"--junitxml={junit}", "tests"],
              timeout=200, needs=40),
         Step("cnn-fast", "examples/cnn_fast.py on full MNIST: accuracy and time",
              [py, "examples/cnn_fast.py", "--backend", backend,

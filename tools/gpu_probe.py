@@ -1,9 +1,10 @@
 """The kit's probe: this machine, its GPU, driver, CUDA, CuPy and PyTorch, as one JSON line
 (bench's machine facts plus nvidia-smi's line).
 
-    python3 tools/gpu_probe.py gpu|cpu
+    python3 tools/gpu_probe.py cupy|torch|cpu
 
-Exits 3 in ``gpu`` mode when CuPy cannot compute on a CUDA device here, else 0.
+Exits 3 when the GPU backend named (``cupy``; ``torch``: PyTorch) cannot compute on a CUDA
+device here, else 0 (always in ``cpu`` mode).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from bench.machine import machine_facts
 
 
 def main(mode: str) -> int:
+    if mode == "torch":
+        import torch  # noqa: F401 - machine_facts describes PyTorch once it is imported
     facts = machine_facts()
     if shutil.which("nvidia-smi"):
         done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
@@ -29,8 +32,12 @@ def main(mode: str) -> int:
     print("GPU:", gpu.get("name", "none"), "-", gpu["why"])
     print("nvidia-smi:", facts["nvidia_smi"])
     print(json.dumps({"probe": facts}, default=str), flush=True)
+    if mode == "torch":
+        torch = facts.get("torch") or {}
+        print("PyTorch CUDA:", torch.get("cuda_device") or "not available")
+        return 0 if torch.get("cuda_available") else 3
     return 0 if gpu.get("usable") or mode == "cpu" else 3
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "gpu"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "cupy"))
