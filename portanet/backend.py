@@ -15,11 +15,13 @@ and come out with :meth:`Backend.to_numpy`; a device array never turns into a Nu
 implicitly (:func:`host_array` says how to convert it instead).
 
 What is reproducible where (same seed):
-- initial weights, shuffling order and the host data: identical on every backend (drawn on the
-  host by NumPy, then copied);
-- dropout masks: identical on NumPy, array-api-strict and PyTorch (drawn on the host); on CuPy
-  they come from CuPy's own generator on the GPU (seeded from the host generator), so they are
-  repeatable run to run on the same GPU and CuPy version, but differ from the CPU backends';
+- initial weights, shuffling order, augmentation shifts and the host data: identical on every
+  backend (drawn on the host by NumPy, then copied);
+- dropout masks: each Dropout layer has a generator of its own (``model.own_mask_generators``),
+  so masks never change the shuffles. They are identical on NumPy, array-api-strict and PyTorch
+  (drawn on the host); on CuPy they come from CuPy's own generator on the GPU (seeded from the
+  layer's host generator), so they are repeatable run to run on the same GPU and CuPy version,
+  but differ from the CPU backends';
 - results: bitwise repeatable within one backend, device and library version; across backends
   they agree to float32 rounding (``portanet check`` compares one step with NumPy's).
 """

@@ -21,12 +21,13 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
 - Only rank 0 runs callbacks (progress, printing); the command line also writes and saves on
   rank 0 only.
 - Dropout: each rank draws its own masks. At ``begin`` every Dropout layer gets a private copy
-  of the backend whose generator is seeded from ``SeedSequence(model.seed, spawn_key=(1 + r,))``
-  for rank r; the model's own generator, which draws the shuffles, is no longer touched by masks,
-  so shuffles stay identical on all ranks. What holds then: weights stay identical on every rank
-  after every step, a run is reproducible for a given seed and K, and every sample's mask is an
-  independent Bernoulli draw as in one process; the run is *not* equal to a 1-process run (the
-  masks differ), only equal in distribution.
+  of the backend whose generator is seeded from ``SeedSequence(model.seed, spawn_key=(1 + r, i))``
+  for rank r and layer i (one process is rank 0); the model's own generator, which draws the
+  shuffles, is never touched by masks, so shuffles stay identical on all ranks. What holds
+  then: weights stay identical on every rank after every step, a run is reproducible for a
+  given seed and K, and every sample's mask is an independent Bernoulli draw as in one
+  process; the run is *not* equal to a 1-process run (the masks differ), only equal in
+  distribution.
 - Failure: under MPI with more than one rank an uncaught exception prints its traceback and
   calls ``MPI_Abort``, so mpiexec stops every rank at once (a rank blocked in an Allreduce would
   otherwise wait forever). Errors raised identically on every rank (a mismatch) exit normally.
@@ -89,6 +90,8 @@ class Communicator:
         allreduce_seconds: time spent in gradient Allreduce calls (waiting for the slowest
             rank included), for benchmarks.
         allreduce_calls: how many gradient Allreduce calls were made.
+        routes: how :class:`MPIWorld` handed arrays to MPI, counted by
+            :func:`allreduce_route` ("host", "device", "staged").
     """
 
     rank: int = 0
@@ -97,6 +100,7 @@ class Communicator:
     def __init__(self) -> None:
         self.allreduce_seconds = 0.0
         self.allreduce_calls = 0
+        self.routes: dict[str, int] = {}
         self._layout: list[tuple[dict[str, Any], str, int, int, tuple[int, ...], bool]] = []
         self._flat: Any = None
 
@@ -204,6 +208,19 @@ class Communicator:
         return flat
 
 
+def allreduce_route(array: Any, cuda_aware: bool) -> str:
+    """How :meth:`MPIWorld.allreduce` hands ``array`` to MPI: ``"host"`` (a NumPy array, as it
+    is), ``"device"`` (a CUDA buffer, ``__cuda_array_interface__``, to a CUDA-aware MPI) or
+    ``"staged"`` (copied to the host and back: every other array)."""
+    if isinstance(array, np.ndarray):
+        return "host"
+    try:  # a CPU PyTorch tensor has the attribute but raises when it is read
+        on_cuda = getattr(array, "__cuda_array_interface__", None) is not None
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        on_cuda = False
+    return "device" if on_cuda and cuda_aware else "staged"
+
+
 class Local(Communicator):
     """The 1-process stand-in :func:`world` returns when not launched by MPI."""
 
@@ -238,20 +255,18 @@ class MPIWorld(Communicator):
 
     def allreduce(self, array: Any, backend: Any = None) -> Any:
         MPI = self.MPI
-        if isinstance(array, np.ndarray):
+        route = allreduce_route(array, self.cuda_aware)
+        self.routes[route] = self.routes.get(route, 0) + 1
+        if route == "host":
             self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
             return array
-        if hasattr(array, "__cuda_array_interface__"):
-            # Not run in this project's tests (no GPU here): CuPy through CUDA-aware MPI.
-            import cupy
-
-            cupy.cuda.get_current_stream().synchronize()  # MPI must see finished kernels
-            if self.cuda_aware:
-                self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
-                return array
         if backend is None:
             raise TypeError(f"allreduce of a {type(array).__name__} needs its backend: "
                             f"comm.allreduce(array, model.backend)")
+        if route == "device":  # a CUDA buffer straight to CUDA-aware MPI
+            backend.synchronize()  # MPI reads the memory now: the kernels must have finished
+            self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+            return array
         # Staged through host memory: CuPy without CUDA-aware MPI, PyTorch, array-api-strict.
         host = backend.to_numpy(array)
         self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
@@ -345,13 +360,9 @@ def _transposed(array: Any) -> bool:
 
 def _own_dropout_generators(model: Any, rank: int) -> None:
     """Give each Dropout layer a backend copy with a generator of its own for this rank."""
-    from portanet.layers import Dropout
+    from portanet.model import own_mask_generators
 
-    for layer in model.layers:
-        if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != rank:
-            seed = np.random.SeedSequence(model.seed, spawn_key=(1 + rank,))
-            layer.backend = model.backend.fork(seed)
-            layer._mask_rank = rank
+    own_mask_generators(model, rank)
 
 
 def _cuda_aware_mpi() -> bool:

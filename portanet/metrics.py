@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from portanet.backend import host_array
+
 __all__ = ["confusion_matrix", "classification_report", "format_report"]
 
 
 def _as_labels(name: str, labels: Any) -> np.ndarray:
     """Check that ``labels`` is a 1-D array of integer class labels and return it as int64."""
-    arr = np.asarray(labels)
+    arr = host_array(labels, name)  # a device array gets portanet's error, not a raw TypeError
     if arr.ndim != 1:
         hint = (
             " If these are scores or one-hot rows, take the class with argmax(axis=1)."

@@ -18,8 +18,10 @@ class Sequential:
         layers: the layers, in order. Each is built (its parameters created) here.
         backend: a :class:`Backend`, a backend name, or ``None`` for the default
             (``PORTANET_BACKEND``, else ``"auto"``).
-        seed: seeds the model's host random generator, used for initial weights, dropout masks
-            and shuffling; the same seed gives the same initial weights on every backend.
+        seed: seeds the model's host random generator, used for initial weights, shuffling
+            and augmentation (each Dropout layer draws its masks from a generator of its own,
+            derived from this seed); the same seed gives the same initial weights, shuffles and
+            shifts on every backend.
             ``None`` draws from the backend's generator.
         dtype: ``"float32"`` or ``"float64"``; default: the backend's dtype (float32 for a
             backend given by name).
@@ -65,6 +67,7 @@ class Sequential:
             self.input_shape, self.output_shape = _inferred_shapes(layers)
         for layer in layers:
             layer.build(self.backend, self.backend.rng)
+        own_mask_generators(self, rank=0)
         self._slots = [
             (f"{i}.{key}", layer.params, layer.grads, key)
             for i, layer in enumerate(layers)
@@ -263,3 +266,17 @@ def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
         raise ValueError(f"the data has {len(names)} classes but the model predicts only {k}; "
                          f"was it trained on other data?")
     return [*names, *(str(i) for i in range(len(names), k))]
+
+
+def own_mask_generators(model: Sequential, rank: int = 0) -> None:
+    """Give each Dropout layer a backend copy whose generator is seeded from
+    ``SeedSequence(model.seed, spawn_key=(1 + rank, layer index))``, so masks never draw from the
+    model's generator: the shuffles and shifts it draws are then the same on every backend (CuPy
+    draws masks on the device) and on every MPI rank, and no two layers share a mask stream."""
+    from portanet.layers import Dropout
+
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != rank:
+            layer.backend = model.backend.fork(
+                np.random.SeedSequence(model.seed, spawn_key=(1 + rank, i)))
+            layer._mask_rank = rank

@@ -21,6 +21,7 @@ from portanet import distributed
 DEFAULTS: dict[str, Any] = {
     "out": ".", "samples": 96, "batch": 24, "epochs": 2, "hidden": 16, "dropout": 0.0,
     "seed": 3, "optimizer": "momentum", "l2": 0.0, "comm": True, "backend": "numpy",
+    "device": None,  # the backend's device, e.g. "no_float64" for array_api_strict
     "hidden_on_rank1": None,  # a different model on rank 1
     "seed_on_rank1": None,  # different initial weights on rank 1
     "raise_on_rank": None, "raise_at_step": 3,  # a rank that fails mid-training
@@ -62,7 +63,8 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
     if o["dropout"]:
         layers.append(portanet.layers.Dropout(o["dropout"]))
     layers.append(portanet.Dense(hidden, 3))
-    model = portanet.Sequential(layers, backend=o["backend"], seed=seed)
+    backend = portanet.get_backend(o["backend"], "float32", device=o["device"])
+    model = portanet.Sequential(layers, backend=backend, seed=seed)
     optimizer = (portanet.optim.SGD(0.1, momentum=0.9) if o["optimizer"] == "momentum"
                  else portanet.optim.Adam(0.01))
     if o["raise_on_rank"] == rank:
@@ -76,7 +78,8 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
 def main() -> None:
     options = {**DEFAULTS, **json.loads(sys.argv[1])}
     model, history = run(options)
-    rank = distributed.world().rank if options["comm"] else 0
+    comm = distributed.world() if options["comm"] else None
+    rank = comm.rank if comm is not None else 0
     out = Path(options["out"])
     arrays = {f"w.{k}": v for k, v in model.state_dict().items()}
     masks = [layer._mask for layer in model.layers if hasattr(layer, "rate")]
@@ -84,8 +87,10 @@ def main() -> None:
         arrays["mask"] = model.backend.to_numpy(masks[0])
     state = json.dumps(model.backend.rng.bit_generator.state)
     np.savez(out / f"rank{rank}.npz", **arrays)
-    (out / f"rank{rank}.json").write_text(json.dumps({"history": history.as_dict(),
-                                                      "rng": state}))
+    routes = getattr(comm, "routes", {})  # how the gradients went to MPI
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "history": history.as_dict(), "rng": state, "routes": routes,
+        "cuda_aware": getattr(comm, "cuda_aware", None)}))
 
 
 if __name__ == "__main__":

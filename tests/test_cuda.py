@@ -346,3 +346,79 @@ def test_every_backend_name_has_a_row() -> None:
     for name, seam in seams.SEAMS.items():
         assert seam.name == name
     assert seams.SEAMS["numpy"].available() == (True, "installed")
+
+
+# --- defects a careful read found: device arrays in metrics, read-backs, dropout's generator -----
+
+
+def test_metrics_refuse_a_device_array_with_portanets_error(fake_cupy: FakeCupy) -> None:
+    def refuse(self: Any, *a: Any, **k: Any) -> Any:  # what cupy.ndarray.__array__ does
+        raise TypeError("Implicit conversion to a NumPy array is not allowed.")
+
+    fake_cupy.module.ndarray.__array__ = refuse
+    on_device = fake_cupy.module.ndarray()
+    with pytest.raises(ValueError, match=r"y_pred is a cupy.ndarray.*to_host"):
+        pn.metrics.confusion_matrix(np.array([0, 1]), on_device)
+    with pytest.raises(ValueError, match=r"y_true is a cupy.ndarray.*to_host"):
+        pn.metrics.classification_report(on_device, np.array([0, 1]))
+
+
+def test_fit_checks_the_finished_model_with_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-of-fit check (weights and outputs finite) is one device-to-host read for the
+    whole model, not one per parameter (each read is a synchronisation on a GPU), and no
+    array is turned into a Python bool on the way. Counted on array-api-strict."""
+    pytest.importorskip("array_api_strict")
+    from types import SimpleNamespace
+
+    from array_api_strict._array_object import Array
+
+    from portanet import train
+    from portanet.distributed import Local
+
+    model = pn.Sequential([pn.Dense(6, 5), pn.ReLU(), pn.Dense(5, 4), pn.ReLU(),
+                           pn.Dense(4, 3)], backend="array_api_strict", seed=0)
+    run = SimpleNamespace(last=model.backend.asarray(np.ones((4, 6))), comm=Local())
+    reads: list[str] = []
+    to_numpy, to_bool = model.backend.to_numpy, Array.__bool__
+    monkeypatch.setattr(model.backend, "to_numpy", lambda a: reads.append("read") or to_numpy(a))
+    monkeypatch.setattr(Array, "__bool__", lambda self: reads.append("bool") or to_bool(self))
+    assert train._finished_cause(model, run) is None and reads == ["read"]
+
+
+def _shuffles_after_fit(dropout: tuple[float, ...]) -> dict[str, Any]:
+    """The model generator's state after 3 epochs of fit, for a model with these Dropout rates."""
+    from tests.helpers import separable_data
+
+    X, y = separable_data(n=64, features=8, classes=3)
+    layers: list[pn.Layer] = [pn.Dense(8, 16), pn.ReLU()]
+    layers += [pn.Dropout(rate) for rate in dropout]
+    model = pn.Sequential([*layers, pn.Dense(16, 3)], backend="numpy", seed=4)
+    pn.fit(model, X, y, epochs=3, batch_size=16)
+    return model.backend.rng.bit_generator.state
+
+
+def test_dropout_never_draws_from_the_models_generator() -> None:
+    """The model's generator draws the shuffles (and augmentation shifts) only, so the data
+    order is the same with or without dropout, and so the same on CuPy (masks on the device)
+    as on NumPy (masks on the host)."""
+    plain = _shuffles_after_fit(())
+    assert _shuffles_after_fit((0.5,)) == plain
+    assert _shuffles_after_fit((0.2, 0.5)) == plain
+
+
+def test_each_dropout_layer_has_its_own_mask_stream() -> None:
+    """Two Dropout layers of one width draw different masks (a generator per layer, not one
+    seed shared by all), and the same seed draws the same masks again."""
+
+    def model() -> pn.Sequential:
+        return pn.Sequential([pn.Dense(8, 32), pn.Dropout(0.5), pn.Dropout(0.5),
+                              pn.Dense(32, 2)], backend="numpy", seed=1)
+
+    first = model()
+    assert first.layers[1].backend.rng is not first.backend.rng
+    ones = np.ones((4, 32), dtype=np.float32)
+    masks = [layer.forward(ones) for layer in first.layers[1:3]]
+    assert not np.array_equal(masks[0], masks[1])
+    again = [layer.forward(ones) for layer in model().layers[1:3]]
+    np.testing.assert_array_equal(again[0], masks[0])
+    np.testing.assert_array_equal(again[1], masks[1])

@@ -1,133 +1,77 @@
 #!/usr/bin/env bash
-# Prove portanet's GPU half on a machine with an NVIDIA GPU and CuPy, with or without a network.
+# Prove portanet's GPU half in one offline run on a machine with an NVIDIA GPU and CuPy.
 #
-#   tools/gpu_check.sh                 # everything; results under bench/results/
-#   tools/gpu_check.sh --dry-run       # print the steps and stop
-#   tools/gpu_check.sh --cpu --steps check,per-sample --out /tmp/x   # same steps on NumPy, tiny
+#   tools/gpu_check.sh --wheels .whl --data .mnist --out results --budget 480
+#   tools/gpu_check.sh --dry-run            # the plan, nothing run
+#   tools/gpu_check.sh --cpu --budget 120   # the same plan on NumPy with tiny settings
 #
-# Steps (--steps takes a comma-separated subset, in this order):
-#   install     missing test packages from wheels brought along (--wheels, default .whl/)
-#   cuda        stop with the reason unless CuPy can compute on a CUDA device
-#   check       portanet check (every backend here; the table)
-#   suite       the test suite; the backend fixture adds CuPy where a device is usable
-#   bench       python -m bench --quick --backend cupy (PyTorch CUDA beside it when installed)
-#   examples    every program in examples/ on CuPy (test accuracy, seconds, samples/s)
-#   per-sample  microseconds per sample of per-sample SGD, CuPy against NumPy
-# Results: bench/results/DATE-gpu-check.md (summary) and DATE-gpu-check.log (every output),
-# plus the bench step's own JSON and markdown. Exit status: 0 when every step passed, 1 when a
-# step failed, 2 for bad arguments or missing wheels, 3 when no usable CUDA device is here.
+# Options: --budget SECONDS (default 450; the whole run, summary included, ends before it)
+#          --out DIR (default bench/results)   --data DIR (MNIST's four IDX .gz files)
+#          --wheels DIR (local wheels: array-api-compat, array-api-strict, ...)
+#          --backend cupy|torch   --steps a,b,...   --python PY (default python3)
+#          --dry-run   --cpu
+# Steps, most proof per minute first, each under its own timeout; one that no longer fits in the
+# budget is skipped and named so (a skipped step does not fail the run, a failed step does):
+#   probe, check (portanet check), tests (-m gpu: the tests on CuPy, junit XML), cnn-fast
+#   (full MNIST), mpi (2 ranks on the GPU, or the one-process path), bench (reference MLP and
+#   cnn-fast against PyTorch CUDA), cnn (short: BatchNorm, augmentation, dropout), per-sample.
+# Offline by design: PORTANET_OFFLINE=1 for every step (no download is attempted; data comes from
+# --data, $PORTANET_DATA or the cache; without it the first line says so and only the steps that
+# need MNIST are skipped). Set CUPY_CACHE_DIR to a folder you keep and a second run starts warm.
+# Results in --out, at most 6 files: STAMP-gpu-check.log (running log), .md and .json (summary,
+# rewritten after every step and on exit or SIGTERM), -tests.xml (junit), bench's .json and .md.
+# Exit: 0 every step that ran passed, 1 a step failed, 2 bad arguments, 3 no usable CUDA device,
+# 143 terminated.
 #
-# No network: bring the packages CuPy machines often lack as wheels. On a machine with pip and a
-# network, from the repository root (for Python 3.12 on x86-64 Linux; they are pure Python):
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux2014_x86_64 -d .whl \
-#     array-api-compat array-api-strict pytest pluggy iniconfig packaging hypothesis attrs \
-#     sortedcontainers
-# and copy .whl/ along with the repository (CuPy itself: add "cupy-cuda12x[ctk]" without
-# --no-deps, or use the machine's own CuPy).
+# Wheels for a machine without internet (pure Python), from a machine with pip and a network:
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl array-api-compat array-api-strict
+# (add pytest pluggy iniconfig packaging hypothesis attrs sortedcontainers if the GPU machine
+# lacks them). They are installed with pip --target into a temporary folder (unzipped when pip is
+# missing) and put on PYTHONPATH; portanet itself runs from this checkout, uninstalled.
 set -uo pipefail
 
+GPU_CHECK_STARTED="$(date +%s.%N)"  # the budget counts from here
+GPU_CHECK_COMMAND="tools/gpu_check.sh $*"  # as given, for the summary
+export GPU_CHECK_STARTED GPU_CHECK_COMMAND
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
-WHEELS="$ROOT/.whl"
-OUT="$ROOT/bench/results"
-STEPS="install,cuda,check,suite,bench,examples,per-sample"
-DRY=0
-CPU=0
-
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+WHEELS=""
+ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --wheels) WHEELS="$2"; shift 2 ;;
-    --out) OUT="$2"; shift 2 ;;
-    --steps) STEPS="$2"; shift 2 ;;
-    --python) PY="$2"; shift 2 ;;
-    --dry-run) DRY=1; shift ;;
-    --cpu) CPU=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    --wheels) [ $# -ge 2 ] || { echo "gpu_check.sh: --wheels needs a folder" >&2; exit 2; }
+              WHEELS="$2"; shift 2 ;;
+    --python) [ $# -ge 2 ] || { echo "gpu_check.sh: --python needs a path" >&2; exit 2; }
+              PY="$2"; shift 2 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) ARGS+=("$1"); shift ;;
   esac
 done
-for step in ${STEPS//,/ }; do
-  case "$step" in
-    install|cuda|check|suite|bench|examples|per-sample) ;;
-    *) echo "gpu_check.sh: unknown step '$step'; steps: install,cuda,check,suite,bench,examples,per-sample" >&2; exit 2 ;;
-  esac
-done
-wants() { [[ ",$STEPS," == *",$1,"* ]]; }
+DRY=0
+for a in "${ARGS[@]+"${ARGS[@]}"}"; do [ "$a" = "--dry-run" ] && DRY=1; done
 
-if [ "$CPU" = 1 ]; then  # the same steps on NumPy with tiny settings: for the test suite
-  BACKEND=numpy; BENCH_MODE=--tiny; EXAMPLE_ARGS="--limit 1000"; SUITE_ARGS="${GPU_CHECK_SUITE_ARGS:-tests/test_cuda.py}"
-else
-  BACKEND=cupy; BENCH_MODE=--quick; EXAMPLE_ARGS=""; SUITE_ARGS="${GPU_CHECK_SUITE_ARGS:--m not network}"
-fi
-STAMP="$(date -u +%Y%m%d-%H%M%SZ)"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-[ "$DRY" = 1 ] || mkdir -p "$OUT"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/portanet-gpu-check.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-
-run() {  # run NAME COMMAND...: output to $WORK/NAME.txt (and the terminal), status to NAME.rc
-  local name="$1"; shift
-  echo "== $name: $*"
-  if [ "$DRY" = 1 ]; then return 0; fi
-  ( cd "$ROOT" && "$@" ) 2>&1 | tee "$WORK/$name.txt"
-  local rc=${PIPESTATUS[0]}
-  echo "$rc" > "$WORK/$name.rc"
-  echo "== $name: exit $rc"
-  return 0
-}
-
-if wants install; then
-  missing=()
-  for pair in array_api_compat:array-api-compat array_api_strict:array-api-strict \
-              pytest:pytest hypothesis:hypothesis; do
-    "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ ! -d "$WHEELS" ] && [ "$DRY" = 0 ]; then
-      echo "gpu_check.sh: ${missing[*]} missing and no wheels folder at $WHEELS; download them" \
-           "as described at the top of tools/gpu_check.sh, or pass --wheels DIR" >&2
-      exit 2
+if [ -n "$WHEELS" ]; then
+  if ! compgen -G "$WHEELS/*.whl" > /dev/null; then
+    echo "gpu_check.sh: no wheels (*.whl) in $WHEELS" >&2
+    exit 2
+  fi
+  if [ "$DRY" = 0 ]; then
+    SITE="${TMPDIR:-/tmp}/portanet-gpu-check-site"
+    mkdir -p "$SITE"
+    if "$PY" -m pip --version > /dev/null 2>&1; then
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --disable-pip-version-check --target "$SITE" "$WHEELS"/*.whl > "$SITE.log" 2>&1 \
+        || { echo "gpu_check.sh: installing the wheels failed:" >&2; cat "$SITE.log" >&2; exit 2; }
+      how="pip --target"
+    else  # pure-Python wheels are zip files: unpacked, they import
+      for w in "$WHEELS"/*.whl; do "$PY" -m zipfile -e "$w" "$SITE" || exit 2; done
+      how="unzipped (no pip)"
     fi
-    run install "$PY" -m pip install --no-index --find-links "$WHEELS" "${missing[@]}"
-  else
-    echo "== install: nothing to install (array-api-compat, array-api-strict, pytest, hypothesis present)"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    names=""
+    for w in "$WHEELS"/*.whl; do w="${w##*/}"; names="$names ${w%%-py*}"; done
+    export GPU_CHECK_INSTALLED="wheels from $WHEELS ($how into $SITE):$names"
   fi
 fi
-
-if wants cuda && [ "$CPU" = 0 ] && [ "$DRY" = 0 ]; then
-  if ! why="$("$PY" -c 'from portanet.backend import cuda_status
-ok, why = cuda_status()
-print(why)
-raise SystemExit(0 if ok else 3)' 2>&1)"; then
-    echo "gpu_check.sh: no usable CUDA device here: ${why##*$'\n'}" >&2
-    echo "gpu_check.sh: this kit proves the GPU half; on this machine run 'portanet check' and" \
-         "the test suite instead, or 'tools/gpu_check.sh --cpu' to rehearse the steps" >&2
-    exit 3
-  fi
-  echo "== cuda: $why"
-fi
-
-wants check && run check "$PY" -m portanet check
-# shellcheck disable=SC2086  # SUITE_ARGS holds several words
-wants suite && run suite "$PY" -m pytest -q -p no:cacheprovider $SUITE_ARGS
-# bench's files go to --out; per-sample SGD is its own step (below), so bench skips it here
-BENCH_ARGS=("$BENCH_MODE" --backend "$BACKEND" --out "$OUT" --no-summary
-            --sections reference,scaling)
-[ "$CPU" = 1 ] && BENCH_ARGS+=(--no-torch)
-wants bench && run bench "$PY" -m bench "${BENCH_ARGS[@]}"
-if wants examples; then
-  for example in "$ROOT"/examples/[!_]*.py; do
-    name="$(basename "$example" .py)"
-    # shellcheck disable=SC2086
-    run "example-$name" "$PY" "$example" --backend "$BACKEND" $EXAMPLE_ARGS
-  done
-fi
-if wants per-sample; then
-  run per-sample "$PY" -m bench "$BENCH_MODE" --backend "$BACKEND" --sections per_sample \
-      --no-torch --out "$WORK/bench" --no-summary
-fi
-[ "$DRY" = 1 ] && exit 0
-
-"$PY" "$ROOT/tools/gpu_report.py" "$WORK" "$OUT" "$STAMP" "$BACKEND"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" "$ROOT/tools/gpu_kit.py" --python "$PY" "${ARGS[@]+"${ARGS[@]}"}"

