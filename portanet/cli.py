@@ -82,8 +82,9 @@ def add_train(sub: Any) -> None:
                        help="hold out the last N training images for validation (0: none)")
     train.add_argument("--save", type=options.path,
                        help="save the trained model to this .npz file")
-    train.add_argument("--out", type=options.path, help="folder for report.json and the pictures "
-                                     "(default runs/DATE-DATASET-MODEL)")
+    train.add_argument("--out", type=options.path,
+                       help="folder for report.json and the pictures (default "
+                            "runs/DATE-DATASET-MODEL)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     data_options(train)
     train.set_defaults(func=cmd_train)
@@ -109,8 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     loaded = load_data(args.dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
                        limit=args.limit, train_subset=recipe.train_subset,
                        validation=args.validation)
-    if comm.size > 1:  # every rank must train on the same images, not only the same labels
-        comm.check_same_inputs(*loaded.train)
+    comm.check_same_inputs(*loaded.train)  # under mpiexec: the same images on every rank
     if recipe.network == "mlp":
         options.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
                              np.dtype(args.dtype).itemsize)

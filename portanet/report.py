@@ -94,6 +94,10 @@ def write_report(
 
     Returns:
         The paths written, and why there are no pictures (``None`` when there are).
+
+    Raises:
+        DiskFullError: the disk filled; the files written before it stay, listed in its
+            ``kept``.
     """
     document = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
