@@ -207,6 +207,7 @@ def _plot_top_confusions(cm: np.ndarray, path: str | os.PathLike[str], names: Se
         ax.barh(range(len(top)), [count for _, _, count in top], color="tab:blue")
         ax.set_yticks(range(len(top)), labels)
         ax.invert_yaxis()
+        ax.xaxis.get_major_locator().set_params(integer=True)  # counts, not fractions
         ax.set_xlabel("images (true -> predicted)")
     ax.set_title(heading)
     return _save(fig, path)
