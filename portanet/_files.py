@@ -386,7 +386,7 @@ def check_run_files(writes: Labelled, reads: Labelled = ()) -> list[Path]:
         for other_label, other_path, other in done:
             if _same_file(target, other):
                 raise OutputPathError(
-                    f"{label} {path} and {other_label} {other_path} are the same file; the "
+                    f"{other_label} {other_path} and {label} {path} are the same file; the "
                     f"second write would replace the first: choose another file name or folder")
         done.append((label, Path(path), target))
     return [target for _, _, target in done]
