@@ -2,8 +2,11 @@
 
 :func:`atomic_write` writes through symbolic links to their target, refuses to replace anything
 that is not a regular file (a folder, a FIFO, ``/dev/null``), and removes the partial files that
-an earlier save of the same target left behind when it was killed. :func:`check_output_path`
-and :func:`check_output_dir` let a command refuse a bad output path before any work is done.
+an earlier save of the same target left behind when it was killed; a full disk is one
+:class:`DiskFullError` line naming the file and the space it needs. :func:`check_output_path`
+and :func:`check_output_dir` let a command refuse a bad output path before any work is done, and
+:func:`check_run_files` is the one rule for a whole run: no file it writes is a file it reads or
+another file it writes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -23,11 +27,13 @@ try:
 except ImportError:  # Windows: an open file cannot be deleted there, which protects it anyway
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["InputPathError", "OutputPathError", "atomic_write", "check_input_file",
-           "check_output_dir", "check_output_path"]
+__all__ = ["DiskFullError", "InputPathError", "OutputPathError", "atomic_write",
+           "check_input_file", "check_output_dir", "check_output_path", "check_run_files"]
 
 PathLike = str | os.PathLike[str]
 Inputs = Mapping[str, PathLike | None] | Iterable[PathLike | None]
+Labelled = Iterable[tuple[str, PathLike]]
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _PART_SUFFIX = ".part"
 
 
@@ -40,6 +46,46 @@ class OutputPathError(OSError, ValueError):
 
 class InputPathError(OSError, ValueError):
     """An input path that is not a readable regular file; the message names it and the fix."""
+
+
+class DiskFullError(OSError):
+    """A write that ran out of disk space (ENOSPC) or quota (EDQUOT). Nothing of the file is
+    left behind and an old file at the path is untouched; the one-line message names the path,
+    the space it needed (at least the bytes written when the disk filled) and the space free.
+
+    Attributes:
+        path: the file that could not be written.
+        kept: files a command wrote before this one, which stay (a caller may add to it).
+    """
+
+    def __init__(self, path: PathLike, needed: int, free: int | None, code: int) -> None:
+        super().__init__(code, os.strerror(code))
+        self.path, self.needed, self.free = Path(path), needed, free
+        self.kept: list[Path] = []
+
+    def __str__(self) -> str:
+        what = "the disk quota is used up" if self.errno != errno.ENOSPC else \
+            "no space left on the device"
+        free = "" if self.free is None else f", {_size(self.free)} free"
+        kept = f"; kept what was written before it: {', '.join(map(str, self.kept))}" \
+            if self.kept else ""
+        return (f"cannot write {self.path}: {what} (it needs more than {_size(self.needed)}"
+                f"{free} in {self.path.parent}); free some space or choose another place{kept}")
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:,} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1000
+    return ""  # not reached
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _kind(mode: int) -> str:
@@ -155,8 +201,10 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
 
     Raises:
         OutputPathError: ``path`` (or its link target) exists and is not a regular file (a
-            folder, a FIFO, a device such as ``/dev/null``), or its folder cannot be created or
-            written; nothing is written then.
+            folder, a FIFO, a device such as ``/dev/null``), its folder cannot be created or
+            written, or it cannot be replaced (immutable); nothing is written then.
+        DiskFullError: the disk or the quota filled up while writing; the partial file is
+            removed and an old file at ``path`` is untouched.
     """
     path = Path(path)
     target = _resolve(path)
@@ -181,15 +229,40 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
                 mode = 0o644  # mkstemp makes it private; a saved model or cache file is not
             os.chmod(tmp, mode)
             if fcntl is not None:
-                os.replace(tmp, target)  # still open and locked: no cleanup can take it
+                _replace(tmp, path, target)  # still open and locked: no cleanup can take it
         if fcntl is None:
-            os.replace(tmp, target)  # Windows cannot rename an open file
+            _replace(tmp, path, target)  # Windows cannot rename an open file
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            _discard(tmp)
+            raise
+        needed = _discard(tmp)
+        raise DiskFullError(path, needed, _free_bytes(target.parent), exc.errno) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
     _fsync_folder(target.parent)
     return path
+
+
+def _replace(tmp: str, shown: Path, target: Path) -> None:
+    """Rename ``tmp`` over ``target``; an immutable or protected target is one line."""
+    try:
+        os.replace(tmp, target)
+    except PermissionError as exc:
+        raise OutputPathError(f"cannot replace {shown}: permission denied ({exc.strerror}); it "
+                              f"is protected (read-only, immutable, or another user's): choose "
+                              f"another path") from None
+
+
+def _discard(tmp: str) -> int:
+    """Remove a partial file; the bytes it held (0 when it is gone)."""
+    size = 0
+    with contextlib.suppress(OSError):
+        size = os.stat(tmp).st_size
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return size
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -237,48 +310,86 @@ def _check_writable_folder(shown: Path, folder: Path) -> None:
         raise _folder_error(shown, existing, exc) from exc
 
 
-def _labelled(inputs: Inputs) -> list[tuple[str, PathLike]]:
+def _labelled(inputs: Inputs | Labelled) -> list[tuple[str, PathLike]]:
+    """``(label, path)`` pairs from a mapping, a list of pairs or a list of paths."""
     if isinstance(inputs, Mapping):
         return [(label, p) for label, p in inputs.items() if p]
-    return [(f"the input {p}", p) for p in inputs if p]
+    pairs = [item if isinstance(item, tuple) else (f"the input {item}", item) for item in inputs]
+    return [(label, p) for label, p in pairs if p]
 
 
-def check_output_path(path: PathLike, inputs: Inputs = (), *, what: str = "the output") -> Path:
+def check_output_path(path: PathLike, inputs: Inputs | Labelled = (), *,
+                      what: str = "the output") -> Path:
     """Check, before any work, that :func:`atomic_write` can write ``path`` without losing
     anything; return the file that will be written (links followed).
 
     Args:
         path: the output file.
         inputs: files the command reads; the output must not be any of them (compared by
-            device and inode, so through links and hard links). A mapping gives each a label
+            resolved path and by device and inode, so through links and hard links; an input
+            need not exist). A mapping or a list of ``(label, path)`` pairs gives each a label
             for the message, e.g. ``{"the dataset file (--dataset-file)": args.dataset_file}``.
             ``None`` and empty entries are skipped.
         what: how the message names the output, e.g. ``"--save"``.
 
     Raises:
         OutputPathError: one line naming the path, the problem and the fix, for an empty path,
-            a link loop, an existing folder, FIFO or device, a file that is one of ``inputs``,
-            a parent that is a file, or a folder that cannot be written.
+            a link loop, an existing folder, FIFO or device, a file that is one of ``inputs``
+            (the same resolved path, or the same inode), an existing file this process may not
+            write (``access(W_OK)``: read-only for this user, or immutable), a parent that is
+            a file, or a folder that cannot be written.
     """
     if not str(path):
         raise OutputPathError(f"{what}: the path is empty; give a file name such as model.npz")
     path = Path(path)
     target = _resolve(path)
     _refuse_non_regular(path, target)
-    if target.exists():
-        mine = target.stat()
-        for label, source in _labelled(inputs):
-            try:
-                same = os.path.samestat(mine, os.stat(source))
-            except OSError:
-                continue
-            if same:
-                raise OutputPathError(
-                    f"{what} {path} is the same file as {label} ({source}); writing it would "
-                    f"destroy that input: choose another file name"
-                )
+    for label, source in _labelled(inputs):
+        if _same_file(target, source):
+            raise OutputPathError(
+                f"{what} {path} is the same file as {label} ({source}); writing it would "
+                f"destroy that input: choose another file name"
+            )
+    if os.path.lexists(target) and not os.access(target, os.W_OK):
+        raise OutputPathError(
+            f"{what} {path} is read-only (or immutable); portanet will not replace a "
+            f"protected file: make it writable or choose another file name")
     _check_writable_folder(path, target.parent)
     return target
+
+
+def _same_file(target: Path, other: PathLike) -> bool:
+    """Whether writing ``target`` (links already followed) changes the file ``other``: the
+    same resolved path (which need not exist yet), or the same device and inode (a hard link)."""
+    try:
+        if Path(os.path.realpath(other)) == target:
+            return True
+        return os.path.samestat(target.stat(), os.stat(other))
+    except (OSError, ValueError):
+        return False
+
+
+def check_run_files(writes: Labelled, reads: Labelled = ()) -> list[Path]:
+    """The one rule for a run's files, checked before any work: every file in ``writes`` can
+    be written (:func:`check_output_path`), none is a file in ``reads``, and no two are the
+    same file. Each entry is ``(label, path)``, e.g. ``("--save", "m.npz")`` or
+    ``("the data folder", ".../train-images-idx3-ubyte")``; read paths need not exist (a file a
+    later search would read is protected too). Returns the files that will be written.
+
+    Raises:
+        OutputPathError: one line naming both files and the fix.
+    """
+    reads = list(reads)
+    done: list[tuple[str, Path, Path]] = []
+    for label, path in writes:
+        target = check_output_path(path, reads, what=label)
+        for other_label, other_path, other in done:
+            if _same_file(target, other):
+                raise OutputPathError(
+                    f"{other_label} {other_path} and {label} {path} are the same file; the "
+                    f"second write would replace the first: choose another file name or folder")
+        done.append((label, Path(path), target))
+    return [target for _, _, target in done]
 
 
 def check_output_dir(

@@ -338,7 +338,13 @@ def get_backend(
         )
     if name == "auto":
         name, note = auto_choice(per_sample)
-    xp, dev = SEAMS[name].load(device)
+    try:
+        xp, dev = SEAMS[name].load(device)
+    except BackendUnavailableError as exc:
+        if not source:
+            raise
+        raise BackendUnavailableError(f"{ENV_VAR}={given}: {exc} (or unset the environment "
+                                      f"variable {ENV_VAR}, or set it to numpy)") from None
     _check_dtype_supported(name, xp, dev, dtype)
     return Backend(name=name, xp=xp, device=dev, dtype=getattr(xp, dtype), rng=rng,
                    note=note or name)

@@ -31,7 +31,7 @@ import numpy as np
 
 import portanet
 from portanet import data, distributed, options, recipes
-from portanet._files import check_input_file
+from portanet._files import DiskFullError, check_input_file
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
 from portanet.check import CheckRow, candidates
 from portanet.progress import EpochProgress
@@ -82,9 +82,11 @@ def add_train(sub: Any) -> None:
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--validation", type=options.count, default=5000,
                        help="hold out the last N training images for validation (0: none)")
-    train.add_argument("--save", help="save the trained model to this .npz file")
-    train.add_argument("--out", help="folder for report.json and the pictures "
-                                     "(default runs/DATE-DATASET-MODEL)")
+    train.add_argument("--save", type=options.path,
+                       help="save the trained model to this .npz file")
+    train.add_argument("--out", type=options.path,
+                       help="folder for report.json and the pictures (default "
+                            "runs/DATE-DATASET-MODEL)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     data_options(train)
     train.set_defaults(func=cmd_train)
@@ -96,7 +98,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
-    options.check_inputs(args, {"the dataset file (--dataset-file)": args.dataset_file})
+    if args.out is None:  # decided now, so that the check below covers it
+        args.out = str(default_out_dir(args.dataset_file or data.get_spec(args.dataset).name,
+                                       recipe.name))
+    options.check_files(args)
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed,
                                    per_sample=recipe.batch_size == 1)
     print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
@@ -107,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     loaded = load_data(args.dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
                        limit=args.limit, train_subset=recipe.train_subset,
                        validation=args.validation)
+    comm.check_same_inputs(*loaded.train)  # under mpiexec: the same images on every rank
     if recipe.network == "mlp":
         options.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
                              np.dtype(args.dtype).itemsize)
@@ -124,18 +130,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = make_report(model, test)
     rate = len(loaded.train[0]) * history.epochs / max(seconds, 1e-9)
     print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend.name}")
-    if args.save:
-        path = portanet.save(model, args.save, dataset=loaded.dataset,
-                             class_names=list(loaded.class_names), recipe=recipe.as_dict(),
-                             test_accuracy=report["accuracy"])
-        print(f"model saved to {path}")
     config = {"command": "train", "dataset": loaded.name, "recipe": recipe.as_dict(),
               "seed": args.seed, "validation": args.validation, "limit": args.limit}
     timings = {"train_seconds": seconds, "samples_per_second": rate,
                "epoch_seconds": history.seconds}
-    out = Path(args.out) if args.out else default_out_dir(loaded.name, recipe.name)
-    print_written(*write_report(out, model, report, test, config=config, timings=timings,
-                                history=history))
+    saved: list[Path] = []
+    try:  # the model first: a full disk then costs the pictures, not the model
+        if args.save is not None:
+            saved.append(portanet.save(model, args.save, dataset=loaded.dataset,
+                                       class_names=list(loaded.class_names),
+                                       recipe=recipe.as_dict(), test_accuracy=report["accuracy"]))
+            print(f"model saved to {saved[0]}")
+        print_written(*write_report(Path(args.out), model, report, test, config=config,
+                                    timings=timings, history=history))
+    except DiskFullError as exc:
+        exc.kept[:0] = saved
+        raise
     return 130 if history.interrupted else 0
 
 
@@ -148,6 +158,8 @@ def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *,
     print(f"data: {loaded.name}, {len(loaded.train[0]):,} training, "
           f"{len(loaded.validation[0]) if loaded.validation else 0:,} validation, "
           f"{len(loaded.test[0]):,} test images")
+    if loaded.note:
+        print(f"note: {loaded.note}")
     print(f"model '{recipe.name}': {model!r}, {model.num_parameters():,} parameters")
     print(f"training: {recipe.describe()}")
     callbacks = [] if quiet else [
@@ -178,25 +190,27 @@ def load_model(path: str, backend: str | None, dtype: str | None = None
 
 def add_evaluate(sub: Any) -> None:
     evaluate = sub.add_parser("evaluate", help="the test report of a saved model")
-    evaluate.add_argument("model_path", metavar="MODEL")
+    evaluate.add_argument("model_path", metavar="MODEL", type=options.path)
     evaluate.add_argument("--dataset", choices=data.dataset_names(), metavar="NAME",
                           help=DATASET_HELP + " (default: the one the model was trained on)")
     backend_option(evaluate)
     evaluate.add_argument("--dtype", choices=("float32", "float64"))
-    evaluate.add_argument("--out", help="folder for report.json and the pictures")
+    evaluate.add_argument("--out", type=options.path,
+                          help="folder for report.json and the pictures")
     data_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    options.check_inputs(args, {"the model": args.model_path,
-                        "the dataset file (--dataset-file)": args.dataset_file})
+    options.check_files(args)
     model, extra = load_model(args.model_path, args.backend, args.dtype)
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
     dataset = args.dataset or options.saved_dataset(args.model_path, extra) or "mnist"
     loaded = load_data(dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
-                       limit=args.limit)
+                       limit=args.limit, classes=extra.get("class_names"))
+    if loaded.note:
+        print(f"note: {loaded.note}")
     check_labels(loaded, model)
     test = held_out(loaded, model)
     started = time.perf_counter()
@@ -420,10 +434,12 @@ def backend_option(p: argparse.ArgumentParser) -> None:
 
 
 def data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="folder with the dataset files (else PORTANET_DATA, "
-                                      "the cache, or a download)")
-    p.add_argument("--dataset-file", help="your own .npz with x_train, y_train, x_test, "
-                                          "y_test (28x28 uint8 images)")
+    p.add_argument("--data-dir", type=options.path,
+                   help="folder with the dataset files (else PORTANET_DATA, the cache, or a "
+                        "download)")
+    p.add_argument("--dataset-file", type=options.path,
+                   help="your own .npz with x_train, y_train, x_test, y_test (28x28 uint8 "
+                        "images)")
     p.add_argument("--limit", type=options.count, default=0,
                    help="use only the first N training and test images (quick runs)")
 
@@ -455,6 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except DiskFullError as exc:  # after the work: what was written before it is kept
+        print(f"portanet {args.command}: {exc}", file=sys.stderr)
+        return 1
     except (UsageError, BackendUnavailableError, data.DatasetUnavailableError,
             FileNotFoundError, ValueError) as exc:
         print(f"portanet {args.command}: {exc}", file=sys.stderr)

@@ -20,7 +20,13 @@ import numpy as np
 
 from portanet.backend import host_array
 
-__all__ = ["confusion_matrix", "classification_report", "format_report"]
+__all__ = ["FULL_TABLE_CLASSES", "confusion_matrix", "classification_report", "format_report",
+           "top_confusions"]
+
+FULL_TABLE_CLASSES = 20
+"""Up to this many classes, reports and pictures show every class and the whole confusion
+matrix; beyond, the classes with the lowest F1 and the largest confusions (``report.json``
+keeps everything), so a report of 1,000 classes stays quick and readable."""
 
 
 def _as_labels(name: str, labels: Any) -> np.ndarray:
@@ -186,13 +192,28 @@ def classification_report(
     }
 
 
+def top_confusions(matrix: Any, n: int = FULL_TABLE_CLASSES) -> list[tuple[int, int, int]]:
+    """The ``n`` largest off-diagonal counts of a confusion matrix, largest first, as
+    ``(true class, predicted class, count)``; zero counts are left out."""
+    cm = np.asarray(matrix)
+    off = cm.astype(np.int64, copy=True)
+    np.fill_diagonal(off, 0)
+    flat = off.ravel()
+    n = min(n, int(np.count_nonzero(flat)))
+    best = np.argsort(-flat, kind="stable")[:n]  # largest first, ties in matrix order
+    k = cm.shape[1]
+    return [(int(i // k), int(i % k), int(flat[i])) for i in best]
+
+
 def format_report(report: dict[str, Any], digits: int = 4) -> str:
     """Render a :func:`classification_report` dict as an aligned plain-text table.
 
     The per-class table (precision, recall, f1, support) is followed by accuracy, macro and
     weighted averages, then the confusion matrix with true classes as rows and predicted
     classes as columns. Long class names are replaced by their indices in the matrix's
-    column headers (rows keep ``index name``) so the matrix stays narrow.
+    column headers (rows keep ``index name``) so the matrix stays narrow. Beyond
+    :data:`FULL_TABLE_CLASSES` classes the table holds the classes with the lowest F1 and the
+    matrix gives way to the largest confusions.
     """
     try:
         rows = report["per_class"]
@@ -202,6 +223,10 @@ def format_report(report: dict[str, Any], digits: int = 4) -> str:
         raise ValueError(
             "format_report expects the dict returned by classification_report"
         ) from exc
+    many = len(rows) > FULL_TABLE_CLASSES
+    if many:
+        order = sorted(range(len(rows)), key=lambda i: (rows[i]["f1"], i))
+        rows = [rows[i] for i in order[:FULL_TABLE_CLASSES]]
 
     avg_labels = ("macro avg", "weighted avg")
     label_w = max([len(n) for n in names] + [len(s) for s in avg_labels] + [len("accuracy")])
@@ -215,7 +240,9 @@ def format_report(report: dict[str, Any], digits: int = 4) -> str:
     def fmt(x: float) -> str:
         return f"{x:.{digits}f}"
 
-    out = [
+    out = [f"the {len(rows)} classes with the lowest F1 of {len(names):,} (report.json has "
+           f"every class)"] if many else []
+    out += [
         f"{'':{label_w}}  "
         + " ".join(h.rjust(num_w) for h in ("precision", "recall", "f1"))
         + f"  {'support'.rjust(sup_w)}"
@@ -230,6 +257,11 @@ def format_report(report: dict[str, Any], digits: int = 4) -> str:
         out.append(line(label, [fmt(a["precision"]), fmt(a["recall"]), fmt(a["f1"])], a["support"]))
 
     out.append("")
+    if many:
+        out.append(f"largest confusions of {len(names):,} classes (report.json has the matrix)")
+        out += [f"  true {names[i]} predicted as {names[j]}: {count:,}"
+                for i, j, count in top_confusions(cm)] or ["  none: every image is right"]
+        return "\n".join(out)
     out.append("confusion matrix (rows: true class, columns: predicted class)")
     count_w = max(len(str(v)) for row in cm for v in row)
     short = max(len(n) for n in names) <= max(count_w, 5)

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from portanet import _checks, data, recipes
-from portanet._files import check_input_file, check_output_dir, check_output_path
+from portanet._files import check_input_file, check_output_dir, check_run_files
 
 OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "misclassified.png")
 """The files ``--out`` may receive."""
 
-__all__ = ["OUTPUT_FILES", "batch_size", "check_inputs", "check_memory", "count", "dropout",
-           "finite_non_negative", "finite_positive", "hidden", "memory_bound", "saved_dataset"]
+__all__ = ["OUTPUT_FILES", "batch_size", "check_files", "check_memory", "count", "dropout",
+           "files_read", "files_written", "finite_non_negative", "finite_positive", "hidden",
+           "memory_bound", "path", "saved_dataset"]
 
 
 def _number(text: str, kind: type) -> float:
@@ -108,16 +109,53 @@ def check_memory(widths: Sequence[int], itemsize: int, bound: int | None = None)
 # --- checks before any work -------------------------------------------------------------
 
 
-def check_inputs(args: argparse.Namespace, inputs: dict[str, str | None]) -> None:
-    """Before any data is loaded or any epoch runs: every input is a regular file, and
-    ``--save`` and ``--out`` can be written without touching an input."""
-    for label, path in inputs.items():
-        if path:
-            check_input_file(path, what=label)
-    if save := getattr(args, "save", None):
-        check_output_path(save, inputs, what="--save")
+def path(text: str) -> str:
+    """A file or folder name that is not empty (``--save ''`` would otherwise mean "no save")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty; give a file or folder name")
+    return text
+
+
+def _named_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The input files given by name: the model (``evaluate``), ``--dataset-file``."""
+    named = (("the model", getattr(args, "model_path", None)),
+             ("the dataset file (--dataset-file)", getattr(args, "dataset_file", None)))
+    return [(label, given) for label, given in named if given is not None]
+
+
+def files_read(args: argparse.Namespace) -> list[tuple[str, str | os.PathLike[str]]]:
+    """Every file the command may read, each with a label for messages: the model it
+    evaluates, and the ``--dataset-file`` or else every local copy the data search may read
+    for any known data set (``--data-dir`` or ``PORTANET_DATA``, the cache, system folders)."""
+    reads: list[tuple[str, str | os.PathLike[str]]] = list(_named_inputs(args))
+    if getattr(args, "dataset_file", None) is not None:
+        return reads
+    data_dir = getattr(args, "data_dir", None)
+    for name in data.dataset_names():
+        spec = data.get_spec(name)
+        if spec.name == name:  # each data set once, not once per alias
+            reads += data.sources.paths_read(spec, data_dir)
+    return reads
+
+
+def files_written(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every file the command will write: ``--save``, then each file ``--out`` receives."""
+    writes = [("--save", args.save)] if getattr(args, "save", None) is not None else []
     if getattr(args, "out", None) is not None:
-        check_output_dir(args.out, OUTPUT_FILES, {**inputs, "--save": save}, what="--out")
+        writes += [(f"--out's {name}", os.path.join(args.out, name)) for name in OUTPUT_FILES]
+    return writes
+
+
+def check_files(args: argparse.Namespace) -> None:
+    """The one rule for a run's files, before any data is loaded or any epoch runs: every
+    input given by name (model, ``--dataset-file``) is a regular file; ``--out`` is a folder
+    that can be written; every file written can be written and is neither a file the run may
+    read (:func:`files_read`) nor another file it writes."""
+    for label, given in _named_inputs(args):
+        check_input_file(given, what=label)
+    if getattr(args, "out", None) is not None:
+        check_output_dir(args.out, what="--out")
+    check_run_files(files_written(args), files_read(args))
 
 
 def saved_dataset(path: str, extra: dict[str, Any]) -> str | None:

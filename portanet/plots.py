@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from portanet._files import atomic_write
+from portanet.metrics import FULL_TABLE_CLASSES, top_confusions
 
 __all__ = [
     "plotting_available",
@@ -121,7 +122,9 @@ def plot_confusion_matrix(
     class_names: Sequence[str] | None = None,
     title: str = "Confusion matrix",
 ) -> Path:
-    """Draw a confusion matrix (rows true, columns predicted) as a heat map with counts.
+    """Draw a confusion matrix (rows true, columns predicted) as a heat map with counts; of
+    more than :data:`portanet.metrics.FULL_TABLE_CLASSES` classes, the largest confusions as
+    bars instead.
 
     Args:
         matrix: square array of counts, e.g. from :func:`portanet.metrics.confusion_matrix`.
@@ -142,6 +145,8 @@ def plot_confusion_matrix(
 
     if not np.all(np.isfinite(cm)) or cm.min() < 0:
         raise ValueError("matrix must hold finite, non-negative counts")
+    if k > FULL_TABLE_CLASSES:  # a heat-map of 1,000 x 1,000 cells is slow and unreadable
+        return _plot_top_confusions(cm, path, names, title)
 
     side = min(14.0, max(4.5, 0.55 * k + 2.5))
     fig = _figure(side + 1.2, side)
@@ -182,6 +187,29 @@ def plot_confusion_matrix(
         for j in range(k):
             color = "white" if shades[i, j] > 0.6 else ("0.6" if cm[i, j] == 0 else "black")
             ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=fontsize, color=color)
+    return _save(fig, path)
+
+
+def _plot_top_confusions(cm: np.ndarray, path: str | os.PathLike[str], names: Sequence[str],
+                         title: str) -> Path:
+    """Bars of the largest off-diagonal cells of ``cm``: what a heat-map of many classes
+    would hide."""
+    top = top_confusions(cm.astype(np.int64), FULL_TABLE_CLASSES)
+    k = cm.shape[0]
+    fig = _figure(7.0, 1.2 + 0.32 * max(len(top), 3))
+    ax = fig.subplots()
+    heading = f"{title}: the {len(top)} largest confusions of {k:,} classes"
+    if not top:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "No confusions: every image is right", ha="center", va="center")
+    else:
+        labels = [f"{names[i]} -> {names[j]}" for i, j, _ in top]
+        ax.barh(range(len(top)), [count for _, _, count in top], color="tab:blue")
+        ax.set_yticks(range(len(top)), labels)
+        ax.invert_yaxis()
+        ax.xaxis.get_major_locator().set_params(integer=True)  # counts, not fractions
+        ax.set_xlabel("images (true -> predicted)")
+    ax.set_title(heading)
     return _save(fig, path)
 
 

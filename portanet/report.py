@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from portanet import metrics
-from portanet._files import atomic_write
+from portanet._files import DiskFullError, atomic_write
 from portanet._version import __version__
 from portanet.model import Sequential, class_names_for
 from portanet.splits import HeldOut
@@ -80,6 +80,10 @@ def write_report(
 
     Returns:
         The paths written, and why there are no pictures (``None`` when there are).
+
+    Raises:
+        DiskFullError: the disk filled; the files written before it stay, listed in its
+            ``kept``.
     """
     document = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -87,8 +91,19 @@ def write_report(
         "history": history.as_dict() if history else None, "report": report,
     }
     text = json.dumps(_finite(document), indent=2, allow_nan=False)  # always valid JSON
+    written: list[Path] = []
+    try:
+        return _write(out, text, model, report, held_out, history, written)
+    except DiskFullError as exc:  # what was written stays; the message lists it
+        exc.kept.extend(written)
+        raise
+
+
+def _write(out: Path, text: str, model: Sequential, report: dict[str, Any], held_out: HeldOut,
+           history: History | None, written: list[Path]) -> tuple[list[Path], str | None]:
+    """:func:`write_report`'s files, each appended to ``written`` once it is complete."""
     atomic_write(out / "report.json", lambda f: f.write(text.encode("utf-8")))
-    written = [out / "report.json"]
+    written.append(out / "report.json")
     from portanet import plots
 
     available, why = plots.plotting_available()

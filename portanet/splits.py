@@ -40,7 +40,8 @@ class Splits:
     Attributes:
         name: what to call the data in messages and folder names: the data set or the file.
         dataset: canonical name of a known data set, ``None`` for the user's own ``.npz``.
-        class_names: from the data set's spec, or ``"0" .. "K-1"`` from the labels of a file.
+        class_names: from the data set's spec, or the labels of a file (or its model's).
+        note: what to tell the user about the labels (renumbered classes), or ``None``.
     """
 
     name: str
@@ -49,16 +50,31 @@ class Splits:
     test: Split
     class_names: tuple[str, ...]
     validation: Split | None = None
+    note: str | None = None
 
 
 def load_data(dataset: str, *, dataset_file: str | None = None, data_dir: str | None = None,
-              limit: int = 0, train_subset: int | None = None, validation: int = 0) -> Splits:
+              limit: int = 0, train_subset: int | None = None, validation: int = 0,
+              classes: Sequence[str] | None = None) -> Splits:
     """The data ``dataset_file`` (the user's ``.npz``) or else ``dataset`` names, cut to
     ``train_subset`` and ``limit`` (0: all), with the last ``validation`` training images split
-    off; ``data_dir`` is searched first for a known data set."""
+    off; ``data_dir`` is searched first for a known data set.
+
+    A file's classes are the labels that occur in it (:func:`label_classes`), or, given the
+    ``classes`` a saved model names, those: each label is then the class of that name.
+
+    Raises:
+        ValueError: a split is empty, or the labels do not fit (see :func:`label_classes`).
+    """
     if dataset_file:
         (x, y), test = data.load_npz(dataset_file)
-        loaded = Splits(dataset_file, None, (x, y), test, data.class_names(None, y, test[1]))
+        for what, images in (("training", x), ("test", test[0])):
+            if not len(images):
+                raise ValueError(f"{dataset_file}: the {what} split holds no images; a run "
+                                 f"needs at least one training and one test image")
+        names, (y, test_y), note = label_classes(dataset_file, y, test[1], classes=classes)
+        test = (test[0], test_y)
+        loaded = Splits(dataset_file, None, (x, y), test, names, note=note)
     else:
         spec = data.get_spec(dataset)
         (x, y), test = data.load_dataset(spec.name, data_dir)
@@ -75,6 +91,60 @@ def load_data(dataset: str, *, dataset_file: str | None = None, data_dir: str | 
         x, y = x[:-validation], y[:-validation]
     loaded.train = (x, y)
     return loaded
+
+
+def label_classes(where: str, *labels: np.ndarray, classes: Sequence[str] | None = None
+                  ) -> tuple[tuple[str, ...], list[np.ndarray], str | None]:
+    """The classes of a file's ``labels``: their names, the labels as class indices, and a
+    note to print when labels and indices differ.
+
+    Without ``classes`` the classes are the label values that occur, in order, at most
+    :data:`portanet.data.MAX_CLASSES` of them and at least two; labels 0..K-1 keep their
+    numbers, others (1..10, 990..999) become classes 0..K-1 named by their labels. With the
+    ``classes`` a model was saved with, names that are whole numbers are label values (each
+    label becomes the class of its name); other names leave the labels as class numbers.
+
+    Raises:
+        ValueError: more than MAX_CLASSES labels, a single one, or a label that is not one of
+            ``classes``. Decided from the distinct values (``numpy.unique``), never from the
+            largest label, so a label of 10**9 costs nothing.
+    """
+    if classes is not None and all(str(c).isdigit() for c in classes):
+        return tuple(classes), [_by_name(f"the {what} labels of {where}", y, classes)
+                                for what, y in zip(("training", "test"), labels, strict=False)
+                                ], None
+    if classes is not None:
+        return tuple(classes), list(labels), None
+    values = np.unique(np.concatenate([np.unique(y) for y in labels]))
+    if values.size > data.MAX_CLASSES:
+        raise ValueError(f"{where}: the labels take {values.size:,} different values; portanet "
+                         f"builds classifiers of at most {data.MAX_CLASSES:,} classes: merge "
+                         f"classes, or check that the labels are class numbers")
+    if values.size < 2:
+        raise ValueError(f"{where}: every label is {int(values[0])}; a classifier needs at "
+                         f"least two classes")
+    names = tuple(str(int(v)) for v in values)
+    if int(values[-1]) == values.size - 1:
+        return names, list(labels), None
+    shown = ", ".join(names) if len(names) <= 6 else f"{names[0]}, {names[1]}, ..., {names[-1]}"
+    note = (f"the labels are not 0..K-1: the {len(names)} that occur ({shown}) are classes "
+            f"0..{len(names) - 1}, named by their labels")
+    return names, [np.searchsorted(values, y).astype(np.int64) for y in labels], note
+
+
+def _by_name(where: str, y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Labels as the indices of the classes named by their values; ``where`` names them."""
+    values = np.asarray([int(c) for c in classes], dtype=np.int64)
+    order = np.argsort(values)
+    at = np.clip(np.searchsorted(values, y, sorter=order), 0, len(values) - 1)
+    index = order[at]
+    unknown = values[index] != y
+    if unknown.any():
+        shown = ", ".join(classes) if len(classes) <= 12 else \
+            f"{classes[0]}, {classes[1]}, ..., {classes[-1]}"
+        raise ValueError(f"{where} include {int(y[unknown][0])}, which is not a class the model "
+                         f"predicts ({shown})")
+    return index.astype(np.int64)
 
 
 def on_device(split: Split, model: Sequential) -> tuple[Any, Any]:

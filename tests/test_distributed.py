@@ -414,6 +414,28 @@ def test_a_cpu_tensor_is_staged_even_with_cuda_aware_mpi() -> None:
     assert distributed.allreduce_route(np.zeros(3), True) == "host"
 
 
+def test_ranks_given_other_images_with_the_same_labels_are_stopped() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    labels = np.arange(50) % 10
+    other = images.copy()
+    other[7, 3, 3] ^= 1  # one pixel of one image
+
+    class TwoRanks(distributed.Local):
+        size = 2
+
+        def allgather(self, value: Any) -> list[Any]:
+            return [value, distributed.inputs_digest(other, labels)]
+
+    TwoRanks().check_same_inputs(other.copy(), labels)  # the same bytes: no error
+    distributed.Local().check_same_inputs(images, labels)  # one process: nothing to compare
+    with pytest.raises(distributed.RankMismatchError,
+                       match="the training data on rank 1 differs from rank 0's"):
+        TwoRanks().check_same_inputs(images, labels)
+    assert distributed.inputs_digest(other, labels) == distributed.inputs_digest(other, labels)
+    assert distributed.inputs_digest(images, labels) != distributed.inputs_digest(
+        images.reshape(50, 784), labels)  # the shape counts
+
+
 @pytest.mark.mpi
 @pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
 def test_two_ranks_on_each_backend(backend_spec: tuple[str, Any], tmp_path: Path) -> None:
@@ -433,3 +455,23 @@ def test_two_ranks_on_each_backend(backend_spec: tuple[str, Any], tmp_path: Path
         gradients = "host" if name == "numpy" else "device" if aware else "staged"
         assert info["routes"].get(gradients, 0) >= 4, info["routes"]  # 4 steps of gradients
         assert "device" not in info["routes"] or gradients == "device"
+
+
+def test_command_line_ranks_with_other_images_stop_before_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(120, 28, 28), dtype=np.uint8)
+    labels = np.arange(120) % 10
+    np.savez(tmp_path / "a.npz", x_train=images[:100], y_train=labels[:100],
+             x_test=images[100:], y_test=labels[100:])
+    np.savez(tmp_path / "b.npz", x_train=255 - images[:100], y_train=labels[:100],
+             x_test=images[100:], y_test=labels[100:])
+    rank = [sys.executable, "-m", "portanet", "train", "--model", "mlp1024", "--hidden", "8",
+            "--epochs", "1", "--batch-size", "20", "--validation", "0", "--quiet",
+            "--out", "report", "--dataset-file"]
+    command = [_MPIEXEC, "-n", "1", *rank, "a.npz", ":", "-n", "1", *rank, "b.npz"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=_env(),
+                          cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.count("the training data on rank 1 differs from rank 0's") == 2, \
+        done.stderr
+    assert "trained" not in done.stdout and not (tmp_path / "report").exists()

@@ -18,6 +18,7 @@ One concern per module:
 
 from portanet.data.idx import IDXFormatError
 from portanet.data.loaders import (
+    MAX_CLASSES,
     class_names,
     load_dataset,
     load_fashion_mnist,
@@ -41,6 +42,7 @@ from portanet.data.specs import (
 __all__ = [
     "DATA_ENV",
     "FILES",
+    "MAX_CLASSES",
     "SPECS",
     "TEST_IMAGES",
     "TEST_LABELS",

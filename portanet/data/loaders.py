@@ -111,20 +111,29 @@ def load_npz(path: str | os.PathLike[str]) -> tuple[Split, Split]:
         ValueError: the file is not a readable ``.npz`` or lacks one of the four arrays.
     """
     path = Path(path)
+    not_npz = (f"{path} is not an .npz file of arrays (one written by numpy.savez with "
+               f"{', '.join(NPZ_ARRAYS)})")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in NPZ_ARRAYS}
+        archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DatasetUnavailableError(f"no dataset file at {path}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise ValueError(not_npz) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # one array, from numpy.save
+        raise ValueError(f"{path} is a single array (an .npy file), not an .npz archive; write "
+                         f"the four arrays with numpy.savez(path, "
+                         f"{', '.join(f'{k}={k}' for k in NPZ_ARRAYS)})")
+    try:
+        with archive:
+            arrays = {key: archive[key] for key in NPZ_ARRAYS}
     except KeyError as exc:
         raise ValueError(f"{path} lacks the array {exc}; it needs {', '.join(NPZ_ARRAYS)}"
                          ) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        raise ValueError(f"{path} is not an .npz file of arrays (one written by numpy.savez "
-                         f"with {', '.join(NPZ_ARRAYS)})") from None
+        raise ValueError(not_npz) from None
     for key in ("x_train", "x_test"):
         x = arrays[key]
-        if x.dtype != np.uint8 or x.ndim not in (2, 3) or x[0].size != 784:
+        if x.dtype != np.uint8 or x.shape[1:] not in ((784,), IMAGE_SHAPE):
             raise ValueError(f"{path}: {key} must be uint8 images of shape (N, 28, 28) or "
                              f"(N, 784), got {x.dtype} of shape {x.shape}")
     for key, x in (("y_train", "x_train"), ("y_test", "x_test")):
@@ -138,12 +147,23 @@ def load_npz(path: str | os.PathLike[str]) -> tuple[Split, Split]:
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
+MAX_CLASSES = 1000
+"""The most classes portanet builds a classifier for (labels beyond are refused, not a hang)."""
+
+
 def class_names(dataset: str | None, *labels: np.ndarray) -> tuple[str, ...]:
     """The class names of a named data set, or ``"0" .. "K-1"`` for your own data, where K is
-    one more than the largest of ``labels``."""
+    one more than the largest of ``labels``.
+
+    Raises:
+        ValueError: K would exceed :data:`MAX_CLASSES`.
+    """
     if dataset is not None:
         return get_spec(dataset).classes
     largest = max((int(np.max(y)) for y in labels if np.size(y)), default=-1)
+    if largest >= MAX_CLASSES:
+        raise ValueError(f"the largest label is {largest:,}: more than the {MAX_CLASSES:,} "
+                         f"classes portanet builds a classifier for")
     return tuple(str(k) for k in range(largest + 1))
 
 

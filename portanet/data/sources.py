@@ -11,7 +11,8 @@ the files still missing:
    (in the folder, or named directly). An ``.npz`` is verified by re-encoding its arrays as IDX.
 2. The cache, ``$XDG_CACHE_HOME/portanet/<name>`` (default ``~/.cache/portanet/<name>``), which
    holds verified raw IDX files only; a cached file that fails verification is reported with a
-   warning, removed and fetched again.
+   warning, removed and fetched again (in a read-only cache it stays, unused, and the warning
+   says so).
 3. For Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``
    (``apt-get install dataset-fashion-mnist``).
 4. The mirrors in :data:`MIRRORS`: for MNIST the copies PyTorch and TensorFlow use, for
@@ -193,9 +194,7 @@ def _local_places(
     """The local places in search order, and notes on user data not given."""
     places: list[_Place] = []
     notes: list[str] = []
-    origin = ""
-    if data_dir is None and os.environ.get(DATA_ENV, "").strip():
-        data_dir, origin = os.environ[DATA_ENV].strip(), f" (from {DATA_ENV})"
+    data_dir, origin = _data_dir(data_dir)
     label = f"data folder{origin}"
     if data_dir is None:
         notes.append(f"data folder: none given (data_dir argument or {DATA_ENV})")
@@ -218,6 +217,38 @@ def _local_places(
         for folder in SYSTEM_DIRS.get(spec.name, [])
     )
     return places, notes
+
+
+def _data_dir(data_dir: str | os.PathLike[str] | None
+              ) -> tuple[str | os.PathLike[str] | None, str]:
+    """The user's data folder or file (``data_dir``, else ``PORTANET_DATA``) and where it came
+    from (``""`` or ``" (from PORTANET_DATA)"``)."""
+    if data_dir is None and os.environ.get(DATA_ENV, "").strip():
+        return os.environ[DATA_ENV].strip(), f" (from {DATA_ENV})"
+    return data_dir, ""
+
+
+def paths_read(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None
+               ) -> list[tuple[str, Path]]:
+    """Every local file the search for ``spec`` may read, existing or not, each with a label
+    naming its source: the files a command must never write (``--save`` onto a Keras
+    ``mnist.npz``, an IDX file or a cached copy would destroy the data)."""
+    data_dir, origin = _data_dir(data_dir)
+    folders: list[tuple[str, Path]] = []
+    files: list[tuple[str, Path]] = []
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if root.is_file():
+            files.append((f"the data file{origin}", root))
+        else:
+            label = f"the data folder{origin}"
+            folders += [(label, root), (label, root / spec.name)]
+            files += [(label, root / npz) for npz in spec.npz_names]
+    folders.append(("the data cache", cache_dir() / spec.name))
+    folders += [("the system data folder", folder) for folder in SYSTEM_DIRS.get(spec.name, [])]
+    for label, folder in folders:
+        files += [(label, folder / f"{name}{gz}") for name in FILES for gz in ("", ".gz")]
+    return files
 
 
 def _scan(
@@ -287,17 +318,20 @@ def _use_place(search: _Search, place: _Place) -> None:
             continue
         problems.append(f"{copy.where}: {copy.problem}")
         if place.role == "cache":
-            warnings.warn(
-                f"portanet: cached file {copy.path} failed verification ({copy.problem}); "
-                f"removed it, it will be fetched again",
-                stacklevel=4,
-            )
             try:
                 copy.path.unlink()
+                done = "removed it, it will be fetched again"
             except FileNotFoundError:
-                pass
-            except OSError as exc:
-                problems.append(f"cannot remove {copy.path} ({exc})")
+                done = "it is gone already and will be fetched again"
+            except OSError as exc:  # a read-only cache: the bad file stays, and is not used
+                done = (f"could not remove it ({exc.strerror or exc}), so it stays and is not "
+                        f"used; remove it yourself or make the cache writable")
+                problems.append(f"cannot remove {copy.path} ({exc.strerror or exc})")
+            warnings.warn(
+                f"portanet: cached file {copy.path} failed verification ({copy.problem}); "
+                f"{done}",
+                stacklevel=4,
+            )
         elif place.role == "user":
             warnings.warn(
                 f"portanet: {copy.where} is not {search.spec.title} as published "
