@@ -12,7 +12,6 @@ import pytest
 import portanet as pn
 from portanet import losses, optim
 from portanet.augment import RandomShift
-from portanet.layers.convolution import add_to_slice
 from tests.helpers import assert_close
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -149,23 +148,6 @@ def test_chain_error_names_the_layer_and_both_shapes() -> None:
     model = pn.recipes.get_recipe("cnn-fast").build("numpy")
     with pytest.raises(ValueError, match=r"reshape it, e.g. X.reshape\(-1, 1, 28, 28\)"):
         pn.predict(model, np.zeros((2, 784), dtype=np.float32))
-
-
-def test_slice_addition_paths_agree(backend: pn.Backend) -> None:
-    """The in-place view path (NumPy, CuPy, PyTorch) and the __setitem__ path give one result."""
-    xp = backend.xp
-    rng = np.random.default_rng(0)
-    base, part = rng.normal(size=(2, 3, 7, 7)), rng.normal(size=(2, 3, 3, 3))
-    key = (slice(None), slice(None), slice(1, 6, 2), slice(0, 5, 2))
-    fast = backend.asarray(base)
-    add_to_slice(fast, key, backend.asarray(part))
-    generic = backend.asarray(base)
-    generic[key] = generic[key] + backend.asarray(part)
-    expected = base.copy()
-    expected[key] += part
-    assert_close(backend, fast, expected)
-    assert_close(backend, generic, expected)
-    assert xp is backend.xp
 
 
 def small_cnn(backend: pn.Backend | str, seed: int = 0) -> pn.Sequential:
