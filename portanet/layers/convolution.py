@@ -155,6 +155,10 @@ class Conv2D(Layer):
         self.load_param("W", np.ascontiguousarray(w.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)))
         self.load_param("b", self.bias_init(rng, (o,)))
 
+    def memory_order(self, key: str) -> tuple[int, ...] | None:
+        # The weight gradient comes out of its product in (kh, kw, C, out) memory order.
+        return (2, 3, 1, 0) if key == "W" else None
+
     def _weight_matrix(self) -> Any:
         """W as the (out, kh*kw*C) matrix that multiplies the columns (rows in (i, j, c) order)."""
         xp = self.xp
