@@ -5,6 +5,7 @@ in-place operators (``p -= lr * g``): NumPy, CuPy and PyTorch update the array i
 namespace whose arrays are immutable falls back to rebinding, which is why each result is
 stored back into the layer's ``params``. Plain SGD's update goes through
 :func:`subtract_scaled`, the one backend fast path here (tested against the portable form).
+SCRATCH_MIN_SIZE (re-exported from :mod:`portanet.seams`) is where NumPy's path starts.
 
 Optimizers with state (SGD with momentum, RMSProp, Adam) update all parameters at once: the
 model's parameters become views of one flat array (:class:`portanet.flat.FlatParameters`) and
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portanet.flat import FlatParameters
+from portanet.seams import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-exported)
 
 
 def is_weight(param: Any) -> bool:
@@ -48,32 +50,16 @@ def _number(name: str, value: Any, allow_zero: bool = False) -> float:
 
 
 
-SCRATCH_MIN_SIZE = 1 << 16
-"""Below this many elements NumPy's temporary comes from its small-block cache, and the
-scratch buffer's bookkeeping would cost more than it saves (per-sample SGD)."""
-
-
-def subtract_scaled(backend_name: str, p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
-    """``p -= factor * g`` in place, returning ``p``: the portable form, plus fast paths.
-
-    * NumPy, arrays of :data:`SCRATCH_MIN_SIZE` elements or more: ``factor * g`` goes into a
-      scratch buffer kept in ``state`` (laid out like ``g``) and is subtracted in place, so a
-      step allocates nothing; the arithmetic is the portable form's, bit for bit.
-    * PyTorch: one fused pass, ``p.sub_(g, alpha=factor)``.
-    * Everything else: ``p -= factor * g`` (rebinding where arrays are immutable).
-    """
-    if backend_name == "numpy" and g.size >= SCRATCH_MIN_SIZE and p.flags.writeable:
-        import numpy as np
-
-        buf = state.get("scratch")
-        if buf is None or buf.shape != g.shape or buf.dtype != g.dtype \
-                or buf.strides != g.strides:
-            buf = state["scratch"] = np.empty_like(g)
-        np.multiply(g, factor, out=buf)
-        np.subtract(p, buf, out=p)
-        return p
-    if backend_name == "torch" and not p.requires_grad:
-        return p.sub_(g, alpha=factor)
+def subtract_scaled(capabilities: Capabilities, p: Any, g: Any, factor: float,
+                    state: dict[str, Any]) -> Any:
+    """``p -= factor * g`` in place where arrays allow it, returning ``p``: the backend's fused
+    form where it has one (:attr:`portanet.seams.Capabilities.subtract_scaled`: NumPy through
+    a reused scratch buffer, bit for bit the portable form; PyTorch in one pass), else the
+    portable form (rebinding where arrays are immutable). ``state`` holds the fast path's
+    buffers."""
+    fused = capabilities.subtract_scaled
+    if fused is not None:
+        return fused(p, g, factor, state)
     p -= factor * g
     return p
 
@@ -133,7 +119,7 @@ class Optimizer:
             return
         for name, params, grads, key in model.parameter_slots():
             p = params[key]
-            params[key] = self._apply(backend.name, name, p, grads[key], lr,
+            params[key] = self._apply(backend.capabilities, name, p, grads[key], lr,
                                       decay if decay and is_weight(p) else 0.0)
 
     def _flat_step(self, model: Any, lr: float, decay: float) -> None:
@@ -150,7 +136,7 @@ class Optimizer:
         if updated is not flat.values or not model.backend.capabilities.in_place:
             flat.hand_out(updated)
 
-    def _apply(self, backend_name: str, name: str, p: Any, g: Any, lr: float,
+    def _apply(self, capabilities: Capabilities, name: str, p: Any, g: Any, lr: float,
                decay: float) -> Any:
         """The update with weight decay ``decay`` (0 for parameters that are not weights)."""
         if decay:
@@ -224,10 +210,10 @@ class SGD(Optimizer):
         p -= lr * g
         return p
 
-    def _apply(self, backend_name: str, name: str, p: Any, g: Any, lr: float,
+    def _apply(self, capabilities: Capabilities, name: str, p: Any, g: Any, lr: float,
                decay: float) -> Any:
         if self.momentum:
-            return super()._apply(backend_name, name, p, g, lr, decay)
+            return super()._apply(capabilities, name, p, g, lr, decay)
         # Plain SGD: p -= lr * (g + decay * p), as p *= 1 - lr * decay; p -= lr * g (no
         # temporary of the weight's size), the subtraction on the backend's fast path.
         if decay:
@@ -235,7 +221,7 @@ class SGD(Optimizer):
         scratch = self._scratch.get(name)
         if scratch is None:
             scratch = self._scratch[name] = {}
-        return subtract_scaled(backend_name, p, g, lr, scratch)
+        return subtract_scaled(capabilities, p, g, lr, scratch)
 
 
 class RMSProp(Optimizer):

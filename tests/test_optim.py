@@ -163,14 +163,14 @@ def test_subtract_scaled_fast_paths_match_the_portable_form(name: str) -> None:
     g = xp.permute_dims(backend.asarray(host_g.T.copy()), (1, 0))
     expected = backend.to_numpy(p) - np.float32(0.3) * backend.to_numpy(g)
     state: dict = {}
-    out = optim.subtract_scaled(backend.name, p, g, 0.3, state)
+    out = optim.subtract_scaled(backend.capabilities, p, g, 0.3, state)
     exact = name != "torch"  # torch fuses the multiply-subtract: one rounding, not two
     assert_close(backend, out, expected, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
     if name == "numpy":
         assert host_p.size >= optim.SCRATCH_MIN_SIZE
         assert out is p and state["scratch"].strides == g.strides
         scratch = state["scratch"]
-        optim.subtract_scaled(backend.name, p, g, 0.3, state)
+        optim.subtract_scaled(backend.capabilities, p, g, 0.3, state)
         assert state["scratch"] is scratch
 
 
