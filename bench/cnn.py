@@ -41,8 +41,9 @@ INFERENCE_IMAGES = 10_000
 
 def portanet_epoch(backend: portanet.Backend, X: Any, y: Any, seed: int,
                    preset: str = "cnn-fast") -> float:
-    """Seconds of one epoch of ``fit`` with the preset's recipe (epochs forced to 1)."""
-    recipe = PRESETS[preset].replace(epochs=1)
+    """Seconds of one epoch of ``fit`` with the preset's recipe (epochs forced to 1, random
+    shifts off: the PyTorch side trains on the images as they are)."""
+    recipe = PRESETS[preset].replace(epochs=1, augment_pixels=0)
     model = recipe.build(backend, seed=seed)
     history = portanet.fit(model, X, y, stop_on_interrupt=False,
                            **recipe.fit_arguments(samples=int(X.shape[0])))
@@ -67,16 +68,17 @@ def torch_net(preset: str) -> Any:
 
 def torch_epoch(X: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
                 preset: str = "cnn-fast") -> float:
-    """Seconds of one epoch of the same network and schedule in PyTorch."""
+    """Seconds of one epoch of the same network, batch size and schedule in PyTorch."""
     import torch
     from torch import nn
 
+    batch = PRESETS[preset].batch_size
     torch.manual_seed(seed)
     net = torch_net(preset).to(device)
     tx = torch.from_numpy(X.reshape(-1, *IMAGE)).to(device)
     ty = torch.from_numpy(y).to(device)
     n = tx.shape[0]
-    steps = math.ceil(n / BATCH)
+    steps = math.ceil(n / batch)
     opt = torch.optim.Adam(net.parameters(), lr=PRESETS[preset].lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=PRESETS[preset].lr,
                                                 total_steps=steps, pct_start=0.25,
@@ -86,8 +88,8 @@ def torch_epoch(X: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
     start = time.perf_counter()
     order = torch.randperm(n, device=device)
     xs, ys = tx.index_select(0, order), ty.index_select(0, order)
-    for lo in range(0, n, BATCH):
-        loss = nn.functional.cross_entropy(net(xs[lo:lo + BATCH]), ys[lo:lo + BATCH])
+    for lo in range(0, n, batch):
+        loss = nn.functional.cross_entropy(net(xs[lo:lo + batch]), ys[lo:lo + batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -254,8 +256,9 @@ def compare_preset(backend: portanet.Backend, X: np.ndarray, y: np.ndarray, pres
     infer = _pairs(lambda: portanet_inference(backend, Xi, yi, preset, seed),
                    (lambda: torch_inference(X[:m], y[:m], seed, torch_device, preset))
                    if torch_device else None, repeats, say, f"{preset} inference")
-    ops = count_step(preset, BATCH, seed)
+    ops = count_step(preset, PRESETS[preset].batch_size, seed)
     result = {"ratio_median": train["ratio_median"], "ops_per_step": ops["ops_per_step"],
+              "batch": PRESETS[preset].batch_size,
               "inference_ratio": infer["ratio_median"], **train,
               "inference": {"images": m, **infer}, "ops_by_kind": ops.get("by_op")}
     say(f"cnn {preset}: portanet {train['portanet_median']:.2f} s/epoch"
@@ -284,8 +287,9 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
                 else "cpu"
         except ImportError:
             torch_device = None
-    say(f"cnn: one epoch of {', '.join(CNN_PRESETS)} ({n:,} images, batch {BATCH}) on portanet "
-        f"{backend.name} vs PyTorch {torch_device or 'skipped'}; {repeats} interleaved pairs")
+    say(f"cnn: one epoch of {', '.join(CNN_PRESETS)} ({n:,} images, each preset's batch) on "
+        f"portanet {backend.name} vs PyTorch {torch_device or 'skipped'}; {repeats} "
+        f"interleaved pairs")
     presets = {p: compare_preset(backend, X, y, p, repeats, seed, torch_device, say)
                for p in CNN_PRESETS}
     first = presets[CNN_PRESETS[0]]

@@ -117,9 +117,10 @@ class Optimizer:
         if self.updates_flat:
             self._flat_step(model, lr, decay)
             return
+        capabilities = backend.capabilities
         for name, params, grads, key in model.parameter_slots():
             p = params[key]
-            params[key] = self._apply(backend.capabilities, name, p, grads[key], lr,
+            params[key] = self._apply(capabilities, name, p, grads[key], lr,
                                       decay if decay and is_weight(p) else 0.0)
 
     def _flat_step(self, model: Any, lr: float, decay: float) -> None:
