@@ -80,8 +80,9 @@ def torch_epoch(X: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
     n = tx.shape[0]
     steps = math.ceil(n / batch)
     opt = torch.optim.Adam(net.parameters(), lr=PRESETS[preset].lr)
+    # OneCycleLR divides by its phase lengths: at least 10 steps, as tiny runs have fewer.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=PRESETS[preset].lr,
-                                                total_steps=steps, pct_start=0.25,
+                                                total_steps=max(steps, 10), pct_start=0.25,
                                                 cycle_momentum=False)
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     sync()
