@@ -265,3 +265,19 @@ def test_loss_gradient_through_a_cnn_matches_numerical(backend64: pn.Backend) ->
         np.testing.assert_allclose(backend64.to_numpy(grad), expected, rtol=RTOL, atol=ATOL,
                                    err_msg=name)
     assert buffers
+
+
+def test_first_convolution_skips_its_input_gradient(backend: pn.Backend) -> None:
+    """The first layer's input gradient is never used: Conv2D skips the column product and
+    col2im, and its weight gradients are the same as when it computes everything."""
+    rng = np.random.default_rng(0)
+    model = small_cnn(backend)
+    x = backend.asarray(rng.normal(size=(4, 1, 8, 8)))
+    d = backend.asarray(rng.normal(size=(4, 3)))
+    model.forward(x)
+    assert model.backward(d, need_input_grad=False) is None
+    skipped = {k: backend.to_numpy(g) for k, g in model.layers[0].grads.items()}
+    model.forward(x)
+    assert model.backward(d).shape == x.shape
+    for k, g in model.layers[0].grads.items():
+        np.testing.assert_array_equal(backend.to_numpy(g), skipped[k])
