@@ -1,15 +1,18 @@
-"""The CNN benchmark: one epoch of the ``cnn-fast`` preset on portanet against the same network
-in PyTorch on the same device, paired and interleaved in one run, plus the matrix-product limit
-(the epoch's im2col and dense products alone) and a per-layer profile.
+"""The CNN benchmark: one epoch of each convolutional preset (``cnn-fast``, ``cnn``) on portanet
+against the same network in PyTorch on the same device, paired and interleaved in one run;
+inference (``evaluate`` on 10,000 images against PyTorch's eval mode); the array operations of
+one training step (:mod:`bench.ops`); the matrix-product limit of ``cnn-fast`` (the epoch's
+im2col and dense products alone) and a per-layer profile.
 
     python -m bench.cnn                    # full epochs of 60,000 MNIST images, 3 pairs
     python -m bench.cnn --samples 12000 --repeats 5
     python -m bench --sections cnn         # the same, as a section of the main benchmark
 
-PyTorch runs ``torch.nn.Conv2d``/``MaxPool2d``/``Linear`` with ``torch.optim.Adam`` and
-``OneCycleLR`` stepped per batch, batch 256, one ``randperm`` per epoch: the recipe portanet's
-``cnn-fast`` follows. Each pair runs both in alternating order; the ratio reported is the median
-of the pairs' ratios, so load that drifts during the run affects both sides alike.
+PyTorch runs ``torch.nn.Conv2d``/``MaxPool2d``/``BatchNorm``/``Linear`` with
+``torch.optim.Adam`` and ``OneCycleLR`` stepped per batch, batch 256, one ``randperm`` per
+epoch: the recipe each preset follows. Each pair runs both in alternating order; the ratio
+reported is the median of the pairs' ratios, so load that drifts during the run affects both
+sides alike.
 """
 
 from __future__ import annotations
@@ -25,53 +28,104 @@ from typing import Any
 import numpy as np
 
 import portanet
+from bench.ops import count_step
 from portanet import losses
 from portanet.recipes import PRESETS
 
 BATCH = 256
 IMAGE = (1, 28, 28)
+CNN_PRESETS = ("cnn-fast", "cnn")
+"""The presets compared with PyTorch; the first one's figures also sit at the top level."""
+INFERENCE_IMAGES = 10_000
 
 
 def portanet_epoch(backend: portanet.Backend, X: Any, y: Any, seed: int,
                    preset: str = "cnn-fast") -> float:
-    """Seconds of one epoch of ``fit`` with the preset's recipe (epochs forced to 1)."""
-    recipe = PRESETS[preset].replace(epochs=1)
+    """Seconds of one epoch of ``fit`` with the preset's recipe (epochs forced to 1, random
+    shifts off: the PyTorch side trains on the images as they are)."""
+    recipe = PRESETS[preset].replace(epochs=1, augment_pixels=0)
     model = recipe.build(backend, seed=seed)
     history = portanet.fit(model, X, y, stop_on_interrupt=False,
                            **recipe.fit_arguments(samples=int(X.shape[0])))
     return history.seconds[0]
 
 
-def torch_epoch(X: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu") -> float:
-    """Seconds of one epoch of the same network and schedule in PyTorch."""
+def torch_net(preset: str) -> Any:
+    """The preset's network in PyTorch (see :mod:`portanet.recipes`)."""
+    from torch import nn
+
+    if preset == "cnn-fast":
+        return nn.Sequential(
+            nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(24, 32, 3),
+            nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(800, 256), nn.ReLU(),
+            nn.Linear(256, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(1600, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3),
+        nn.Linear(256, 10))
+
+
+def torch_epoch(X: np.ndarray, y: np.ndarray, seed: int, device: str = "cpu",
+                preset: str = "cnn-fast") -> float:
+    """Seconds of one epoch of the same network, batch size and schedule in PyTorch."""
     import torch
     from torch import nn
 
+    batch = PRESETS[preset].batch_size
     torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(24, 32, 3), nn.MaxPool2d(2),
-        nn.ReLU(), nn.Flatten(), nn.Linear(800, 256), nn.ReLU(), nn.Linear(256, 10),
-    ).to(device)
+    net = torch_net(preset).to(device)
     tx = torch.from_numpy(X.reshape(-1, *IMAGE)).to(device)
     ty = torch.from_numpy(y).to(device)
     n = tx.shape[0]
-    steps = math.ceil(n / BATCH)
-    opt = torch.optim.Adam(net.parameters(), lr=PRESETS["cnn-fast"].lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=PRESETS["cnn-fast"].lr,
-                                                total_steps=steps, pct_start=0.25,
+    steps = math.ceil(n / batch)
+    opt = torch.optim.Adam(net.parameters(), lr=PRESETS[preset].lr)
+    # OneCycleLR divides by its phase lengths: at least 10 steps, as tiny runs have fewer.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=PRESETS[preset].lr,
+                                                total_steps=max(steps, 10), pct_start=0.25,
                                                 cycle_momentum=False)
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     sync()
     start = time.perf_counter()
     order = torch.randperm(n, device=device)
     xs, ys = tx.index_select(0, order), ty.index_select(0, order)
-    for lo in range(0, n, BATCH):
-        loss = nn.functional.cross_entropy(net(xs[lo:lo + BATCH]), ys[lo:lo + BATCH])
+    for lo in range(0, n, batch):
+        loss = nn.functional.cross_entropy(net(xs[lo:lo + batch]), ys[lo:lo + batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     sync()
+    return time.perf_counter() - start
+
+
+def portanet_inference(backend: portanet.Backend, X: Any, y: Any, preset: str,
+                       seed: int) -> float:
+    """Seconds of ``evaluate`` (loss and accuracy) of the preset's network on ``X``."""
+    model = PRESETS[preset].build(backend, seed=seed)
+    start = time.perf_counter()
+    portanet.evaluate(model, X, y)
+    return time.perf_counter() - start
+
+
+def torch_inference(X: np.ndarray, y: np.ndarray, seed: int, device: str, preset: str) -> float:
+    """Seconds of the same in PyTorch: eval mode, no autograd, batches of 2048 (evaluate's),
+    loss and accuracy summed on the device and read once."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch_net(preset).to(device).eval()
+    tx, ty = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    with torch.no_grad():
+        loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        for lo in range(0, tx.shape[0], 2048):
+            out = net(tx[lo:lo + 2048])
+            loss += torch.nn.functional.cross_entropy(out, ty[lo:lo + 2048], reduction="sum")
+            correct += (out.argmax(1) == ty[lo:lo + 2048]).sum()
+        float(loss), float(correct)
     return time.perf_counter() - start
 
 
@@ -131,8 +185,12 @@ def profile_layers(backend: portanet.Backend, preset: str, steps: int = 10,
     spent: dict[str, float] = {}
 
     def clock(key: str, fn: Callable[[], Any]) -> Any:
+        # Synchronised on both sides, so on a GPU each part is charged its device time, not
+        # the time to queue its kernels.
+        backend.synchronize()
         start = time.perf_counter()
         result = fn()
+        backend.synchronize()
         spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
         return result
 
@@ -152,14 +210,75 @@ def profile_layers(backend: portanet.Backend, preset: str, steps: int = 10,
     return dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
 
 
+def _pairs(first: Callable[[], float], second: Callable[[], float] | None, repeats: int,
+           say: Callable[[str], None], what: str) -> dict[str, Any]:
+    """``repeats`` pairs of portanet (``first``) and PyTorch (``second``) in alternating
+    order; the ratio is the median of the pairs' ratios, so load drifting during the run
+    affects both sides alike."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    ratios: list[float] = []
+    for r in range(repeats):
+        pair = {}
+        for side in (("portanet", "torch") if r % 2 == 0 else ("torch", "portanet")):
+            if side == "portanet":
+                pair[side] = first()
+            elif second is not None:
+                pair[side] = second()
+        ours.append(pair["portanet"])
+        line = f"  {what} pair {r + 1}: portanet {pair['portanet']:.2f} s"
+        if "torch" in pair:
+            theirs.append(pair["torch"])
+            ratios.append(pair["portanet"] / pair["torch"])
+            line += f", PyTorch {pair['torch']:.2f} s, ratio {ratios[-1]:.2f}"
+        say(line + f" (load {_load()})")
+    return {"portanet_seconds": ours, "torch_seconds": theirs,
+            "portanet_median": statistics.median(ours),
+            "torch_median": statistics.median(theirs) if theirs else None,
+            "ratio_median": statistics.median(ratios) if ratios else None}
+
+
+def compare_preset(backend: portanet.Backend, X: np.ndarray, y: np.ndarray, preset: str,
+                   repeats: int, seed: int, torch_device: str | None,
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    """Paired training epochs and paired inference of one preset, and its operations per
+    training step."""
+    Xd, yd = backend.asarray(X), backend.asarray(y)
+    m = min(INFERENCE_IMAGES, X.shape[0])
+    Xi, yi = Xd[:m, ...], yd[:m]
+    portanet_epoch(backend, Xd[:BATCH * 8, ...], yd[:BATCH * 8], seed, preset)  # warm-up
+    portanet_inference(backend, Xi, yi, preset, seed)
+    if torch_device:
+        torch_epoch(X[:BATCH * 8], y[:BATCH * 8], seed, torch_device, preset)
+        torch_inference(X[:m], y[:m], seed, torch_device, preset)
+    train = _pairs(lambda: portanet_epoch(backend, Xd, yd, seed, preset),
+                   (lambda: torch_epoch(X, y, seed, torch_device, preset)) if torch_device
+                   else None, repeats, say, f"{preset} epoch")
+    infer = _pairs(lambda: portanet_inference(backend, Xi, yi, preset, seed),
+                   (lambda: torch_inference(X[:m], y[:m], seed, torch_device, preset))
+                   if torch_device else None, repeats, say, f"{preset} inference")
+    ops = count_step(preset, PRESETS[preset].batch_size, seed)
+    result = {"ratio_median": train["ratio_median"], "ops_per_step": ops["ops_per_step"],
+              "batch": PRESETS[preset].batch_size,
+              "inference_ratio": infer["ratio_median"], **train,
+              "inference": {"images": m, **infer}, "ops_by_kind": ops.get("by_op")}
+    say(f"cnn {preset}: portanet {train['portanet_median']:.2f} s/epoch"
+        + (f", PyTorch {train['torch_median']:.2f} s, ratio {train['ratio_median']:.2f}"
+           if train["ratio_median"] is not None else "")
+        + f"; inference on {m:,} images ratio {_fmt(infer['ratio_median'])}; "
+          f"{ops['ops_per_step']} array operations per training step")
+    return result
+
+
 def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: int = 3,
         seed: int = 0, torch: bool = True, say: Callable[[str], None] = print,
         profile: bool = True) -> dict[str, Any]:
-    """The CNN section: paired epochs, the limit, the profile. ``X_flat``: host float32
-    (n, 784) in [0, 1]; ``y``: int64 (n,)."""
+    """The CNN section: per preset paired epochs, paired inference and operations per step;
+    then the limit and the profile. ``X_flat``: host float32 (n, 784) in [0, 1]; ``y``: int64
+    (n,). The top-level figures are the first preset's (``cnn-fast``)."""
     X = np.ascontiguousarray(X_flat.reshape(-1, *IMAGE), dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
     n = X.shape[0]
-    Xd, yd = backend.asarray(X), backend.asarray(y)
     torch_device = None
     if torch:
         try:
@@ -169,42 +288,24 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
                 else "cpu"
         except ImportError:
             torch_device = None
-    say(f"cnn: one epoch of cnn-fast ({n:,} images, batch {BATCH}) on portanet "
-        f"{backend.name} vs PyTorch {torch_device or 'skipped'}; {repeats} interleaved pairs")
-    ours, theirs, ratios = [], [], []
-    portanet_epoch(backend, Xd[:BATCH * 8, ...], yd[:BATCH * 8], seed)  # warm-up
-    if torch_device:
-        torch_epoch(X[:BATCH * 8], y[:BATCH * 8], seed, torch_device)
-    for r in range(repeats):
-        pair = {}
-        for side in (("portanet", "torch") if r % 2 == 0 else ("torch", "portanet")):
-            if side == "portanet":
-                pair[side] = portanet_epoch(backend, Xd, yd, seed + r)
-            elif torch_device:
-                pair[side] = torch_epoch(X, y, seed + r, torch_device)
-        ours.append(pair["portanet"])
-        line = f"  pair {r + 1}: portanet {pair['portanet']:.2f} s"
-        if "torch" in pair:
-            theirs.append(pair["torch"])
-            ratios.append(pair["portanet"] / pair["torch"])
-            line += f", PyTorch {pair['torch']:.2f} s, ratio {ratios[-1]:.2f}"
-        say(line + f" (load {_load()})")
+    say(f"cnn: one epoch of {', '.join(CNN_PRESETS)} ({n:,} images, each preset's batch) on "
+        f"portanet {backend.name} vs PyTorch {torch_device or 'skipped'}; {repeats} "
+        f"interleaved pairs")
+    presets = {p: compare_preset(backend, X, y, p, repeats, seed, torch_device, say)
+               for p in CNN_PRESETS}
+    first = presets[CNN_PRESETS[0]]
     limit = limit_epoch(backend, n)
     result: dict[str, Any] = {
         "samples": n, "batch": BATCH, "repeats": repeats, "backend": backend.name,
         "device": backend.device_name, "torch_device": torch_device,
-        "portanet_seconds": ours, "torch_seconds": theirs,
-        "portanet_median": statistics.median(ours),
-        "torch_median": statistics.median(theirs) if theirs else None,
-        "ratio_median": statistics.median(ratios) if ratios else None,
-        "limit_seconds": limit, "portanet/limit": statistics.median(ours) / limit["total"],
-        "load_at_end": _load(),
+        **{k: first[k] for k in ("portanet_seconds", "torch_seconds", "portanet_median",
+                                 "torch_median", "ratio_median")},
+        "limit_seconds": limit, "portanet/limit": first["portanet_median"] / limit["total"],
+        "presets": presets, "load_at_end": _load(),
     }
-    say(f"cnn: portanet {result['portanet_median']:.2f} s/epoch"
-        + (f", PyTorch {result['torch_median']:.2f} s, ratio {result['ratio_median']:.2f} "
-           f"(goal <= 1.5)" if ratios else "")
-        + f"; matrix-product limit {limit['total']:.2f} s "
-          f"(portanet/limit {result['portanet/limit']:.2f})")
+    say(f"cnn: cnn-fast portanet {result['portanet_median']:.2f} s/epoch, ratio "
+        f"{_fmt(result['ratio_median'])} (goal <= 1.0); matrix-product limit "
+        f"{limit['total']:.2f} s (portanet/limit {result['portanet/limit']:.2f}, goal <= 2.0)")
     if profile:
         result["profile_ms_per_step"] = {p: profile_layers(backend, p) for p in PRESETS
                                          if PRESETS[p].network != "mlp"}
@@ -212,6 +313,10 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
             top = ", ".join(f"{k} {v}" for k, v in list(table.items())[:6])
             say(f"cnn profile ({preset}, ms per step of 256): {top}")
     return result
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def cnn(ctx: Any, plan: Any, say: Callable[[str], None]) -> dict[str, Any]:

@@ -199,10 +199,39 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["full batch portanet/plain numpy"] = results["full_batch"]["goal"]
     if "per_sample" in results:
         out["per-sample portanet[numpy]/plain numpy"] = results["per_sample"]["goal"]
-    ratio = results.get("cnn", {}).get("ratio_median")
-    if ratio is not None:
-        out["cnn-fast epoch portanet/PyTorch"] = {"bound": 1.5, "measured": ratio,
-                                                  "met": ratio <= 1.5}
+    cnn = results.get("cnn", {})
+    out.update(cnn_goals(cnn))
+    return out
+
+
+CNN_GOALS = {"cnn-fast": {"ratio_median": 1.0, "inference_ratio": 1.0, "ops_per_step": 100},
+             "cnn": {"ratio_median": 1.2, "inference_ratio": 1.0}}
+"""Issue 22's bounds per preset: epoch and inference against PyTorch, operations per step."""
+
+_GOAL_NAMES = {"ratio_median": "epoch portanet/PyTorch",
+               "inference_ratio": "inference portanet/PyTorch",
+               "ops_per_step": "array operations per training step"}
+
+
+def cnn_goals(cnn: dict[str, Any]) -> dict[str, Any]:
+    """The CNN section's goals, one row per preset and figure (operations per step are
+    reported for every preset; only cnn-fast's has a bound)."""
+    out: dict[str, Any] = {}
+    presets = cnn.get("presets") or (
+        {"cnn-fast": {"ratio_median": cnn["ratio_median"]}} if "ratio_median" in cnn else {})
+    for preset, figures in presets.items():
+        bounds = CNN_GOALS.get(preset, {})
+        for key, name in _GOAL_NAMES.items():
+            if key not in figures:
+                continue
+            value, bound = figures[key], bounds.get(key)
+            met = None if value is None or bound is None else value <= bound
+            out[f"{preset} {name}"] = {"bound": bound if bound is not None else "-",
+                                       "measured": value, "met": met}
+    limit = cnn.get("portanet/limit")
+    if limit is not None:
+        out["cnn-fast epoch portanet/limit"] = {"bound": 2.0, "measured": limit,
+                                                "met": limit <= 2.0}
     return out
 
 
@@ -257,6 +286,13 @@ def cnn_lines(c: dict[str, Any]) -> list[str]:
     lines.append(f"| limit: the epoch's matrix products alone | {limit['total']:.2f} |")
     lines += ["", f"portanet/PyTorch (median of pair ratios): **{_fmt(c.get('ratio_median'))}**; "
                   f"portanet/limit {_fmt(c['portanet/limit'])}."]
+    if c.get("presets"):
+        lines += ["", "| preset | epoch portanet s | PyTorch s | ratio | inference ratio | "
+                      "array ops per step |", "|---|---:|---:|---:|---:|---:|"]
+        for preset, f in c["presets"].items():
+            lines.append(f"| `{preset}` | {_fmt(f.get('portanet_median'))} | "
+                         f"{_fmt(f.get('torch_median'))} | {_fmt(f.get('ratio_median'))} | "
+                         f"{_fmt(f.get('inference_ratio'))} | {f.get('ops_per_step')} |")
     for preset, table in c.get("profile_ms_per_step", {}).items():
         lines += ["", f"Per-layer profile of `{preset}`, ms per step of 256:", "",
                   "| part | ms |", "|---|---:|"]

@@ -5,6 +5,13 @@ in-place operators (``p -= lr * g``): NumPy, CuPy and PyTorch update the array i
 namespace whose arrays are immutable falls back to rebinding, which is why each result is
 stored back into the layer's ``params``. Plain SGD's update goes through
 :func:`subtract_scaled`, the one backend fast path here (tested against the portable form).
+SCRATCH_MIN_SIZE (re-exported from :mod:`portanet.seams`) is where NumPy's path starts.
+
+Optimizers with state (SGD with momentum, RMSProp, Adam) update all parameters at once: the
+model's parameters become views of one flat array (:class:`portanet.flat.FlatParameters`) and
+the update runs once over it, about a dozen array operations per step instead of a dozen per
+parameter. ``optimizer.flat = False`` selects the per-parameter update, which computes the same
+numbers (``tests/test_optim.py`` checks that they are identical).
 
 L2 regularisation has one mechanism, weight decay: ``weight_decay * W`` added to the gradient of
 each parameter :func:`is_weight` names (weight matrices and kernels, not biases).
@@ -20,6 +27,8 @@ from functools import partial
 from typing import Any
 
 from portanet import _checks
+from portanet.flat import FlatParameters
+from portanet.seams import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-exported)
 
 
 def is_weight(param: Any) -> bool:
@@ -29,32 +38,16 @@ def is_weight(param: Any) -> bool:
 
 
 
-SCRATCH_MIN_SIZE = 1 << 16
-"""Below this many elements NumPy's temporary comes from its small-block cache, and the
-scratch buffer's bookkeeping would cost more than it saves (per-sample SGD)."""
-
-
-def subtract_scaled(backend_name: str, p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
-    """``p -= factor * g`` in place, returning ``p``: the portable form, plus fast paths.
-
-    * NumPy, arrays of :data:`SCRATCH_MIN_SIZE` elements or more: ``factor * g`` goes into a
-      scratch buffer kept in ``state`` (laid out like ``g``) and is subtracted in place, so a
-      step allocates nothing; the arithmetic is the portable form's, bit for bit.
-    * PyTorch: one fused pass, ``p.sub_(g, alpha=factor)``.
-    * Everything else: ``p -= factor * g`` (rebinding where arrays are immutable).
-    """
-    if backend_name == "numpy" and g.size >= SCRATCH_MIN_SIZE and p.flags.writeable:
-        import numpy as np
-
-        buf = state.get("scratch")
-        if buf is None or buf.shape != g.shape or buf.dtype != g.dtype \
-                or buf.strides != g.strides:
-            buf = state["scratch"] = np.empty_like(g)
-        np.multiply(g, factor, out=buf)
-        np.subtract(p, buf, out=p)
-        return p
-    if backend_name == "torch" and not p.requires_grad:
-        return p.sub_(g, alpha=factor)
+def subtract_scaled(capabilities: Capabilities, p: Any, g: Any, factor: float,
+                    state: dict[str, Any]) -> Any:
+    """``p -= factor * g`` in place where arrays allow it, returning ``p``: the backend's fused
+    form where it has one (:attr:`portanet.seams.Capabilities.subtract_scaled`: NumPy through
+    a reused scratch buffer, bit for bit the portable form; PyTorch in one pass), else the
+    portable form (rebinding where arrays are immutable). ``state`` holds the fast path's
+    buffers."""
+    fused = capabilities.subtract_scaled
+    if fused is not None:
+        return fused(p, g, factor, state)
     p -= factor * g
     return p
 
@@ -75,6 +68,18 @@ class Optimizer:
         self._model: Any = None
         self._signature: Any = None
         self._scratch: dict[str, dict[str, Any]] = {}  # fast-path buffers, not optimizer state
+        self.flat = True
+        self._flat: FlatParameters | None = None
+
+    @property
+    def updates_flat(self) -> bool:
+        """Whether :meth:`step` updates all parameters at once (optimizers with state, unless
+        ``flat`` is False)."""
+        return self.flat and self.elementwise_state
+
+    elementwise_state = False
+    """True for optimizers whose update keeps elementwise state (one pass over all the
+    parameters at once computes exactly what one pass per parameter does)."""
 
     @property
     def lr(self) -> float:
@@ -97,12 +102,30 @@ class Optimizer:
         self.xp = backend.xp
         lr = self._lr
         decay = self.weight_decay + l2
+        if self.updates_flat:
+            self._flat_step(model, lr, decay)
+            return
+        capabilities = backend.capabilities
         for name, params, grads, key in model.parameter_slots():
             p = params[key]
-            params[key] = self._apply(backend.name, name, p, grads[key], lr,
+            params[key] = self._apply(capabilities, name, p, grads[key], lr,
                                       decay if decay and is_weight(p) else 0.0)
 
-    def _apply(self, backend_name: str, name: str, p: Any, g: Any, lr: float,
+    def _flat_step(self, model: Any, lr: float, decay: float) -> None:
+        """One update of the flat parameter array from the gathered gradients."""
+        flat = self._flat
+        if flat is None:
+            flat = self._flat = FlatParameters(model, is_weight)
+        elif not flat.current():
+            flat.gather()
+        g = flat.gradients()
+        if decay:
+            g = g + flat.decay(decay) * flat.values
+        updated = self.update("*", flat.values, g, lr)
+        if updated is not flat.values or not model.backend.capabilities.in_place:
+            flat.hand_out(updated)
+
+    def _apply(self, capabilities: Capabilities, name: str, p: Any, g: Any, lr: float,
                decay: float) -> Any:
         """The update with weight decay ``decay`` (0 for parameters that are not weights)."""
         if decay:
@@ -131,7 +154,7 @@ class Optimizer:
                 f"this {type(self).__name__} already holds state (moments, velocities) for "
                 f"{other}; create a new optimizer for each model"
             )
-        self._model, self._signature = weakref.ref(model), signature
+        self._model, self._signature, self._flat = weakref.ref(model), signature, None
 
 
 def _describe(signature: Any) -> str:
@@ -160,6 +183,10 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
 
+    @property
+    def elementwise_state(self) -> bool:  # type: ignore[override]
+        return self.momentum > 0.0
+
     def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
         mu = self.momentum
         if mu:
@@ -175,10 +202,10 @@ class SGD(Optimizer):
         p -= lr * g
         return p
 
-    def _apply(self, backend_name: str, name: str, p: Any, g: Any, lr: float,
+    def _apply(self, capabilities: Capabilities, name: str, p: Any, g: Any, lr: float,
                decay: float) -> Any:
         if self.momentum:
-            return super()._apply(backend_name, name, p, g, lr, decay)
+            return super()._apply(capabilities, name, p, g, lr, decay)
         # Plain SGD: p -= lr * (g + decay * p), as p *= 1 - lr * decay; p -= lr * g (no
         # temporary of the weight's size), the subtraction on the backend's fast path.
         if decay:
@@ -186,7 +213,7 @@ class SGD(Optimizer):
         scratch = self._scratch.get(name)
         if scratch is None:
             scratch = self._scratch[name] = {}
-        return subtract_scaled(backend_name, p, g, lr, scratch)
+        return subtract_scaled(capabilities, p, g, lr, scratch)
 
 
 class RMSProp(Optimizer):
@@ -198,6 +225,7 @@ class RMSProp(Optimizer):
         super().__init__(lr, weight_decay)
         self.rho = _checks.open_unit("rho", rho)
         self.eps = _checks.finite_positive("eps", eps)
+        self.elementwise_state = True
 
     def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
         xp = self.xp
@@ -231,6 +259,7 @@ class Adam(Optimizer):
         beta1, beta2 = betas
         self.beta1, self.beta2 = _checks.rate("beta1", beta1), _checks.rate("beta2", beta2)
         self.eps = _checks.finite_positive("eps", eps)
+        self.elementwise_state = True
 
     def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
         xp = self.xp

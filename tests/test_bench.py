@@ -80,6 +80,18 @@ def test_bench_tiny_run_writes_results_and_ends_with_json(tmp_path: Path) -> Non
         "per-sample portanet[numpy]/plain numpy"}
     assert "extra" not in result["run"]["plan"]
 
+    cnn = result["cnn"]
+    assert cnn["ratio_median"] == cnn["presets"]["cnn-fast"]["ratio_median"]
+    assert set(cnn["presets"]) == {"cnn-fast", "cnn"}
+    for figures in cnn["presets"].values():
+        assert {"ratio_median", "ops_per_step", "inference_ratio"} <= set(figures)
+        assert figures["inference"]["images"] == 512 and figures["portanet_median"] > 0
+        if cnn["torch_device"]:
+            assert figures["ratio_median"] > 0 and figures["inference_ratio"] > 0
+            assert 0 < figures["ops_per_step"] == sum(figures["ops_by_kind"].values())
+    assert {"cnn-fast epoch portanet/PyTorch", "cnn inference portanet/PyTorch",
+            "cnn-fast array operations per training step"} <= set(result["headline"])
+
     phases = result["profile"]["phases"]
     assert phases["portanet"]["total"] > 0 and phases["floor"]["total"] > 0
     assert "backward 1 ReLU" in phases["portanet"] and "backward 1 ReLU" in phases["floor"]
@@ -135,3 +147,18 @@ def test_phased_floor_is_the_floor() -> None:
     assert phases["total"] > 0 and phases["optimizer.step"] > 0
     for name in ("W1", "b1", "W2", "b2"):
         np.testing.assert_array_equal(getattr(phased, name), getattr(plain, name))
+
+
+def test_ops_count_sees_the_optimizer_update_once_for_all_parameters() -> None:
+    """bench.ops counts one training step on the torch backend; Adam over all parameters at
+    once costs about a dozen operations, not a dozen per parameter (8 in cnn-fast)."""
+    import pytest
+
+    pytest.importorskip("torch")
+    from bench.ops import count_step
+
+    counts = count_step("cnn-fast", batch=4)
+    assert counts["ops_per_step"] == sum(counts["by_op"].values())
+    assert counts["by_op"]["aten.sqrt.default"] == 1  # Adam's one square root
+    assert counts["ops_per_step"] <= 100
+

@@ -163,14 +163,14 @@ def test_subtract_scaled_fast_paths_match_the_portable_form(name: str) -> None:
     g = xp.permute_dims(backend.asarray(host_g.T.copy()), (1, 0))
     expected = backend.to_numpy(p) - np.float32(0.3) * backend.to_numpy(g)
     state: dict = {}
-    out = optim.subtract_scaled(backend.name, p, g, 0.3, state)
+    out = optim.subtract_scaled(backend.capabilities, p, g, 0.3, state)
     exact = name != "torch"  # torch fuses the multiply-subtract: one rounding, not two
     assert_close(backend, out, expected, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
     if name == "numpy":
         assert host_p.size >= optim.SCRATCH_MIN_SIZE
         assert out is p and state["scratch"].strides == g.strides
         scratch = state["scratch"]
-        optim.subtract_scaled(backend.name, p, g, 0.3, state)
+        optim.subtract_scaled(backend.capabilities, p, g, 0.3, state)
         assert state["scratch"] is scratch
 
 
@@ -181,3 +181,51 @@ def test_plain_sgd_with_weight_decay_fast_path(backend: pn.Backend) -> None:
     W, b = params(model)
     assert_close(backend, W, W0 - 0.1 * (G1 + 0.5 * W0), rtol=1e-6)
     assert_close(backend, b, B0 - 0.1 * GB)
+
+
+FLAT_CASES = {
+    "momentum": lambda: optim.SGD(0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda: optim.SGD(0.05, momentum=0.9, nesterov=True),
+    "rmsprop": lambda: optim.RMSProp(0.01, weight_decay=1e-3),
+    "adam": lambda: optim.Adam(0.01, weight_decay=1e-3),
+}
+
+
+def small_cnn(backend: pn.Backend) -> pn.Sequential:
+    return pn.Sequential([pn.Conv2D(1, 3, 3), pn.BatchNorm(3), pn.ReLU(), pn.MaxPool2D(2),
+                          pn.Flatten(), pn.Dense(27, 5), pn.ReLU(), pn.Dense(5, 3)],
+                         backend=backend, seed=3, input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("make", FLAT_CASES.values(), ids=FLAT_CASES.keys())
+def test_flat_update_is_identical_to_the_per_parameter_update(backend: pn.Backend,
+                                                               make: object) -> None:
+    """One update over all parameters at once (the default for optimizers with state) against
+    one update per parameter: bit for bit, across a reload of the weights in mid-training."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 24)
+    states = []
+    for flat in (True, False):
+        model, opt = small_cnn(backend), make()
+        opt.flat = flat
+        assert opt.updates_flat == flat
+        pn.fit(model, x, y, optimizer=opt, epochs=2, batch_size=8, l2=1e-3)
+        model.load_state_dict(model.state_dict())  # new arrays: the flat store gathers again
+        pn.fit(model, x, y, optimizer=opt, epochs=1, batch_size=8)
+        states.append(model.state_dict())
+    for name in states[0]:
+        np.testing.assert_array_equal(states[0][name], states[1][name], err_msg=name)
+
+
+def test_flat_update_keeps_names_shapes_and_the_dense_layout() -> None:
+    backend = pn.get_backend("numpy", "float32", seed=0)
+    model, opt = small_cnn(backend), optim.Adam(0.01)
+    before = {name: tuple(p.shape) for name, p, _ in model.named_parameters()}
+    rng = np.random.default_rng(0)
+    pn.fit(model, rng.normal(size=(8, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 8),
+           optimizer=opt, epochs=1, batch_size=8)
+    assert {name: tuple(p.shape) for name, p, _ in model.named_parameters()} == before
+    flat = opt._flat.values
+    assert all(np.shares_memory(p, flat) for _, p, _ in model.named_parameters())
+    assert model.layers[5].params["W"].flags.f_contiguous == backend.weights_transposed
+    assert set(opt.state) == {"*"} and opt.state["*"]["m"].shape == flat.shape

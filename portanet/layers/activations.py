@@ -19,7 +19,11 @@ class ReLU(Layer):
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         # A 0/1 float mask times dout: several times faster on NumPy than xp.where with a
         # scalar branch, and the standard forbids multiplying by a boolean array directly.
-        return dout * self.xp.astype(self._x > 0, dout.dtype)
+        # The product goes into the mask, a new array of our own: no second allocation
+        # (where arrays are immutable, ``*=`` rebinds and the result is the same).
+        dx = self.xp.astype(self._x > 0, dout.dtype)
+        dx *= dout
+        return dx
 
 
 class Sigmoid(Layer):

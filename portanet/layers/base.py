@@ -96,6 +96,14 @@ class Layer:
         """Set parameter ``key`` from a host array of the right shape (``load_state_dict``)."""
         self.params[key] = self.backend.asarray(host)
 
+    def memory_order(self, key: str) -> tuple[int, ...] | None:
+        """The axes of ``params[key]`` (and of its gradient) from the slowest-varying in memory
+        to the fastest, where the layer keeps them in another order than row-major; None for
+        row-major. An optimizer that stores all parameters in one flat array lays each one out
+        in this order (:class:`portanet.flat.FlatParameters`), so gradients flatten without a
+        copy and the layer's layout survives."""
+        return None
+
     def load_buffer(self, key: str, host: np.ndarray) -> None:
         """Set buffer ``key`` from a host array of the right shape (``load_state_dict``)."""
         self.buffers[key] = self.backend.asarray(host)

@@ -2,23 +2,31 @@
 
 Layout: inputs and outputs are (N, C, H, W) as in PyTorch. Internally the layer works
 "channels-first, batch second": ``permute_dims`` turns (N, C, H, W) into a (C, N, H, W) *view*
-(no copy); the kh*kw shifted windows are strided slices of that view, stacked into the columns
-matrix (kh*kw*C, N*Ho*Wo) with whole image rows copied at a time; and one matrix product
-``Wmat (out, kh*kw*C) @ cols`` gives the output in (out, N, Ho, Wo) memory order, returned as
-an (N, out, Ho, Wo) view. Pooling, BatchNorm and the activations keep that memory order, so a
-chain of them passes it along and never transposes; only Flatten copies, into PyTorch's
-(C, H, W) order per sample. (For a 1-channel input, (N, 1, H, W) already is that order.)
+(no copy). The columns matrix is (kh*kw*C, N*Ho*Wo), its rows in (i, j, c) order: each kernel
+offset's block of rows is one contiguous (C, N*Ho*Wo) slab, so col2im reads whole slabs. One
+matrix product ``Wmat (out, kh*kw*C) @ cols`` gives the output in (out, N, Ho, Wo) memory
+order, returned as an (N, out, Ho, Wo) view. Pooling, BatchNorm and the activations keep that
+memory order, so a chain of them passes it along and never transposes; only Flatten copies,
+into PyTorch's (C, H, W) order per sample. (For a 1-channel input, (N, 1, H, W) already is
+that order.)
+
+The columns come from one of two places, which ``tests/test_fast_paths.py`` checks agree:
+
+* a strided window view (C, N, Ho, Wo, kh, kw) of the input where the backend has one
+  (:attr:`portanet.seams.Capabilities.windows`: NumPy's ``sliding_window_view``, CuPy's
+  ``as_strided``, PyTorch's ``unfold``), copied once into column order;
+* the standard path: the kh*kw shifted windows as strided slices, stacked.
 
 The backward pass is two matrix products (weights: ``cols @ dout.T``; columns:
 ``Wmat.T @ dout``) and kh*kw strided slice additions that fold the columns back onto the
-input (col2im); the standard has no scatter, and slice assignment is all col2im needs.
+input (col2im); the standard has no scatter, and slice assignment is all col2im needs. The first
+layer of a model skips the second product and col2im (``need_dx=False``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from portanet.backend import Backend
@@ -42,37 +50,28 @@ def window_slices(
     ]
 
 
-def pad_hw(xp: Any, x: Any, pads: tuple[int, int, int, int]) -> Any:
-    """``x`` (C, N, H, W) with (top, bottom, left, right) rows and columns of zeros around each
-    image. Built by concatenation with zeros shaped like slices of ``x``, so the batch size is
-    never needed as a number (it is symbolic when the model is exported to ONNX)."""
-    top, bottom, left, right = pads
-    if left or right:
-        column = xp.zeros_like(x[:, :, :, :1])
-        x = xp.concat([column] * left + [x] + [column] * right, axis=3)
-    if top or bottom:
-        row = xp.zeros_like(x[:, :, :1, :])
-        x = xp.concat([row] * top + [x] + [row] * bottom, axis=2)
-    return x
-
-
-def add_to_slice(target: Any, key: tuple[Any, ...], value: Any) -> None:
-    """``target[key] += value``.
-
-    The standard way is ``__setitem__`` with the sum, which allocates the sum and copies it.
-    NumPy, CuPy and PyTorch return writable views from basic indexing, so there the view is
-    updated in place (about twice as fast on NumPy; tests/test_cnn.py checks both paths agree).
-    """
-    if _writable_views(target):
-        view = target[key]
-        view += value
+def columns(backend: Backend, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+            out: tuple[int, int]) -> Any:
+    """The im2col matrix (kh*kw*C, N*Ho*Wo) of a (C, N, H, W) array, rows in (i, j, c) order:
+    one copy of the backend's window view where it has one, else kh*kw stacked slices."""
+    xp = backend.xp
+    (kh, kw), c = kernel, x.shape[0]
+    windows = backend.capabilities.windows
+    if windows is not None:
+        view = xp.permute_dims(windows(x, kernel, stride), (4, 5, 0, 1, 2, 3))
     else:
-        target[key] = target[key] + value
+        view = xp.stack([x[key] for key in window_slices(kernel, stride, out)], axis=0)
+    return xp.reshape(view, (kh * kw * c, -1))  # (kh, kw, C, N, Ho, Wo): one copy
 
 
-def _writable_views(array: Any) -> bool:
-    return bool(array_api_compat.is_numpy_array(array) or array_api_compat.is_cupy_array(array)
-                or array_api_compat.is_torch_array(array))
+def pad(xp: Any, x: Any, pads: tuple[int, int, int, int]) -> Any:
+    """A (C, N, H, W) array with ``(top, bottom, left, right)`` rows and columns of zeros
+    around each image (zeros shaped like a row or column of ``x``: nothing depends on N)."""
+    top, bottom, left, right = pads
+    row = xp.zeros_like(x[:, :, :1, :])
+    x = xp.concat([row] * top + [x] + [row] * bottom, axis=2)
+    col = xp.zeros_like(x[:, :, :, :1])
+    return xp.concat([col] * left + [x] + [col] * right, axis=3)
 
 
 class Conv2D(Layer):
@@ -156,6 +155,10 @@ class Conv2D(Layer):
         self.load_param("W", np.ascontiguousarray(w.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)))
         self.load_param("b", self.bias_init(rng, (o,)))
 
+    def memory_order(self, key: str) -> tuple[int, ...] | None:
+        # The weight gradient comes out of its product in (kh, kw, C, out) memory order.
+        return (2, 3, 1, 0) if key == "W" else None
+
     def _weight_matrix(self) -> Any:
         """W as the (out, kh*kw*C) matrix that multiplies the columns (rows in (i, j, c) order)."""
         xp = self.xp
@@ -168,33 +171,31 @@ class Conv2D(Layer):
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
         x = xp.permute_dims(x, SWAP)
         if any(self._pads):
-            x = pad_hw(xp, x, self._pads)
+            x = pad(xp, x, self._pads)
         self._in_shape = tuple(x.shape)
         self._out_hw = (ho, wo)
-        keys = window_slices(self.kernel_size, self.stride, (ho, wo))
-        cols = xp.stack([x[key] for key in keys], axis=0)  # (kh*kw, C, N, Ho, Wo)
-        self._cols = xp.reshape(cols, (len(keys) * self.in_channels, -1))
+        self._cols = columns(self.backend, x, self.kernel_size, self.stride, (ho, wo))
         self._wmat = self._weight_matrix()
-        out = self._wmat @ self._cols
+        out = self._wmat @ self._cols  # (out, N*Ho*Wo)
         out += xp.reshape(self.params["b"], (self.out_channels, 1))
         return xp.permute_dims(xp.reshape(out, (self.out_channels, -1, ho, wo)), SWAP)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
         (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
-        n, (ho, wo) = dout.shape[0], self._out_hw
-        d = xp.reshape(xp.permute_dims(dout, SWAP), (o, n * ho * wo))
-        # (kh*kw*C, out) = cols @ d.T: the long axis (N*Ho*Wo) is the inner one either way,
+        ho, wo = self._out_hw
+        d = xp.reshape(xp.permute_dims(dout, SWAP), (o, -1))  # (out, N*Ho*Wo)
+        # (C*kh*kw, out) = cols @ d.T: the long axis (N*Ho*Wo) is the inner one either way,
         # but OpenBLAS splits this order well over threads and the other (d @ cols.T) badly.
         grad = self._cols @ d.T
         self.grads["W"] = xp.permute_dims(xp.reshape(grad, (kh, kw, c, o)), (3, 2, 0, 1))
         self.grads["b"] = xp.sum(d, axis=1)
         if not need_dx:
             return None
-        dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, n, ho, wo))
+        dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, -1, ho, wo))
         dx = xp.zeros(self._in_shape, dtype=dout.dtype, device=self.backend.device)
         for k, key in enumerate(window_slices(self.kernel_size, self.stride, (ho, wo))):
-            add_to_slice(dx, key, dcols[k, ...])
+            dx = self.backend.add_to_slice(dx, key, dcols[k, ...])
         top, bottom, left, right = self._pads
         if top or bottom or left or right:
             dx = dx[:, :, top:dx.shape[2] - bottom, left:dx.shape[3] - right]

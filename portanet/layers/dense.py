@@ -70,6 +70,9 @@ class Dense(Layer):
         else:
             super().load_param(key, host)
 
+    def memory_order(self, key: str) -> tuple[int, ...] | None:
+        return (1, 0) if key == "W" and self._transposed else None
+
     def forward(self, x: Any) -> Any:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(

@@ -38,7 +38,8 @@ class Dropout(Layer):
             self._mask = None
             return x
         keep = self.backend.uniform(tuple(x.shape)) >= self.rate
-        self._mask = self.xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.rate))
+        self._mask = self.xp.astype(keep, x.dtype)
+        self._mask *= 1.0 / (1.0 - self.rate)  # in the new mask: no second allocation
         return x * self._mask
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
@@ -100,57 +101,70 @@ class BatchNorm(Layer):
         self.load_buffer("running_mean", np.zeros(c))
         self.load_buffer("running_var", np.ones(c))
 
-    def _rows(self, x: Any) -> Any:
-        """(N, C) as is; (N, C, H, W) as (N*H*W, C) rows: the transpose of its (C, N*H*W)
-        view, which needs no copy when the memory is in the convolutions' (C, N, H, W) order."""
+    def _table(self, x: Any) -> Any:
+        """The values per feature as a table that needs no copy: (N, C) as is, features along
+        axis 1; (N, C, H, W) as its (C, N*H*W) view, channels along axis 0, which is a view of
+        the convolutions' (C, N, H, W) memory order. Every elementwise result then comes out
+        row-major on every library (CuPy writes row-major whatever its inputs' order)."""
         if x.ndim == 2:
             return x
         xp = self.xp
-        return xp.reshape(xp.permute_dims(x, SWAP), (x.shape[1], -1)).T
+        return xp.reshape(xp.permute_dims(x, SWAP), (x.shape[1], -1))
 
-    def _unrows(self, rows: Any) -> Any:
+    def _untable(self, table: Any) -> Any:
         if len(self._shape) == 2:
-            return rows
+            return table
         _, c, h, w = self._shape
-        return self.xp.permute_dims(self.xp.reshape(rows.T, (c, -1, h, w)), SWAP)
+        return self.xp.permute_dims(self.xp.reshape(table, (c, -1, h, w)), SWAP)
+
+    def _per_feature(self, v: Any) -> Any:
+        """A (C,) array shaped to broadcast along the table's features."""
+        return v if len(self._shape) == 2 else self.xp.reshape(v, (self.num_features, 1))
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
         self.output_shape(tuple(x.shape[1:]))
         self._shape = tuple(x.shape)
-        rows = self._rows(x)
+        t = self._table(x)
+        axis = -2 if x.ndim == 2 else -1  # the table's axis over samples (and positions)
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
-            m = rows.shape[0]
-            mean = xp.mean(rows, axis=0)
-            centred = rows - mean
-            var = xp.mean(centred * centred, axis=0)
+            m = t.shape[axis]
+            mean = xp.mean(t, axis=axis)
+            self._centred = t - self._per_feature(mean)
+            var = xp.vecdot(self._centred, self._centred, axis=axis) * (1.0 / m)
             self._inv_std = 1.0 / xp.sqrt(var + self.eps)
-            self._xhat = centred * self._inv_std
             mom = self.momentum
             unbiased = var * (m / (m - 1)) if m > 1 else var
             self.buffers["running_mean"] = (1.0 - mom) * self.buffers["running_mean"] + mom * mean
             self.buffers["running_var"] = (1.0 - mom) * self.buffers["running_var"] + mom * unbiased
-            out = self._xhat * gamma + beta
+            # y = xhat * gamma + beta with xhat = centred * inv_std, in two passes.
+            out = self._centred * self._per_feature(gamma * self._inv_std)
         else:
             self._inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            self._xhat = (rows - self.buffers["running_mean"]) * self._inv_std
-            out = self._xhat * gamma + beta
-        return self._unrows(out)
+            self._centred = t - self._per_feature(self.buffers["running_mean"])
+            out = self._centred * self._per_feature(gamma * self._inv_std)
+        out += self._per_feature(beta)
+        return self._untable(out)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
-        d = self._rows(dout)
-        self.grads["beta"] = xp.sum(d, axis=0)
-        self.grads["gamma"] = xp.sum(d * self._xhat, axis=0)
+        d = self._table(dout)
+        axis = -2 if len(self._shape) == 2 else -1
+        inv_std = self._inv_std
+        self.grads["beta"] = xp.sum(d, axis=axis)
+        self.grads["gamma"] = xp.vecdot(d, self._centred, axis=axis) * inv_std  # sum(d * xhat)
         if not need_dx:
             return None
-        scale = self.params["gamma"] * self._inv_std
+        scale = self.params["gamma"] * inv_std
         if not self.training:  # running statistics are constants
-            return self._unrows(d * scale)
-        m = float(d.shape[0])
-        dx = scale * (d - self.grads["beta"] / m - self._xhat * (self.grads["gamma"] / m))
-        return self._unrows(dx)
+            return self._untable(d * self._per_feature(scale))
+        # dx = scale * (d - mean(d) - xhat * mean(d * xhat)), per-feature factors folded.
+        m = d.shape[axis]
+        dx = d * self._per_feature(scale)
+        dx -= self._centred * self._per_feature(scale * inv_std * self.grads["gamma"] * (1.0 / m))
+        dx -= self._per_feature(scale * self.grads["beta"] * (1.0 / m))
+        return self._untable(dx)
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}

@@ -1,9 +1,17 @@
 """2-D max and average pooling over (N, C, H, W) input.
 
-Both work on a (C, N, H, W) view (see :mod:`portanet.layers.convolution`): each of the kh*kw
-window offsets is one strided slice, so pooling is kh*kw elementwise operations on arrays the
-size of the output, and the backward pass writes those slices back (plain assignment when the
-windows do not overlap, slice additions when they do).
+Both work on a (C, N, H, W) view (see :mod:`portanet.layers.convolution`).
+
+Tiling windows (stride == kernel, the window dividing the input, as in every preset) take two
+passes, each over a reshape of the input: one across the kw columns of each window row, with
+the columns as a short last axis of an (M, kw) view, then one across the kh rows of that
+result. Each pass is kw (or kh) elementwise operations on long, regularly strided arrays, which
+is far faster on NumPy than a reduction over two tiny axes; the backward pass hands the
+gradient back through the same two passes and interleaves it with one ``stack`` per pass.
+
+Other windows take the general path: each of the kh*kw window offsets is one strided slice,
+and the backward pass writes those slices back (plain assignment when the windows do not
+overlap, slice additions when they do). ``tests/test_cnn.py`` checks that both paths agree.
 """
 
 from __future__ import annotations
@@ -11,7 +19,20 @@ from __future__ import annotations
 from typing import Any
 
 from portanet.layers.base import Layer, Shape, pair, shape_error
-from portanet.layers.convolution import SWAP, add_to_slice, window_slices
+from portanet.layers.convolution import SWAP, window_slices
+
+
+def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> Any:
+    """``d`` handed to the first of ``parts`` that equals ``top`` (their maximum), as an array
+    with the parts along axis 1: ``stack([d_0, d_1, ...], axis=1)``. Ties go to one part only,
+    so they never multiply the gradient."""
+    shares, left = [], d
+    for part in parts[:-1]:
+        share = xp.astype(part == top, d.dtype) * left
+        shares.append(share)
+        left = left - share
+    shares.append(left)
+    return xp.stack(shares, axis=1)
 
 
 class _Pool2D(Layer):
@@ -34,6 +55,11 @@ class _Pool2D(Layer):
                              f"{shape[1:]} (samples of shape {shape})")
         return (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
 
+    def _tiles(self, x: Any) -> bool:
+        """Whether the windows tile ``x`` exactly (stride == kernel, dividing H and W)."""
+        (kh, kw), (h, w) = self.kernel_size, tuple(x.shape[2:])
+        return self.stride == self.kernel_size and h % kh == 0 and w % kw == 0
+
     def _windows(self, x: Any) -> tuple[Any, list[Any]]:
         """The (C, N, H, W) view of ``x`` and its window slices, one per kernel offset."""
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
@@ -49,10 +75,25 @@ class _Pool2D(Layer):
         overlap = any(s < k for s, k in zip(self.stride, self.kernel_size, strict=True))
         for key, part in zip(self._keys, parts, strict=True):
             if overlap:
-                add_to_slice(dx, key, part)
+                dx = self.backend.add_to_slice(dx, key, part)
             else:
                 dx[key] = part
         return xp.permute_dims(dx, SWAP)
+
+    def _tiled_forward(self, x: Any, combine: Any) -> Any:
+        """Tiling windows: ``combine(parts)`` across the columns, then across the rows of
+        each window; returns the (C, N, Ho, Wo) result."""
+        xp = self.xp
+        self.output_shape(tuple(x.shape[1:]))
+        (kh, kw), (_, c, h, w) = self.kernel_size, tuple(x.shape)
+        x = xp.permute_dims(x, SWAP)
+        self._in_shape = (c, -1, h, w)  # the batch axis inferred: no arithmetic on it
+        cols = xp.reshape(x, (-1, kw))                    # (C*N*H*Wo, kw)
+        across = combine([cols[:, j] for j in range(kw)])  # (C*N*H*Wo,)
+        rows = xp.reshape(across, (-1, kh, w // kw))       # (C*N*Ho, kh, Wo)
+        out = combine([rows[:, i, :] for i in range(kh)])  # (C*N*Ho, Wo)
+        self._tiled = (cols, across, rows, out)
+        return xp.permute_dims(xp.reshape(out, (c, -1, h // kh, w // kw)), SWAP)
 
     def config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
@@ -67,19 +108,35 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
+        if self._tiles(x):
+            return self._tiled_forward(x, self._maximum)
+        self._tiled = None
         _, windows = self._windows(x)
-        out = windows[0]
-        for w in windows[1:]:
-            out = xp.maximum(out, w)
+        out = self._maximum(windows)
         self._windows_cache, self._out = windows, out
         return xp.permute_dims(out, SWAP)
 
+    def _maximum(self, parts: list[Any]) -> Any:
+        out = parts[0]
+        for part in parts[1:]:
+            out = self.xp.maximum(out, part)
+        return out
+
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
+        d = xp.permute_dims(dout, SWAP)
+        if self._tiled is not None:
+            # The first row of each window holding the maximum takes the gradient, then the
+            # first column of that row holding the row's maximum: the first in row-major order.
+            (kh, kw), cols, across, rows, out = self.kernel_size, *self._tiled
+            by_row = first_maximum_shares(xp, [rows[:, i, :] for i in range(kh)], out,
+                                          xp.reshape(d, out.shape))  # (C*N*Ho, kh, Wo)
+            by_col = first_maximum_shares(xp, [cols[:, j] for j in range(kw)], across,
+                                          xp.reshape(by_row, (-1,)))  # (C*N*H*Wo, kw)
+            return xp.permute_dims(xp.reshape(by_col, self._in_shape), SWAP)
         # Each window offset takes what is left of the gradient where it holds the maximum;
         # a later offset tying with it finds nothing left.
-        left = xp.permute_dims(dout, SWAP)
-        parts = []
+        left, parts = d, []
         last = len(self._windows_cache) - 1
         for k, w in enumerate(self._windows_cache):
             part = xp.where(w == self._out, left, 0.0)
@@ -93,12 +150,28 @@ class AvgPool2D(_Pool2D):
     """Mean over each kh x kw window (stride defaults to the window size)."""
 
     def forward(self, x: Any) -> Any:
+        (kh, kw) = self.kernel_size
+        if self._tiles(x):
+            return self._tiled_forward(x, self._sum) * (1.0 / (kh * kw))
+        self._tiled = None
         _, windows = self._windows(x)
-        out = windows[0]
-        for w in windows[1:]:
-            out = out + w
-        return self.xp.permute_dims(out * (1.0 / len(windows)), SWAP)
+        return self.xp.permute_dims(self._sum(windows) * (1.0 / len(windows)), SWAP)
+
+    @staticmethod
+    def _sum(parts: list[Any]) -> Any:
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part
+        return out
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        d = self.xp.permute_dims(dout, SWAP) * (1.0 / len(self._keys))
-        return self._assemble([d] * len(self._keys))
+        xp = self.xp
+        (kh, kw) = self.kernel_size
+        d = xp.permute_dims(dout, SWAP)
+        if self._tiled is not None:
+            # Every input of a window gets d / (kh * kw): one broadcast product.
+            c, _, ho, wo = d.shape
+            share = xp.full((kh, 1, kw), 1.0 / (kh * kw), dtype=d.dtype, device=self.backend.device)
+            spread = xp.reshape(d, (c, -1, ho, 1, wo, 1)) * share  # (C, N, Ho, kh, Wo, kw)
+            return xp.permute_dims(xp.reshape(spread, self._in_shape), SWAP)
+        return self._assemble([d * (1.0 / (kh * kw))] * len(self._keys))

@@ -18,7 +18,7 @@ class Flatten(Layer):
 
     def forward(self, x: Any) -> Any:
         self._shape = tuple(x.shape)
-        return self.xp.reshape(x, (-1, math.prod(x.shape[1:])))  # -1: the batch
+        return self.xp.reshape(x, (-1, math.prod(x.shape[1:])))  # the batch axis inferred
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
@@ -27,6 +27,7 @@ class Flatten(Layer):
         # Hand the gradient back in the (C, N, H, W) memory order the convolution, pooling and
         # normalisation layers keep (see portanet.layers.convolution): one copy here instead of
         # slow mixed-order arithmetic in every layer below.
-        n, c, h, w = self._shape
-        by_channel = xp.reshape(xp.permute_dims(xp.reshape(dout, self._shape), SWAP), (c, -1))
-        return xp.permute_dims(xp.reshape(by_channel, (c, n, h, w)), SWAP)
+        _, c, h, w = self._shape
+        images = xp.reshape(dout, (-1, c, h, w))
+        by_channel = xp.reshape(xp.permute_dims(images, SWAP), (c, -1))
+        return xp.permute_dims(xp.reshape(by_channel, (c, -1, h, w)), SWAP)
