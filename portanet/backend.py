@@ -43,7 +43,6 @@ from portanet._cuda import CUPY_INSTALL_HINT, cuda_status
 from portanet._cuda import device_label as cuda_device_label
 from portanet.seams import (
     _OTHER,
-    CAPABILITIES,
     PORTABLE,
     SEAMS,
     BackendUnavailableError,
@@ -138,13 +137,11 @@ class Backend:
     _device_rng: Any = field(default=None, repr=False, compare=False)
     fast_paths: bool = field(default=True, repr=False)
 
-    # --- speed capabilities (issue 22) ---------------------------------------------------------
-
     @property
     def capabilities(self) -> Capabilities:
-        """What this backend allows beyond the standard (:data:`portanet.seams.CAPABILITIES`);
-        the portable answers when ``fast_paths`` is off (what the parity tests compare with)."""
-        return CAPABILITIES.get(self.name, PORTABLE) if self.fast_paths else PORTABLE
+        """What this backend allows beyond the standard (its seam row's ``capabilities``); the
+        portable answers when ``fast_paths`` is off (what the parity tests compare with)."""
+        return self.seam.capabilities if self.fast_paths else PORTABLE
 
     def portable(self) -> Backend:
         """This backend (same namespace, device, dtype and generator) without fast paths."""
@@ -163,8 +160,6 @@ class Backend:
         else:
             target[key] = target[key] + value
         return target
-
-    # --- end of speed capabilities --------------------------------------------------------------
 
     @property
     def seam(self) -> Seam:

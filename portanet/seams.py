@@ -1,8 +1,9 @@
 """The backend seam as one table, :data:`SEAMS`: per array library, how to load it, move an
 array to the host, wait for the device, describe the device, enter the device, and what differs
 between libraries as capabilities (weight layout, host arrays, a device generator, launch-bound
-kernels). :mod:`portanet.backend`, the training loop, ``portanet info``, ``portanet check``, the
-tests and the benchmarks read this table instead of branching on the backend's name.
+kernels, fast paths). :mod:`portanet.backend`, the training loop, ``portanet info``,
+``portanet check``, the tests and the benchmarks read this table instead of branching on the
+backend's name.
 
 To add a backend, add a row here; :data:`portanet.backend.BACKEND_NAMES` follows the table.
 """
@@ -24,6 +25,82 @@ from portanet._cuda import cuda_status
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here (library missing, or no usable device)."""
+
+
+# --- speed capabilities: what a backend's arrays allow beyond the standard ---------------------
+# Layers and optimizers ask for a capability and never test a backend's name; each Seam row
+# carries its own, and a row without any gets the portable answers (no fast path).
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the layers and optimizers may use beyond the standard on one backend.
+
+    Attributes:
+        in_place: arrays can be written in place, and a basic-indexing view written in place
+            updates the array it views (NumPy, CuPy, PyTorch; not JAX, not guaranteed by the
+            standard, so array-api-strict takes the portable path and keeps it tested).
+        windows: ``(x, (kh, kw), (sh, sw)) -> view`` of shape (C, N, Ho, Wo, kh, kw) holding
+            every kh x kw window of a (C, N, H, W) array ``x``, taken with stride (sh, sw),
+            without copying; None when the library has no strided window view.
+        subtract_scaled: ``(p, g, factor, state) -> p`` doing ``p -= factor * g`` in place
+            without a temporary (``state``: the caller's dict for reusable buffers); None for
+            the portable form.
+    """
+
+    in_place: bool = False
+    windows: Callable[[Any, tuple[int, int], tuple[int, int]], Any] | None = None
+    subtract_scaled: Callable[[Any, Any, float, dict[str, Any]], Any] | None = None
+
+
+SCRATCH_MIN_SIZE = 1 << 16
+"""Below this many elements NumPy's temporary comes from its small-block cache, and the
+scratch buffer's bookkeeping would cost more than it saves (per-sample SGD)."""
+
+
+def _numpy_subtract_scaled(p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
+    """``factor * g`` into a scratch buffer kept in ``state`` (laid out like ``g``), subtracted
+    in place: a step allocates nothing, and the arithmetic is the portable form's, bit for bit.
+    """
+    if g.size < SCRATCH_MIN_SIZE or not p.flags.writeable:
+        p -= factor * g
+        return p
+    buf = state.get("scratch")
+    if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.strides != g.strides:
+        buf = state["scratch"] = np.empty_like(g)
+    np.multiply(g, factor, out=buf)
+    np.subtract(p, buf, out=p)
+    return p
+
+
+def _torch_subtract_scaled(p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
+    if p.requires_grad:
+        p -= factor * g
+        return p
+    return p.sub_(g, alpha=factor)  # one fused pass (one rounding, not two)
+
+
+def _numpy_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
+    view = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(2, 3))
+    return view[:, :, ::stride[0], ::stride[1]]
+
+
+def _cupy_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
+    from cupy.lib.stride_tricks import as_strided
+
+    (kh, kw), (sh, sw) = kernel, stride
+    c, n, h, w = x.shape
+    sc, sn, sy, sx = x.strides
+    return as_strided(x, ((c, n, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw)),
+                      (sc, sn, sy * sh, sx * sw, sy, sx))
+
+
+def _torch_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
+    return x.unfold(2, kernel[0], stride[0]).unfold(3, kernel[1], stride[1])
+
+
+PORTABLE = Capabilities()
+"""No fast path: what array-api-strict runs, and what the parity tests compare against."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +126,7 @@ class Seam:
         probe: ``() -> (usable, why)`` where importing the module is not enough (a device
             must be usable); None: usable when the module can be found.
         distributions: the pip distributions that may provide the module, for its version.
+        capabilities: the fast paths its arrays allow (:class:`Capabilities`).
     """
 
     name: str
@@ -65,6 +143,7 @@ class Seam:
     launch_bound: bool = False
     probe: Callable[[], tuple[bool, str]] | None = None
     distributions: tuple[str, ...] = ()
+    capabilities: Capabilities = PORTABLE
 
     def available(self) -> tuple[bool, str]:
         """Whether this backend can run here, and one line saying why (not)."""
@@ -168,14 +247,17 @@ SEAMS: dict[str, Seam] = {
     "numpy": Seam("numpy", "numpy", "numpy", _load_numpy,
                   to_host=lambda a: np.array(a, copy=True), synchronize=_nothing,
                   describe=lambda d: "cpu", activate=_no_context, transposed_weights=True,
-                  host_arrays=True),
+                  host_arrays=True,
+                  capabilities=Capabilities(in_place=True, windows=_numpy_windows,
+                                            subtract_scaled=_numpy_subtract_scaled)),
     # CuPy: kernels run on the current device, so the backend enters its device around work.
     "cupy": Seam("cupy", "cupy", "portanet[cuda12-ctk]", _load_cupy,
                  to_host=lambda a: a.get(), synchronize=lambda d: d.synchronize(),
                  describe=lambda d: _cuda.device_label(d.id), activate=lambda d: d,
                  transposed_weights=False, device_generator=_cupy_generator,
                  launch_bound=True, probe=cuda_status,
-                 distributions=("cupy-cuda13x", "cupy-cuda12x", "cupy")),
+                 distributions=("cupy-cuda13x", "cupy-cuda12x", "cupy"),
+                 capabilities=Capabilities(in_place=True, windows=_cupy_windows)),
     "array_api_strict": Seam("array_api_strict", "array_api_strict", "array-api-strict",
                              _load_strict, to_host=_strict_to_host, synchronize=_nothing,
                              describe=_strict_describe, activate=_no_context,
@@ -183,96 +265,12 @@ SEAMS: dict[str, Seam] = {
     # PyTorch places each operation on its operands' device; no context is needed.
     "torch": Seam("torch", "torch", "torch", _load_torch,
                   to_host=lambda a: a.detach().cpu().numpy().copy(), synchronize=_torch_sync,
-                  describe=_torch_describe, activate=_no_context, transposed_weights=True),
+                  describe=_torch_describe, activate=_no_context, transposed_weights=True,
+                  capabilities=Capabilities(in_place=True, windows=_torch_windows,
+                                            subtract_scaled=_torch_subtract_scaled)),
 }
 """The backend seam, one row per backend (``auto`` resolves to one of these)."""
 
 _OTHER = Seam("other", "", "", _load_numpy,
               to_host=lambda a: np.asarray(np.from_dlpack(a)).copy(), synchronize=_nothing,
               describe=str, activate=_no_context, transposed_weights=True)
-
-
-# --- speed capabilities (issue 22): what a backend's arrays allow beyond the standard ---------
-# Kept as a table of its own, next to SEAMS, so that layers ask for a capability and never test
-# a backend's name. A backend without a row gets the portable answers (no fast path).
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the layers and optimizers may use beyond the standard on one backend.
-
-    Attributes:
-        in_place: arrays can be written in place, and a basic-indexing view written in place
-            updates the array it views (NumPy, CuPy, PyTorch; not JAX, not guaranteed by the
-            standard, so array-api-strict takes the portable path and keeps it tested).
-        windows: ``(x, (kh, kw), (sh, sw)) -> view`` of shape (C, N, Ho, Wo, kh, kw) holding
-            every kh x kw window of a (C, N, H, W) array ``x``, taken with stride (sh, sw),
-            without copying; None when the library has no strided window view.
-        subtract_scaled: ``(p, g, factor, state) -> p`` doing ``p -= factor * g`` in place
-            without a temporary (``state``: the caller's dict for reusable buffers); None for
-            the portable form.
-    """
-
-    in_place: bool = False
-    windows: Callable[[Any, tuple[int, int], tuple[int, int]], Any] | None = None
-    subtract_scaled: Callable[[Any, Any, float, dict[str, Any]], Any] | None = None
-
-
-SCRATCH_MIN_SIZE = 1 << 16
-"""Below this many elements NumPy's temporary comes from its small-block cache, and the
-scratch buffer's bookkeeping would cost more than it saves (per-sample SGD)."""
-
-
-def _numpy_subtract_scaled(p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
-    """``factor * g`` into a scratch buffer kept in ``state`` (laid out like ``g``), subtracted
-    in place: a step allocates nothing, and the arithmetic is the portable form's, bit for bit.
-    """
-    if g.size < SCRATCH_MIN_SIZE or not p.flags.writeable:
-        p -= factor * g
-        return p
-    buf = state.get("scratch")
-    if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.strides != g.strides:
-        buf = state["scratch"] = np.empty_like(g)
-    np.multiply(g, factor, out=buf)
-    np.subtract(p, buf, out=p)
-    return p
-
-
-def _torch_subtract_scaled(p: Any, g: Any, factor: float, state: dict[str, Any]) -> Any:
-    if p.requires_grad:
-        p -= factor * g
-        return p
-    return p.sub_(g, alpha=factor)  # one fused pass (one rounding, not two)
-
-
-def _numpy_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
-    view = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(2, 3))
-    return view[:, :, ::stride[0], ::stride[1]]
-
-
-def _cupy_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
-    from cupy.lib.stride_tricks import as_strided
-
-    (kh, kw), (sh, sw) = kernel, stride
-    c, n, h, w = x.shape
-    sc, sn, sy, sx = x.strides
-    return as_strided(x, ((c, n, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw)),
-                      (sc, sn, sy * sh, sx * sw, sy, sx))
-
-
-def _torch_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
-    return x.unfold(2, kernel[0], stride[0]).unfold(3, kernel[1], stride[1])
-
-
-CAPABILITIES: dict[str, Capabilities] = {
-    "numpy": Capabilities(in_place=True, windows=_numpy_windows,
-                          subtract_scaled=_numpy_subtract_scaled),
-    "cupy": Capabilities(in_place=True, windows=_cupy_windows),
-    "torch": Capabilities(in_place=True, windows=_torch_windows,
-                          subtract_scaled=_torch_subtract_scaled),
-    "array_api_strict": Capabilities(),
-}
-"""Fast-path capabilities per backend (absent: the portable :class:`Capabilities`)."""
-
-PORTABLE = Capabilities()
-"""No fast path: what array-api-strict runs, and what the parity tests compare against."""

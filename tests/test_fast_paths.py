@@ -1,5 +1,5 @@
 """Every fast path against the standard path it replaces, on every backend: the backend's
-capabilities (:data:`portanet.seams.CAPABILITIES`) on, then off (``backend.portable()``, what
+capabilities (each seam row's ``capabilities``) on, then off (``backend.portable()``, what
 array-api-strict always runs), and the pooling layers' tiling path against the general one."""
 
 from __future__ import annotations

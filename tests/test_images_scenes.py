@@ -1,4 +1,4 @@
-"""Your own digit in real-world scenes (issue 19): MNIST digits rendered onto paper under uneven
+"""Your own digit in real-world scenes: MNIST digits rendered onto paper under uneven
 light (a gradient, a spotlight, half the page in shadow), with ruled lines, a margin, a coffee
 stain or an ink blot beside them, must prepare like the same digit on clean paper; several
 digits in one picture are refused with what to do."""

@@ -1,4 +1,4 @@
-"""Values that were accepted silently (issue 19): a negative warm-up, BatchNorm's eps and
+"""Values that were accepted silently: a negative warm-up, BatchNorm's eps and
 momentum, a shift that blanks the images, and a stateful optimizer reused on another model."""
 
 from __future__ import annotations

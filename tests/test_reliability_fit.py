@@ -1,5 +1,5 @@
 """A model is finished only when what it computes is finite, and BatchNorm never trains on one
-value per channel (issue 19): divergence in the last step, outputs that overflow at inference,
+value per channel: divergence in the last step, outputs that overflow at inference,
 batches of one sample."""
 
 from __future__ import annotations

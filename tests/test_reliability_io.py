@@ -1,4 +1,4 @@
-"""Model files that are finite but invalid, crafted or mislabelled (issue 19): checked after the
+"""Model files that are finite but invalid, crafted or mislabelled: checked after the
 cast to the model's dtype, in each layer's domain, member by member from the headers."""
 
 from __future__ import annotations
