@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from portanet.backend import Backend
+from portanet.layers.convolution import pad
 
 
 class RandomShift:
@@ -54,8 +55,7 @@ class RandomShift:
         xp = backend.xp
         n, c, h, w = batch.shape
         offsets = backend.asarray(backend.rng.integers(0, 2 * m + 1, size=(2, n, 1, 1, 1)))
-        padded = xp.zeros((n, c, h + 2 * m, w + 2 * m), dtype=batch.dtype, device=backend.device)
-        padded[:, :, m:m + h, m:m + w] = batch
+        padded = pad(xp, batch, (m, m, m, m))
         rows = padded[:, :, 0:h, :]
         for k in range(1, 2 * m + 1):
             rows = xp.where(offsets[0, ...] == k, padded[:, :, k:k + h, :], rows)

@@ -3,7 +3,7 @@ budget, one running log, and the summary (markdown + JSON) rewritten after every
 exit, SIGTERM included. Standard library only until a step runs; steps run as child processes.
 
     python3 tools/gpu_kit.py [--cpu] [--dry-run] [--budget S] [--out DIR] [--data DIR]
-                             [--wheels DIR] [--backend cupy|torch] [--steps a,b,...]
+                             [--backend cupy|torch] [--steps a,b,...]
 
 Files in --out (never more than 6): STAMP-gpu-check.log (every step's output, as it comes),
 STAMP-gpu-check.md and .json (the summary), STAMP-gpu-check-tests.xml (junit of the GPU tests),
@@ -123,9 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path,
                    help="folder with MNIST's IDX files (.gz or raw); else $PORTANET_DATA or the "
                         "cache; nothing is downloaded")
-    p.add_argument("--wheels", type=Path,
-                   help="folder of wheels (array-api-compat, array-api-strict, ...) installed "
-                        "by tools/gpu_check.sh before this runs")
     p.add_argument("--backend", choices=("cupy", "torch"), default="cupy",
                    help="the GPU backend the examples and bench run on (default cupy)")
     p.add_argument("--cpu", action="store_true",

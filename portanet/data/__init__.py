@@ -19,7 +19,6 @@ One concern per module:
 from portanet.data.idx import IDXFormatError
 from portanet.data.loaders import (
     MAX_CLASSES,
-    class_names,
     load_dataset,
     load_fashion_mnist,
     load_mnist,
@@ -52,7 +51,6 @@ __all__ = [
     "DatasetUnavailableError",
     "IDXFormatError",
     "cache_dir",
-    "class_names",
     "dataset_names",
     "get_spec",
     "load_dataset",

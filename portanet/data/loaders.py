@@ -151,22 +151,6 @@ MAX_CLASSES = 1000
 """The most classes portanet builds a classifier for (labels beyond are refused, not a hang)."""
 
 
-def class_names(dataset: str | None, *labels: np.ndarray) -> tuple[str, ...]:
-    """The class names of a named data set, or ``"0" .. "K-1"`` for your own data, where K is
-    one more than the largest of ``labels``.
-
-    Raises:
-        ValueError: K would exceed :data:`MAX_CLASSES`.
-    """
-    if dataset is not None:
-        return get_spec(dataset).classes
-    largest = max((int(np.max(y)) for y in labels if np.size(y)), default=-1)
-    if largest >= MAX_CLASSES:
-        raise ValueError(f"the largest label is {largest:,}: more than the {MAX_CLASSES:,} "
-                         f"classes portanet builds a classifier for")
-    return tuple(str(k) for k in range(largest + 1))
-
-
 def to_device(
     images: np.ndarray, labels: np.ndarray, backend: Backend | str, *, flatten: bool = True,
     shape: tuple[int, ...] | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -11,15 +10,6 @@ from portanet import _checks
 from portanet.backend import Backend
 from portanet.layers.base import Layer, Shape, positive_int
 from portanet.layers.convolution import SWAP
-
-
-def _float(what: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"BatchNorm {what} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"BatchNorm {what} must be a number, got {value!r}") from None
 
 
 class Dropout(Layer):
@@ -64,13 +54,11 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = positive_int("BatchNorm", "num_features", num_features)
-        self.momentum, self.eps = _float("momentum", momentum), _float("eps", eps)
-        if not 0.0 < self.momentum <= 1.0:
+        self.eps = _checks.finite_positive("BatchNorm eps", eps)
+        self.momentum = _checks.finite_positive("BatchNorm momentum", momentum)
+        if self.momentum > 1.0:
             raise ValueError(f"BatchNorm momentum must be in (0, 1] (the weight of each batch in "
                              f"the running statistics, e.g. 0.1), got {momentum!r}")
-        if not (math.isfinite(self.eps) and self.eps > 0.0):
-            raise ValueError(f"BatchNorm eps must be a finite number > 0 (added to the variance, "
-                             f"e.g. 1e-5), got {eps!r}")
 
     def output_shape(self, input_shape: Shape) -> Shape:
         shape = tuple(input_shape)

@@ -11,7 +11,7 @@ gradient back through the same two passes and interleaves it with one ``stack`` 
 
 Other windows take the general path: each of the kh*kw window offsets is one strided slice,
 and the backward pass writes those slices back (plain assignment when the windows do not
-overlap, slice additions when they do). ``tests/test_cnn.py`` checks that both paths agree.
+overlap, slice additions when they do). ``tests/test_fast_paths.py`` checks that both paths agree.
 """
 
 from __future__ import annotations
@@ -72,12 +72,8 @@ class _Pool2D(Layer):
         """dL/dx from each window offset's share of the output gradient."""
         xp = self.xp
         dx = xp.zeros(self._in_shape, dtype=parts[0].dtype, device=self.backend.device)
-        overlap = any(s < k for s, k in zip(self.stride, self.kernel_size, strict=True))
         for key, part in zip(self._keys, parts, strict=True):
-            if overlap:
-                dx = self.backend.add_to_slice(dx, key, part)
-            else:
-                dx[key] = part
+            dx = self.backend.add_to_slice(dx, key, part)
         return xp.permute_dims(dx, SWAP)
 
     def _tiled_forward(self, x: Any, combine: Any) -> Any:
