@@ -6,11 +6,13 @@ Fixtures live in conftest.py (pytest finds them there); anything a test imports 
 from __future__ import annotations
 
 import math
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 import portanet
 from portanet import losses
@@ -151,6 +153,61 @@ def make_dataset(path: Path, n_train: int = 1200, n_test: int = 300, seed: int =
     (x_train, y_train), (x_test, y_test) = draw(n_train), draw(n_test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+def distinct_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Well-separated values in [-2, 2], none near 0: no ReLU kinks, no max-pool near-ties."""
+    n = int(np.prod(shape))
+    values = (np.random.default_rng(seed).permutation(n) + 0.5) / n * 4.0 - 2.0
+    return values.reshape(shape)
+
+
+# --- pictures of digits ------------------------------------------------------------------------
+
+
+Point = tuple[float, float]
+
+
+def strokes(canvas: tuple[int, int], segments: list[tuple[Point, Point]],
+            width: float) -> np.ndarray:
+    """Anti-aliased pen strokes of ``width`` px along line segments: 1.0 ink on 0.0."""
+    yy, xx = np.mgrid[: canvas[0], : canvas[1]].astype(np.float64)
+    d = np.full(canvas, np.inf)
+    for (y0, x0), (y1, x1) in segments:
+        vy, vx = y1 - y0, x1 - x0
+        t = np.clip(((yy - y0) * vy + (xx - x0) * vx) / (vy * vy + vx * vx), 0.0, 1.0)
+        d = np.minimum(d, np.hypot(yy - (y0 + t * vy), xx - (x0 + t * vx)))
+    return np.clip(width / 2 + 0.5 - d, 0.0, 1.0)
+
+
+def seven(canvas: tuple[int, int] = (200, 160), top: int = 40, left: int = 40, size: int = 120,
+          width: float = 9) -> np.ndarray:
+    """A handwritten-looking 7: a top bar and a long diagonal."""
+    corner = (top, left + 0.7 * size)
+    return strokes(canvas, [((top, left), corner), (corner, (top + size, left + 0.25 * size))],
+                   width)
+
+
+def shifted_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |a - b| after the best shift of b by at most one pixel (centring rounds)."""
+    return min(np.abs(a - np.roll(b, (dy, dx), axis=(0, 1))).mean()
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+# --- model files -------------------------------------------------------------------------------
+
+
+def assert_load_refused_within(path: Path, match: str, max_bytes: int) -> None:
+    """Loading ``path`` raises a ValueError matching ``match`` having allocated (tracemalloc's
+    peak) under ``max_bytes``: a file that declares huge arrays is refused from its headers."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match):
+            portanet.load(path, backend="numpy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < max_bytes, f"{peak:,} bytes allocated before the refusal"
 
 
 REPORT_LINES: list[str] = []

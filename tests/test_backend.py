@@ -125,8 +125,7 @@ def test_only_the_seam_table_branches_on_backend_names() -> None:
     package = Path(pn.__file__).parent
     names = "|".join(backend_module.SEAMS)
     branch = re.compile(rf'(name|backend)\s*(==|!=|in)\s*\(?"({names})"')
-    # optim.py's in-place update fast paths are being moved to seam capabilities separately.
-    allowed = {package / "seams.py", package / "optim.py"}
+    allowed = {package / "seams.py"}
     found = [f"{path.relative_to(package)}:{number}: {line.strip()}"
              for path in sorted(package.rglob("*.py")) if path not in allowed
              for number, line in enumerate(path.read_text().splitlines(), start=1)

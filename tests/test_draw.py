@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,12 @@ def cnn_path(mnist: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
                     tmp_path_factory.mktemp("draw") / "cnn.npz")
 
 
-def _running(model_path: Path) -> Any:
+def _serving(model_path: Path) -> Iterator[Any]:
+    """A draw server for ``model_path`` on a free port in a thread, for a fixture to yield from:
+    shut down and closed when the fixture is torn down."""
     srv = draw.make_server(str(model_path), port=0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    return srv, thread
-
-
-@pytest.fixture(scope="module")
-def mlp_server(mlp_path: Path) -> Any:
-    srv, thread = _running(mlp_path)
     yield srv
     srv.shutdown()
     srv.server_close()
@@ -83,12 +80,13 @@ def mlp_server(mlp_path: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def cnn_server(cnn_path: Path) -> Any:
-    srv, thread = _running(cnn_path)
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+def mlp_server(mlp_path: Path) -> Iterator[Any]:
+    yield from _serving(mlp_path)
+
+
+@pytest.fixture(scope="module")
+def cnn_server(cnn_path: Path) -> Iterator[Any]:
+    yield from _serving(cnn_path)
 
 
 def request(srv: Any, method: str, path: str, body: bytes | None = None,

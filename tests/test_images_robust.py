@@ -12,24 +12,7 @@ import pytest
 PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
 from portanet.images import is_dark_on_light, load_digit, prepare_digit  # noqa: E402
-
-
-def strokes(canvas, segments, width):
-    """Anti-aliased pen strokes of ``width`` px along line segments: 1.0 ink on 0.0."""
-    yy, xx = np.mgrid[: canvas[0], : canvas[1]].astype(np.float64)
-    d = np.full(canvas, np.inf)
-    for (y0, x0), (y1, x1) in segments:
-        vy, vx = y1 - y0, x1 - x0
-        t = np.clip(((yy - y0) * vy + (xx - x0) * vx) / (vy * vy + vx * vx), 0.0, 1.0)
-        d = np.minimum(d, np.hypot(yy - (y0 + t * vy), xx - (x0 + t * vx)))
-    return np.clip(width / 2 + 0.5 - d, 0.0, 1.0)
-
-
-def seven(canvas=(200, 160), top=40, left=40, size=120, width=9):
-    """A handwritten-looking 7: a top bar and a long diagonal."""
-    corner = (top, left + 0.7 * size)
-    return strokes(canvas, [((top, left), corner), (corner, (top + size, left + 0.25 * size))],
-                   width)
+from tests.helpers import seven, shifted_diff  # noqa: E402
 
 
 def scan(digit, paper=0.92, ink=0.12, noise=0.02, seed=0):
@@ -42,12 +25,6 @@ def centre_of_mass(img):
     total = img.sum()
     rows, cols = np.indices(img.shape)
     return (rows * img).sum() / total, (cols * img).sum() / total
-
-
-def shifted_diff(a, b):
-    """Mean |a - b| after the best shift of b by at most one pixel (centring rounds)."""
-    return min(np.abs(a - np.roll(b, (dy, dx), axis=(0, 1))).mean()
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 CLEAN = prepare_digit(seven())

@@ -14,7 +14,7 @@ import pytest
 PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
 from portanet.images import load_digit, prepare_digit  # noqa: E402
-from tests.test_images_robust import seven, shifted_diff  # noqa: E402
+from tests.helpers import seven, shifted_diff  # noqa: E402
 
 SHAPE = (240, 220)
 

@@ -15,18 +15,11 @@ import pytest
 
 import portanet as pn
 from portanet.layers import LAYER_TYPES
-from tests.helpers import assert_layer_gradients, assert_model_gradients, tolerance
+from tests.helpers import assert_layer_gradients, assert_model_gradients, distinct_input, tolerance
 from tests.layer_examples import EXAMPLES, Example
 
 BATCH = 3
 IDS = [e.id for e in EXAMPLES]
-
-
-def distinct_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """Well-separated values in [-2, 2], none near 0: no ReLU kinks, no max-pool near-ties."""
-    n = int(np.prod(shape))
-    values = (np.random.default_rng(seed).permutation(n) + 0.5) / n * 4.0 - 2.0
-    return values.reshape(shape)
 
 
 def built(example: Example, backend: pn.Backend) -> pn.Layer:

@@ -20,9 +20,8 @@ import portanet as pn
 from portanet import cli, onnx_export, recipes
 from portanet.backend import cuda_status
 from portanet.layers import LAYER_TYPES
+from tests.helpers import distinct_input, make_dataset
 from tests.layer_examples import EXAMPLES, Example
-from tests.test_cli import make_dataset
-from tests.test_layer_contract import distinct_input
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="ndonnx needs Python 3.11")
 
