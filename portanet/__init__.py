@@ -21,6 +21,7 @@ from portanet.check import check
 
 if TYPE_CHECKING:
     from portanet import data, datasets, init, losses, metrics, optim, recipes
+    from portanet.inference import evaluate, predict, predict_proba
     from portanet.io import load, save  # noqa: F401 (load is public but not in __all__)
     from portanet.layers import (
         AvgPool2D,
@@ -38,15 +39,7 @@ if TYPE_CHECKING:
     )
     from portanet.model import Sequential
     from portanet.onnx_export import export_onnx
-    from portanet.train import (
-        Callback,
-        DivergedError,
-        History,
-        evaluate,
-        fit,
-        predict,
-        predict_proba,
-    )
+    from portanet.train import Callback, DivergedError, History, fit
 
 _HOMES = {
     **dict.fromkeys(("data", "datasets", "init", "losses", "metrics", "optim", "recipes"), None),
@@ -55,8 +48,8 @@ _HOMES = {
                      "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh"), "portanet.layers"),
     "Sequential": "portanet.model",
     "export_onnx": "portanet.onnx_export",
-    **dict.fromkeys(("Callback", "DivergedError", "History", "evaluate", "fit", "predict",
-                     "predict_proba"), "portanet.train"),
+    **dict.fromkeys(("Callback", "DivergedError", "History", "fit"), "portanet.train"),
+    **dict.fromkeys(("evaluate", "predict", "predict_proba"), "portanet.inference"),
 }
 """Each lazily loaded public name and the module it comes from (``None``: a submodule)."""
 

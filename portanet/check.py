@@ -230,9 +230,9 @@ def _step_against_numpy(backend: Backend) -> None:
 
 def _save_and_load(backend: Backend) -> None:
     """Save on this backend, load on NumPy: identical weights, matching predictions."""
+    from portanet.inference import predict_proba
     from portanet.io import load, save
     from portanet.layers import ReLU
-    from portanet.train import predict_proba
 
     model = _mlp(backend, (10, 16, 4), ReLU)
     X, _ = _data(32, 10, 4, seed=3)
@@ -253,8 +253,9 @@ def _timed_training(backend: Backend) -> float:
     """Three epochs on a small separable problem; returns milliseconds per step (synchronised,
     including the once-per-epoch read of the figures). Fails when the model does not learn."""
     from portanet import optim
+    from portanet.inference import evaluate
     from portanet.layers import ReLU
-    from portanet.train import evaluate, fit
+    from portanet.train import fit
 
     X, y = _data(1024, 32, 4, seed=4)
     model = _mlp(backend, (32, 64, 4), ReLU)

@@ -228,7 +228,7 @@ def run_onnx(model_bytes_or_path: bytes | str | os.PathLike[str], images: np.nda
 
 def _verify(model: Sequential, data: bytes) -> None:
     """The graph's probabilities on a few random images match portanet's (float32 tolerance)."""
-    from portanet.train import predict_proba
+    from portanet.inference import predict_proba
 
     images = np.random.default_rng(0).random((_VERIFY_BATCH, *model.input_shape),
                                              dtype=np.float32)

@@ -21,9 +21,10 @@ import numpy as np
 from portanet import metrics
 from portanet._files import DiskFullError, atomic_write
 from portanet._version import __version__
+from portanet.inference import predict, predict_proba
 from portanet.model import Sequential, class_names_for
 from portanet.splits import HeldOut
-from portanet.train import History, predict, predict_proba
+from portanet.train import History
 
 
 def make_report(model: Sequential, held_out: HeldOut) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Training and inference loops: ``fit``, ``evaluate``, ``predict``, ``predict_proba``.
+"""The training loop: ``fit`` (``evaluate``, ``predict`` and ``predict_proba`` live in
+:mod:`portanet.inference` and are re-exported here).
 
 Inputs are checked once, at the boundary (shape, dtype, NaN, label range), then copied to the
 model's device once and stay there. Each step gathers its batch from the resident data by index
@@ -9,8 +10,6 @@ finite ends training with a :class:`DivergedError`; so does a validation loss th
 finite, and, once training ends, weights or outputs (on the last training batch, in evaluation
 mode) that are not finite: a model is finished only when what it computes is finite. These
 checks ride on reads that happen anyway (one per epoch, one at the end), never one per step.
-``evaluate`` and ``predict`` refuse to return figures or probabilities computed from non-finite
-outputs, naming the cause (the weights, or the input values).
 """
 
 from __future__ import annotations
@@ -28,13 +27,23 @@ from portanet import _checks
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.distributed import Communicator, Local
+from portanet.inference import (
+    LossFn,
+    evaluate,
+    listed,
+    loss_and_accuracy,
+    not_finite,
+    predict,
+    predict_proba,
+    resolve_loss,
+    samples_per_batch,
+)
 from portanet.inputs import prepare_inputs, prepare_labels
-from portanet.layers import BatchNorm, Softmax, softmax
-from portanet.losses import Loss, as_loss, l2_penalty, softmax_cross_entropy
+from portanet.layers import BatchNorm
+from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Optimizer, Schedule, get_optimizer
 
-LossFn = Callable[[Any, Any], tuple[Any, Any]]
 Rows = tuple[int, int]
 Augment = Callable[[Any, Backend], Any]
 
@@ -43,24 +52,6 @@ __all__ = ["Callback", "DivergedError", "History", "PrintEpochs", "evaluate", "f
 
 
 # --- what fit is given: checked once, before the first step --------------------------------
-
-
-def _resolve_loss(model: Sequential, loss: Loss | LossFn | str) -> Loss:
-    loss = as_loss(loss)
-    if isinstance(model.layers[-1], Softmax) and loss.takes_logits:
-        raise ValueError(
-            "the model ends in a Softmax layer, but portanet's losses take logits and apply "
-            "softmax themselves; remove the last Softmax layer (predict_proba still gives "
-            "probabilities)"
-        )
-    return loss
-
-
-def _batch_size(batch_size: int | None, n: int) -> int:
-    """The number of samples per step: ``batch_size`` capped at ``n``, ``n`` for ``None``."""
-    if batch_size is None:
-        return n
-    return min(_checks.positive_int("batch_size", batch_size), n)
 
 
 def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
@@ -190,13 +181,13 @@ def fit(
             :func:`_check_batch_statistics`).
     """
     l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
-    loss_obj = _resolve_loss(model, loss)
+    loss_obj = resolve_loss(model, loss)
     optimizer = get_optimizer(optimizer)
     data = _training_set(model, loss_obj, X, y)
     if validation_data is not None:
         X_val = prepare_inputs(model, validation_data[0], "validation X")
         y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
-    batch = _batch_size(batch_size, data.n)
+    batch = samples_per_batch(batch_size, data.n)
     comm = Local() if comm is None else comm
     _check_batch_statistics(model, batch, data.n, tuple(data.X.shape[1:]), comm)
     _check_augment(model, augment, data.X)
@@ -217,7 +208,8 @@ def fit(
             outputs, rows = _run_epoch(model, run, order, callbacks, stop)
             logs = _epoch_logs(model, run, order, outputs, rows)
             if validation_data is not None:
-                logs["val_loss"], logs["val_accuracy"] = _evaluate(model, X_val, y_val, loss_obj)
+                logs["val_loss"], logs["val_accuracy"] = loss_and_accuracy(model, X_val, y_val,
+                                                                           loss_obj)
             seconds = time.perf_counter() - start
             seen = data.n if len(outputs) == steps else len(outputs) * batch
             logs.update(seconds=seconds, samples_per_second=seen / seconds, lr=optimizer.lr)
@@ -397,26 +389,12 @@ def _concat(xp: Any, parts: list[Any]) -> Any:
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
-def _not_finite(model: Sequential) -> list[str]:
-    """The names of the parameters and buffers that hold NaN or infinite values."""
-    xp = model.xp
-    arrays = [(name, p) for name, p, _ in model.named_parameters()] + list(model.named_buffers())
-    flags = xp.stack([xp.all(xp.isfinite(a)) for _, a in arrays])
-    return [name for (name, _), ok in zip(arrays, model.backend.to_numpy(flags), strict=True)
-            if not ok]
-
-
 def _diverged_cause(model: Sequential, what: str) -> str:
     """``what`` (e.g. "the loss is nan"), and whether the weights are still finite."""
-    bad = _not_finite(model)
+    bad = not_finite(model)
     if bad:
-        return f"{what}, and {_listed(bad)} no longer finite"
+        return f"{what}, and {listed(bad)} no longer finite"
     return f"{what}, though the weights are still finite (the outputs overflow)"
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    return f"{shown} {'is' if len(names) == 1 else 'are'}"
 
 
 def _finished_cause(model: Sequential, run: _Run) -> str | None:
@@ -438,7 +416,7 @@ def _finished_cause(model: Sequential, run: _Run) -> str | None:
     if run.comm.size > 1:
         bad = run.comm.allreduce(bad)
     if bad[0]:
-        return f"the final step made {_listed(_not_finite(model) or ['the weights'])} not finite"
+        return f"the final step made {listed(not_finite(model) or ['the weights'])} not finite"
     if bad[1]:
         return ("the weights are finite, but the model's outputs on the last training batch "
                 "are not (the last steps made the weights too large)")
@@ -448,107 +426,3 @@ def _finished_cause(model: Sequential, run: _Run) -> str | None:
 def _record(history: History, logs: dict[str, float]) -> None:
     for key, value in logs.items():
         getattr(history, key).append(value)
-
-
-# --- inference ---------------------------------------------------------------------------------
-
-
-def _evaluate(
-    model: Sequential, X: Any, y: Any, loss: Loss, batch_size: int = 2048
-) -> tuple[float, float]:
-    """Mean loss and accuracy over device arrays, read back once."""
-    xp = model.xp
-    model.eval()
-    n = X.shape[0]
-    loss_sum = xp.zeros((), dtype=model.backend.dtype, device=model.backend.device)
-    correct = xp.zeros((), dtype=xp.int64, device=model.backend.device)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        xb, yb = X[start:stop, ...], y[start:stop]
-        logits = model.forward_unchecked(xb)
-        value, _ = loss(logits, yb)
-        loss_sum = loss_sum + value * float(xb.shape[0])
-        correct = correct + xp.count_nonzero(xp.argmax(logits, axis=1) == yb)
-    return float(loss_sum) / n, int(correct) / n
-
-
-@on_model_device
-def evaluate(
-    model: Sequential,
-    X: Any,
-    y: Any,
-    *,
-    loss: Loss | LossFn | str = softmax_cross_entropy,
-    batch_size: int = 2048,
-) -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` on ``(X, y)``: ``{"loss", "accuracy", "samples"}``.
-
-    Raises a ValueError naming the cause (non-finite weights, or input values too large for
-    the model's dtype) when the model's outputs are not finite."""
-    loss_obj = _resolve_loss(model, loss)
-    X = prepare_inputs(model, X, "X")
-    y = prepare_labels(model, y, X.shape[0], "y")
-    value, accuracy = _evaluate(model, X, y, loss_obj, _batch_size(batch_size, X.shape[0]))
-    if not math.isfinite(value):
-        raise _not_finite_outputs(model, X, "X")
-    return {"loss": value, "accuracy": accuracy, "samples": int(X.shape[0])}
-
-
-def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
-    """Softmax outputs for device input ``X``, in eval mode, batch by batch."""
-    xp = model.xp
-    model.eval()
-    ends_in_softmax = isinstance(model.layers[-1], Softmax)
-    parts = []
-    for start in range(0, X.shape[0], batch_size):
-        out = model.forward_unchecked(X[start:min(start + batch_size, X.shape[0]), ...])
-        parts.append(out if ends_in_softmax else softmax(xp, out))
-    out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    if not bool(xp.all(xp.isfinite(out))):
-        raise _not_finite_outputs(model, X, "X")
-    return out
-
-
-def _not_finite_outputs(model: Sequential, X: Any, what: str) -> ValueError:
-    """The error for outputs that are not finite, naming the cause: the model's weights, or
-    (when they are finite) the size of the input values."""
-    bad = _not_finite(model)
-    if bad:
-        return ValueError(
-            f"the model's {_listed(bad)} not finite (NaN or infinite values), so its "
-            f"outputs are not either: it diverged in training or was edited; train it again "
-            f"with a lower learning rate"
-        )
-    xp = model.xp
-    peak = float(xp.max(xp.abs(X)))
-    return ValueError(
-        f"the model's outputs for {what} are not finite, though its weights are: {what} holds "
-        f"values up to {peak:g} in magnitude, which overflow the model's "
-        f"{model.backend.dtype_name} arithmetic; give inputs scaled as in training (e.g. "
-        f"pixels / 255, in [0, 1])"
-    )
-
-
-def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
-    host_in = isinstance(X, np.ndarray) and not model.backend.seam.host_arrays
-    X = prepare_inputs(model, X, "X")
-    out = _probabilities(model, X, _batch_size(batch_size, X.shape[0]))
-    if labels:
-        out = model.xp.argmax(out, axis=1)
-    return model.backend.to_numpy(out) if host_in else out
-
-
-@on_model_device
-def predict_proba(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
-    """Class probabilities, shape (samples, classes); never NaN: outputs that are not finite
-    raise a ValueError naming the cause (the weights, or input values too large).
-
-    The result lives where ``X`` lived: host NumPy for host input, the model's arrays otherwise.
-    """
-    return _infer(model, X, batch_size, labels=False)
-
-
-@on_model_device
-def predict(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
-    """Predicted class indices, shape (samples,), living where ``X`` lived."""
-    return _infer(model, X, batch_size, labels=True)

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-import portanet
+from portanet.inference import predict_proba
 from portanet.layers import Conv2D, Dense
 from portanet.model import Sequential
 
@@ -87,7 +87,7 @@ class Reader:
         digit = read_digit(body)
         x = digit.reshape(1, *self.shape)
         with self._lock:
-            proba = portanet.predict_proba(self.model, x)[0]  # host in, host out
+            proba = predict_proba(self.model, x)[0]  # host in, host out
             first = first_layer(self.model, x)
         top = np.argsort(proba)[::-1][:3]
         return {
