@@ -22,14 +22,16 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
   Validation data, if any, is evaluated whole on every rank (same weights, same figures).
 - Only rank 0 runs callbacks (progress, printing); the command line also writes and saves on
   rank 0 only.
-- Dropout: each rank draws its own masks. At ``begin`` every Dropout layer gets a private copy
-  of the backend whose generator is seeded from ``SeedSequence(model.seed, spawn_key=(1 + r, i))``
-  for rank r and layer i (one process is rank 0); the model's own generator, which draws the
-  shuffles, is never touched by masks, so shuffles stay identical on all ranks. What holds
-  then: weights stay identical on every rank after every step, a run is reproducible for a
-  given seed and K, and every sample's mask is an independent Bernoulli draw as in one
-  process; the run is *not* equal to a 1-process run (the masks differ), only equal in
-  distribution.
+- Dropout: each rank draws its own masks. Every Dropout layer has a private copy of the
+  backend, made when the model is built (``Sequential.__init__`` calls
+  :func:`portanet.model.own_mask_generators`), whose generator is seeded from
+  ``SeedSequence(model.seed, spawn_key=(1 + r, i))`` for rank r and layer i: rank 0's (that of
+  one process) at first, re-seeded for their own rank by ``begin`` on the other ranks. The
+  model's own generator, which draws the shuffles, is never touched by masks, so shuffles stay
+  identical on all ranks. What holds then: weights stay identical on every rank after every
+  step, a run is reproducible for a given seed and K, and every sample's mask is an
+  independent Bernoulli draw as in one process; the run is *not* equal to a 1-process run (the
+  masks differ), only equal in distribution.
 - Failure: under MPI with more than one rank an uncaught exception prints its traceback and
   calls ``MPI_Abort``, so mpiexec stops every rank at once (a rank blocked in an Allreduce would
   otherwise wait forever). Errors raised identically on every rank (a mismatch) exit normally.
@@ -57,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from portanet._checks import ceil_div
+from portanet.model import own_mask_generators
 
 # Set by mpiexec/mpirun/srun for each process: MPICH/Hydra and Intel MPI (PMI_*), Open MPI
 # (OMPI_*), MVAPICH (MV2_*), PMIx launchers (PMIX_RANK) and Slurm's srun with PMI.
@@ -142,8 +145,8 @@ class Communicator:
     def begin(self, model: Any, y: Any, batch: int, epochs: int,
               callbacks: Sequence[Any] = ()) -> list[Any]:
         """Start of :func:`portanet.fit`: check that every rank has the same model and plan
-        (raises :class:`RankMismatchError` on every rank otherwise), give Dropout layers their
-        per-rank generator, and return the callbacks this rank runs (all on rank 0, none
+        (raises :class:`RankMismatchError` on every rank otherwise), re-seed the Dropout layers'
+        generators for this rank, and return the callbacks this rank runs (all on rank 0, none
         elsewhere). One process has nothing to check."""
         if self.size == 1:
             return list(callbacks)
@@ -160,7 +163,7 @@ class Communicator:
                 f"samples, but {n} samples in batches of {batch} leave a last batch of {tail}; "
                 f"choose a batch size that leaves a larger remainder, trim the data, or use "
                 f"fewer processes")
-        _own_dropout_generators(model, self.rank)
+        own_mask_generators(model, self.rank)
         return list(callbacks) if self.is_root else []
 
     def check_same_inputs(self, *arrays: np.ndarray) -> None:
@@ -384,13 +387,6 @@ def _transposed(array: Any) -> bool:
     flags = getattr(array, "flags", None)
     return (array.ndim == 2 and flags is not None and bool(flags["F_CONTIGUOUS"])
             and not bool(flags["C_CONTIGUOUS"]))
-
-
-def _own_dropout_generators(model: Any, rank: int) -> None:
-    """Give each Dropout layer a backend copy with a generator of its own for this rank."""
-    from portanet.model import own_mask_generators
-
-    own_mask_generators(model, rank)
 
 
 def _cuda_aware_mpi() -> bool:
