@@ -10,8 +10,8 @@ is far faster on NumPy than a reduction over two tiny axes; the backward pass ha
 gradient back through the same two passes and interleaves it with one ``stack`` per pass.
 
 Other windows take the general path: each of the kh*kw window offsets is one strided slice,
-and the backward pass writes those slices back (plain assignment when the windows do not
-overlap, slice additions when they do). ``tests/test_fast_paths.py`` checks that both paths agree.
+and the backward pass adds those slices back (``Backend.add_to_slice``).
+``tests/test_fast_paths.py`` checks that both paths agree.
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ from portanet.layers.base import Layer, Shape, pair, shape_error
 from portanet.layers.convolution import SWAP, window_slices
 
 
-def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> Any:
-    """``d`` handed to the first of ``parts`` that equals ``top`` (their maximum), as an array
-    with the parts along axis 1: ``stack([d_0, d_1, ...], axis=1)``. Ties go to one part only,
-    so they never multiply the gradient."""
+def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> list[Any]:
+    """``d`` handed to the first of ``parts`` that equals ``top`` (their maximum): one share per
+    part, zero elsewhere. Ties go to one part only, so they never multiply the gradient."""
     shares, left = [], d
     for part in parts[:-1]:
         share = xp.astype(part == top, d.dtype) * left
         shares.append(share)
         left = left - share
-    shares.append(left)
-    return xp.stack(shares, axis=1)
+    shares.append(left)  # what is left belongs to the last part, the maximum where none was
+    return shares
 
 
 class _Pool2D(Layer):
@@ -125,21 +124,12 @@ class MaxPool2D(_Pool2D):
             # The first row of each window holding the maximum takes the gradient, then the
             # first column of that row holding the row's maximum: the first in row-major order.
             (kh, kw), cols, across, rows, out = self.kernel_size, *self._tiled
-            by_row = first_maximum_shares(xp, [rows[:, i, :] for i in range(kh)], out,
-                                          xp.reshape(d, out.shape))  # (C*N*Ho, kh, Wo)
-            by_col = first_maximum_shares(xp, [cols[:, j] for j in range(kw)], across,
-                                          xp.reshape(by_row, (-1,)))  # (C*N*H*Wo, kw)
-            return xp.permute_dims(xp.reshape(by_col, self._in_shape), SWAP)
-        # Each window offset takes what is left of the gradient where it holds the maximum;
-        # a later offset tying with it finds nothing left.
-        left, parts = d, []
-        last = len(self._windows_cache) - 1
-        for k, w in enumerate(self._windows_cache):
-            part = xp.where(w == self._out, left, 0.0)
-            parts.append(part)
-            if k < last:
-                left = left - part
-        return self._assemble(parts)
+            by_row = xp.stack(first_maximum_shares(xp, [rows[:, i, :] for i in range(kh)], out,
+                                                   xp.reshape(d, out.shape)), axis=1)
+            by_col = xp.stack(first_maximum_shares(xp, [cols[:, j] for j in range(kw)], across,
+                                                   xp.reshape(by_row, (-1,))), axis=1)
+            return xp.permute_dims(xp.reshape(by_col, self._in_shape), SWAP)  # by_col: (M, kw)
+        return self._assemble(first_maximum_shares(xp, self._windows_cache, self._out, d))
 
 
 class AvgPool2D(_Pool2D):
