@@ -55,7 +55,7 @@ class RandomShift:
         xp = backend.xp
         n, c, h, w = batch.shape
         offsets = backend.asarray(backend.rng.integers(0, 2 * m + 1, size=(2, n, 1, 1, 1)))
-        padded = pad(xp, batch, (m, m, m, m))
+        padded = pad(xp, batch, (m, m, m, m), axes=(2, 3))
         rows = padded[:, :, 0:h, :]
         for k in range(1, 2 * m + 1):
             rows = xp.where(offsets[0, ...] == k, padded[:, :, k:k + h, :], rows)

@@ -40,16 +40,12 @@ class Capabilities:
         in_place: arrays can be written in place, and a basic-indexing view written in place
             updates the array it views (NumPy, CuPy, PyTorch; not JAX, not guaranteed by the
             standard, so array-api-strict takes the portable path and keeps it tested).
-        windows: ``(x, (kh, kw), (sh, sw)) -> view`` of shape (C, N, Ho, Wo, kh, kw) holding
-            every kh x kw window of a (C, N, H, W) array ``x``, taken with stride (sh, sw),
-            without copying; None when the library has no strided window view.
         subtract_scaled: ``(p, g, factor, state) -> p`` doing ``p -= factor * g`` in place
             without a temporary (``state``: the caller's dict for reusable buffers); None for
             the portable form.
     """
 
     in_place: bool = False
-    windows: Callable[[Any, tuple[int, int], tuple[int, int]], Any] | None = None
     subtract_scaled: Callable[[Any, Any, float, dict[str, Any]], Any] | None = None
 
 
@@ -78,25 +74,6 @@ def _torch_subtract_scaled(p: Any, g: Any, factor: float, state: dict[str, Any])
         p -= factor * g
         return p
     return p.sub_(g, alpha=factor)  # one fused pass (one rounding, not two)
-
-
-def _numpy_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
-    view = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=(2, 3))
-    return view[:, :, ::stride[0], ::stride[1]]
-
-
-def _cupy_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
-    from cupy.lib.stride_tricks import as_strided
-
-    (kh, kw), (sh, sw) = kernel, stride
-    c, n, h, w = x.shape
-    sc, sn, sy, sx = x.strides
-    return as_strided(x, ((c, n, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw)),
-                      (sc, sn, sy * sh, sx * sw, sy, sx))
-
-
-def _torch_windows(x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
-    return x.unfold(2, kernel[0], stride[0]).unfold(3, kernel[1], stride[1])
 
 
 PORTABLE = Capabilities()
@@ -248,7 +225,7 @@ SEAMS: dict[str, Seam] = {
                   to_host=lambda a: np.array(a, copy=True), synchronize=_nothing,
                   describe=lambda d: "cpu", activate=_no_context, transposed_weights=True,
                   host_arrays=True,
-                  capabilities=Capabilities(in_place=True, windows=_numpy_windows,
+                  capabilities=Capabilities(in_place=True,
                                             subtract_scaled=_numpy_subtract_scaled)),
     # CuPy: kernels run on the current device, so the backend enters its device around work.
     "cupy": Seam("cupy", "cupy", "portanet[cuda12-ctk]", _load_cupy,
@@ -257,7 +234,7 @@ SEAMS: dict[str, Seam] = {
                  transposed_weights=False, device_generator=_cupy_generator,
                  launch_bound=True, probe=cuda_status,
                  distributions=("cupy-cuda13x", "cupy-cuda12x", "cupy"),
-                 capabilities=Capabilities(in_place=True, windows=_cupy_windows)),
+                 capabilities=Capabilities(in_place=True)),
     "array_api_strict": Seam("array_api_strict", "array_api_strict", "array-api-strict",
                              _load_strict, to_host=_strict_to_host, synchronize=_nothing,
                              describe=_strict_describe, activate=_no_context,
@@ -266,7 +243,7 @@ SEAMS: dict[str, Seam] = {
     "torch": Seam("torch", "torch", "torch", _load_torch,
                   to_host=lambda a: a.detach().cpu().numpy().copy(), synchronize=_torch_sync,
                   describe=_torch_describe, activate=_no_context, transposed_weights=True,
-                  capabilities=Capabilities(in_place=True, windows=_torch_windows,
+                  capabilities=Capabilities(in_place=True,
                                             subtract_scaled=_torch_subtract_scaled)),
 }
 """The backend seam, one row per backend (``auto`` resolves to one of these)."""

@@ -1,6 +1,7 @@
 """Every fast path against the standard path it replaces, on every backend: the backend's
 capabilities (each seam row's ``capabilities``) on, then off (``backend.portable()``, what
-array-api-strict always runs), and the pooling layers' tiling path against the general one."""
+array-api-strict always runs), and the pooling layers' tiling path against the general one;
+and the (C, H, W, N) memory order the image layers hand each other."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet.layers.convolution import SWAP, columns
+from portanet.layers.convolution import columns
+from portanet.layers.layout import TO_INNER
 from tests.helpers import assert_close
 
 
@@ -28,16 +30,18 @@ def test_slice_addition_paths_agree(backend: pn.Backend) -> None:
 
 @pytest.mark.parametrize("kernel,stride,hw", [((3, 3), (1, 1), (7, 8)), ((2, 3), (2, 1), (7, 9)),
                                                ((5, 5), (1, 1), (5, 6)), ((1, 1), (3, 2), (7, 5))])
-def test_window_view_columns_match_the_slices(backend: pn.Backend, kernel: tuple,
-                                              stride: tuple, hw: tuple) -> None:
-    x = np.random.default_rng(1).normal(size=(3, 2, *hw))
+def test_columns_hold_every_window_in_offset_channel_order(backend: pn.Backend, kernel: tuple,
+                                                          stride: tuple, hw: tuple) -> None:
+    """Row (i, j, c) of the im2col matrix, column (y, x, n): x[c, y*sh + i, x*sw + j, n]."""
+    x = np.random.default_rng(1).normal(size=(3, *hw, 2)).astype(np.float32)  # (C, H, W, N)
     out = tuple((n - k) // s + 1 for n, k, s in zip(hw, kernel, stride, strict=True))
-    fast = columns(backend, backend.asarray(x), kernel, stride, out)
-    portable = backend.portable()
-    slow = columns(portable, portable.asarray(x), kernel, stride, out)
-    assert tuple(fast.shape) == tuple(slow.shape) == (kernel[0] * kernel[1] * 3,
-                                                      2 * out[0] * out[1])
-    assert_close(backend, fast, backend.to_numpy(slow), rtol=0, atol=0)
+    (kh, kw), (sh, sw) = kernel, stride
+    expected = np.empty((kh, kw, 3, *out, 2))
+    for i in range(kh):
+        for j in range(kw):
+            expected[i, j] = x[:, i:i + sh * (out[0] - 1) + 1:sh, j:j + sw * (out[1] - 1) + 1:sw]
+    got = columns(backend.xp, backend.asarray(x), kernel, stride, out)
+    assert_close(backend, got, expected.reshape(kh * kw * 3, -1), rtol=0, atol=0)
 
 
 def _step(layer_fn: Any, backend: pn.Backend, x: np.ndarray, d: np.ndarray) -> tuple:
@@ -70,8 +74,7 @@ def test_conv2d_is_the_same_with_and_without_fast_paths(backend: pn.Backend, mak
 class _General:
     """A pooling layer forced onto its general (window slices) path."""
 
-    @staticmethod
-    def _tiles(x: Any) -> bool:
+    def _tiles(self, h: int, w: int) -> bool:
         return False
 
 
@@ -88,16 +91,38 @@ def test_tiled_pooling_matches_the_general_path(backend: pn.Backend, kind: str,
     d = rng.normal(size=(2, *layer.output_shape((3, 6, 6))))
     tiled, slow = _step(lambda: cls(kernel), backend, x, d), _step(lambda: general(kernel),
                                                                   backend, x, d)
-    assert layer._tiles(np.zeros((2, 3, 6, 6)))
+    assert layer._tiles(6, 6)
     np.testing.assert_allclose(tiled[0], slow[0], rtol=1e-6, atol=1e-7)  # sums: order differs
     np.testing.assert_allclose(tiled[1], slow[1], rtol=1e-6, atol=1e-7)
 
 
-def test_pooling_output_keeps_the_channels_first_memory_order() -> None:
-    """NumPy: the tiled path hands on (C, N, H, W) memory, as the convolutions make it."""
+@pytest.mark.parametrize("make", [lambda: pn.MaxPool2D(2), lambda: pn.MaxPool2D(3, stride=2),
+                                  lambda: pn.AvgPool2D(2), lambda: pn.Conv2D(3, 4, 3),
+                                  lambda: pn.BatchNorm(3)],
+                         ids=["maxpool", "maxpool-general", "avgpool", "conv", "batchnorm"])
+def test_image_layers_hand_on_batch_innermost_memory(make: Any) -> None:
+    """NumPy: outputs and input gradients are views of (C, H, W, N) buffers, whatever the
+    input's memory order, so the next image layer slices them without a transposing copy."""
     backend = pn.get_backend("numpy")
-    layer = pn.MaxPool2D(2)
+    layer = make()
     layer.build(backend, np.random.default_rng(0))
-    x = np.transpose(np.random.default_rng(0).normal(size=(3, 2, 4, 4)), SWAP)
+    x = np.random.default_rng(0).normal(size=(2, 3, 6, 6)).astype(np.float32)
     out = layer.forward(backend.asarray(x))
-    assert np.transpose(out, SWAP).flags.c_contiguous
+    dx = layer.backward(np.ones_like(out))
+    for a in (out, dx):
+        assert np.transpose(a, TO_INNER).flags.c_contiguous
+
+
+def test_flatten_reads_batch_innermost_images_without_a_copy() -> None:
+    """Flatten hands Dense a transposed view of the image layers' buffer, in PyTorch's order."""
+    backend = pn.get_backend("numpy")
+    layer = pn.Flatten()
+    layer.build(backend, np.random.default_rng(0))
+    buffer = np.arange(3 * 2 * 2 * 4, dtype=np.float32).reshape(3, 2, 2, 4)  # (C, H, W, N)
+    images = np.transpose(buffer, (3, 0, 1, 2))
+    flat = layer.forward(images)
+    assert np.shares_memory(flat, buffer)
+    np.testing.assert_array_equal(flat, images.reshape(4, -1))
+    d = layer.backward(np.asarray(flat) * 2)
+    assert np.transpose(d, TO_INNER).flags.c_contiguous
+    np.testing.assert_array_equal(d, images * 2)

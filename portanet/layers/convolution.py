@@ -1,26 +1,18 @@
 """2-D convolution written against the array API standard: im2col and one matrix product.
 
-Layout: inputs and outputs are (N, C, H, W) as in PyTorch. Internally the layer works
-"channels-first, batch second": ``permute_dims`` turns (N, C, H, W) into a (C, N, H, W) *view*
-(no copy). The columns matrix is (kh*kw*C, N*Ho*Wo), its rows in (i, j, c) order: each kernel
-offset's block of rows is one contiguous (C, N*Ho*Wo) slab, so col2im reads whole slabs. One
-matrix product ``Wmat (out, kh*kw*C) @ cols`` gives the output in (out, N, Ho, Wo) memory
-order, returned as an (N, out, Ho, Wo) view. Pooling, BatchNorm and the activations keep that
-memory order, so a chain of them passes it along and never transposes; only Flatten copies,
-into PyTorch's (C, H, W) order per sample. (For a 1-channel input, (N, 1, H, W) already is
-that order.)
-
-The columns come from one of two places, which ``tests/test_fast_paths.py`` checks agree:
-
-* a strided window view (C, N, Ho, Wo, kh, kw) of the input where the backend has one
-  (:attr:`portanet.seams.Capabilities.windows`: NumPy's ``sliding_window_view``, CuPy's
-  ``as_strided``, PyTorch's ``unfold``), copied once into column order;
-* the standard path: the kh*kw shifted windows as strided slices, stacked.
+Layout: inputs and outputs are (N, C, H, W) as in PyTorch; inside, the layer works on the
+(C, H, W, N) arrangement, batch innermost (see :mod:`portanet.layers.layout`). The columns
+matrix is (kh*kw*C, Ho*Wo*N), its rows in (i, j, c) order: the kernel offset (i, j) contributes
+the slice ``x[:, i:i+Ho, j:j+Wo, :]``, which moves runs of Wo*N contiguous numbers (stride 1),
+and ``stack`` lays the kh*kw slices one after the other in a single copy. One matrix product
+``Wmat (out, kh*kw*C) @ cols`` gives the output in (out, Ho, Wo, N) order, handed on as an
+(N, out, Ho, Wo) view.
 
 The backward pass is two matrix products (weights: ``cols @ dout.T``; columns:
-``Wmat.T @ dout``) and kh*kw strided slice additions that fold the columns back onto the
-input (col2im); the standard has no scatter, and slice assignment is all col2im needs. The first
-layer of a model skips the second product and col2im (``need_dx=False``).
+``Wmat.T @ dout``) and kh*kw slice additions that fold the columns back onto the input (col2im),
+each again over runs of Wo*N numbers; the standard has no scatter, and slice assignment is all
+col2im needs. The first layer of a model skips the second product and col2im
+(``need_dx=False``).
 """
 
 from __future__ import annotations
@@ -32,46 +24,41 @@ import numpy as np
 from portanet.backend import Backend
 from portanet.init import Initializer, get_initializer
 from portanet.layers.base import Layer, Shape, pair, positive_int
-
-SWAP = (1, 0, 2, 3)
-"""``permute_dims`` axes between (N, C, H, W) and (C, N, H, W); its own inverse."""
+from portanet.layers.layout import inner, outer
 
 
 def window_slices(
     kernel: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]
 ) -> list[tuple[slice, slice, slice, slice]]:
-    """For each kernel offset (i, j), row-major, the index of a (C, N, H, W) array that holds
+    """For each kernel offset (i, j), row-major, the index of a (C, H, W, N) array that holds
     what every output position sees at that offset."""
     (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out
     every = slice(None)
     return [
-        (every, every, slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
+        (every, slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw), every)
         for i in range(kh) for j in range(kw)
     ]
 
 
-def columns(backend: Backend, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+def columns(xp: Any, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
             out: tuple[int, int]) -> Any:
-    """The im2col matrix (kh*kw*C, N*Ho*Wo) of a (C, N, H, W) array, rows in (i, j, c) order:
-    one copy of the backend's window view where it has one, else kh*kw stacked slices."""
-    xp = backend.xp
+    """The im2col matrix (kh*kw*C, Ho*Wo*N) of a (C, H, W, N) array, rows in (i, j, c) order:
+    the kh*kw offset slices, stacked in one copy."""
     (kh, kw), c = kernel, x.shape[0]
-    windows = backend.capabilities.windows
-    if windows is not None:
-        view = xp.permute_dims(windows(x, kernel, stride), (4, 5, 0, 1, 2, 3))
-    else:
-        view = xp.stack([x[key] for key in window_slices(kernel, stride, out)], axis=0)
-    return xp.reshape(view, (kh * kw * c, -1))  # (kh, kw, C, N, Ho, Wo): one copy
+    view = xp.stack([x[key] for key in window_slices(kernel, stride, out)], axis=0)
+    return xp.reshape(view, (kh * kw * c, -1))  # (kh*kw, C, Ho, Wo, N): already contiguous
 
 
-def pad(xp: Any, x: Any, pads: tuple[int, int, int, int]) -> Any:
-    """A (C, N, H, W) array with ``(top, bottom, left, right)`` rows and columns of zeros
-    around each image (zeros shaped like a row or column of ``x``: nothing depends on N)."""
+def pad(xp: Any, x: Any, pads: tuple[int, int, int, int], axes: tuple[int, int] = (1, 2)) -> Any:
+    """``x`` with ``(top, bottom, left, right)`` rows and columns of zeros around each image;
+    ``axes`` are its row and column axes, (1, 2) for (C, H, W, N), (2, 3) for (N, C, H, W).
+    The zeros are shaped like one row or column of ``x``: nothing depends on the batch size."""
     top, bottom, left, right = pads
-    row = xp.zeros_like(x[:, :, :1, :])
-    x = xp.concat([row] * top + [x] + [row] * bottom, axis=2)
-    col = xp.zeros_like(x[:, :, :, :1])
-    return xp.concat([col] * left + [x] + [col] * right, axis=3)
+    for axis, (before, after) in zip(axes, ((top, bottom), (left, right)), strict=True):
+        first = tuple(slice(0, 1) if a == axis else slice(None) for a in range(x.ndim))
+        zero = xp.zeros_like(x[first])
+        x = xp.concat([zero] * before + [x] + [zero] * after, axis=axis)
+    return x
 
 
 class Conv2D(Layer):
@@ -169,37 +156,37 @@ class Conv2D(Layer):
     def forward(self, x: Any) -> Any:
         xp = self.xp
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
-        x = xp.permute_dims(x, SWAP)
+        x = inner(xp, x)
         if any(self._pads):
             x = pad(xp, x, self._pads)
         self._in_shape = tuple(x.shape)
         self._out_hw = (ho, wo)
-        self._cols = columns(self.backend, x, self.kernel_size, self.stride, (ho, wo))
+        self._cols = columns(xp, x, self.kernel_size, self.stride, (ho, wo))
         self._wmat = self._weight_matrix()
-        out = self._wmat @ self._cols  # (out, N*Ho*Wo)
+        out = self._wmat @ self._cols  # (out, Ho*Wo*N)
         out += xp.reshape(self.params["b"], (self.out_channels, 1))
-        return xp.permute_dims(xp.reshape(out, (self.out_channels, -1, ho, wo)), SWAP)
+        return outer(xp, xp.reshape(out, (self.out_channels, ho, wo, -1)))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
         (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
         ho, wo = self._out_hw
-        d = xp.reshape(xp.permute_dims(dout, SWAP), (o, -1))  # (out, N*Ho*Wo)
-        # (C*kh*kw, out) = cols @ d.T: the long axis (N*Ho*Wo) is the inner one either way,
+        d = xp.reshape(inner(xp, dout), (o, -1))  # (out, Ho*Wo*N)
+        # (C*kh*kw, out) = cols @ d.T: the long axis (Ho*Wo*N) is the inner one either way,
         # but OpenBLAS splits this order well over threads and the other (d @ cols.T) badly.
         grad = self._cols @ d.T
         self.grads["W"] = xp.permute_dims(xp.reshape(grad, (kh, kw, c, o)), (3, 2, 0, 1))
         self.grads["b"] = xp.sum(d, axis=1)
         if not need_dx:
             return None
-        dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, -1, ho, wo))
+        dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, ho, wo, -1))
         dx = xp.zeros(self._in_shape, dtype=dout.dtype, device=self.backend.device)
         for k, key in enumerate(window_slices(self.kernel_size, self.stride, (ho, wo))):
             dx = self.backend.add_to_slice(dx, key, dcols[k, ...])
         top, bottom, left, right = self._pads
         if top or bottom or left or right:
-            dx = dx[:, :, top:dx.shape[2] - bottom, left:dx.shape[3] - right]
-        return xp.permute_dims(dx, SWAP)
+            dx = dx[:, top:dx.shape[1] - bottom, left:dx.shape[2] - right, :]
+        return outer(xp, dx)
 
     def config(self) -> dict[str, Any]:
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding

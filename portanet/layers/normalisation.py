@@ -9,7 +9,7 @@ import numpy as np
 from portanet import _checks
 from portanet.backend import Backend
 from portanet.layers.base import Layer, Shape, positive_int
-from portanet.layers.convolution import SWAP
+from portanet.layers.layout import inner, outer
 
 
 class Dropout(Layer):
@@ -90,20 +90,21 @@ class BatchNorm(Layer):
         self.load_buffer("running_var", np.ones(c))
 
     def _table(self, x: Any) -> Any:
-        """The values per feature as a table that needs no copy: (N, C) as is, features along
-        axis 1; (N, C, H, W) as its (C, N*H*W) view, channels along axis 0, which is a view of
-        the convolutions' (C, N, H, W) memory order. Every elementwise result then comes out
-        row-major on every library (CuPy writes row-major whatever its inputs' order)."""
+        """The values per feature as a table: (N, C) as is, features along axis 1;
+        (N, C, H, W) as its (C, H*W*N) arrangement, channels along axis 0, a view of the image
+        layers' (C, H, W, N) memory order (see :mod:`portanet.layers.layout`). Every
+        elementwise result then comes out row-major on every library (CuPy writes row-major
+        whatever its inputs' order)."""
         if x.ndim == 2:
             return x
         xp = self.xp
-        return xp.reshape(xp.permute_dims(x, SWAP), (x.shape[1], -1))
+        return xp.reshape(inner(xp, x), (x.shape[1], -1))
 
     def _untable(self, table: Any) -> Any:
         if len(self._shape) == 2:
             return table
         _, c, h, w = self._shape
-        return self.xp.permute_dims(self.xp.reshape(table, (c, -1, h, w)), SWAP)
+        return outer(self.xp, self.xp.reshape(table, (c, h, w, -1)))
 
     def _per_feature(self, v: Any) -> Any:
         """A (C,) array shaped to broadcast along the table's features."""

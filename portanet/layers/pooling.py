@@ -1,17 +1,16 @@
 """2-D max and average pooling over (N, C, H, W) input.
 
-Both work on a (C, N, H, W) view (see :mod:`portanet.layers.convolution`).
+Both work on the (C, H, W, N) arrangement (see :mod:`portanet.layers.layout`).
 
-Tiling windows (stride == kernel, the window dividing the input, as in every preset) take two
-passes, each over a reshape of the input: one across the kw columns of each window row, with
-the columns as a short last axis of an (M, kw) view, then one across the kh rows of that
-result. Each pass is kw (or kh) elementwise operations on long, regularly strided arrays, which
-is far faster on NumPy than a reduction over two tiny axes; the backward pass hands the
-gradient back through the same two passes and interleaves it with one ``stack`` per pass.
+Tiling windows (stride == kernel, the window dividing the input, as in every preset): a reshape
+to (C*Ho, kh, Wo, kw, N) puts each window position (i, j) at one slice ``[:, i, :, j, :]``, whose
+runs are N contiguous numbers; the forward pass is kh*kw - 1 elementwise maxima (or sums) of
+those slices, and the backward pass writes each position's share of the gradient into its slice
+of one new array.
 
-Other windows take the general path: each of the kh*kw window offsets is one strided slice,
-and the backward pass adds those slices back (``Backend.add_to_slice``).
-``tests/test_fast_paths.py`` checks that both paths agree.
+Other windows take the general path: each of the kh*kw window offsets is one strided slice of
+the (C, H, W, N) array, and the backward pass adds those slices back
+(``Backend.add_to_slice``). ``tests/test_fast_paths.py`` checks that both paths agree.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from portanet.layers.base import Layer, Shape, pair, shape_error
-from portanet.layers.convolution import SWAP, window_slices
+from portanet.layers.convolution import window_slices
+from portanet.layers.layout import inner, outer
 
 
 def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> list[Any]:
@@ -27,7 +27,8 @@ def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> list[An
     part, zero elsewhere. Ties go to one part only, so they never multiply the gradient."""
     shares, left = [], d
     for part in parts[:-1]:
-        share = xp.astype(part == top, d.dtype) * left
+        share = xp.astype(part == top, d.dtype)
+        share *= left  # into the new mask (where arrays are immutable, *= rebinds)
         shares.append(share)
         left = left - share
     shares.append(left)  # what is left belongs to the last part, the maximum where none was
@@ -35,7 +36,7 @@ def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> list[An
 
 
 class _Pool2D(Layer):
-    """Shared shape logic and backward assembly of the pooling layers."""
+    """Shared shape logic, window slicing and gradient assembly of the pooling layers."""
 
     def __init__(self, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] | None = None) -> None:
@@ -54,41 +55,51 @@ class _Pool2D(Layer):
                              f"{shape[1:]} (samples of shape {shape})")
         return (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
 
-    def _tiles(self, x: Any) -> bool:
-        """Whether the windows tile ``x`` exactly (stride == kernel, dividing H and W)."""
-        (kh, kw), (h, w) = self.kernel_size, tuple(x.shape[2:])
+    def _tiles(self, h: int, w: int) -> bool:
+        """Whether the windows tile an h x w input exactly (stride == kernel, dividing both)."""
+        (kh, kw) = self.kernel_size
         return self.stride == self.kernel_size and h % kh == 0 and w % kw == 0
 
-    def _windows(self, x: Any) -> tuple[Any, list[Any]]:
-        """The (C, N, H, W) view of ``x`` and its window slices, one per kernel offset."""
-        _, ho, wo = self.output_shape(tuple(x.shape[1:]))
-        x = self.xp.permute_dims(x, SWAP)
+    def _positions(self, x: Any) -> list[Any]:
+        """Every window position's slice of ``x`` (N, C, H, W), row-major, each (C*Ho, Wo, N)
+        when the windows tile ``x``, else (C, Ho, Wo, N). Records what backward needs."""
+        xp = self.xp
+        c, ho, wo = self.output_shape(tuple(x.shape[1:]))
+        (kh, kw), (h, w) = self.kernel_size, tuple(x.shape[2:])
+        self._out_shape = (c, ho, wo, -1)  # the batch axis inferred: no arithmetic on it
+        self._tiled = self._tiles(h, w)
+        x = inner(xp, x)
+        if self._tiled:
+            tiles = xp.reshape(x, (c * ho, kh, wo, kw, -1))
+            self._in_shape, self._tile_view = tuple(tiles.shape), tiles
+            return [tiles[:, i, :, j, :] for i in range(kh) for j in range(kw)]
         self._in_shape = tuple(x.shape)
         self._keys = window_slices(self.kernel_size, self.stride, (ho, wo))
-        return x, [x[key] for key in self._keys]
+        return [x[key] for key in self._keys]
 
-    def _assemble(self, parts: list[Any]) -> Any:
-        """dL/dx from each window offset's share of the output gradient."""
-        xp = self.xp
-        dx = xp.zeros(self._in_shape, dtype=parts[0].dtype, device=self.backend.device)
-        for key, part in zip(self._keys, parts, strict=True):
-            dx = self.backend.add_to_slice(dx, key, part)
-        return xp.permute_dims(dx, SWAP)
+    def _assemble(self, shares: list[Any]) -> Any:
+        """dL/dx (N, C, H, W) from each window position's share of the output gradient."""
+        xp, (kh, kw) = self.xp, self.kernel_size
+        if self._tiled:
+            dx = xp.empty(self._in_shape, dtype=shares[0].dtype, device=self.backend.device)
+            for k, share in enumerate(shares):
+                dx[:, k // kw, :, k % kw, :] = share
+            c, ho, wo, _ = self._out_shape
+            return outer(xp, xp.reshape(dx, (c, ho * kh, wo * kw, -1)))
+        dx = xp.zeros(self._in_shape, dtype=shares[0].dtype, device=self.backend.device)
+        for key, share in zip(self._keys, shares, strict=True):
+            dx = self.backend.add_to_slice(dx, key, share)
+        return outer(xp, dx)
 
-    def _tiled_forward(self, x: Any, combine: Any) -> Any:
-        """Tiling windows: ``combine(parts)`` across the columns, then across the rows of
-        each window; returns the (C, N, Ho, Wo) result."""
+    def _output_gradient(self, dout: Any) -> Any:
+        """``dout`` (N, C, Ho, Wo) arranged like the window slices."""
         xp = self.xp
-        self.output_shape(tuple(x.shape[1:]))
-        (kh, kw), (_, c, h, w) = self.kernel_size, tuple(x.shape)
-        x = xp.permute_dims(x, SWAP)
-        self._in_shape = (c, -1, h, w)  # the batch axis inferred: no arithmetic on it
-        cols = xp.reshape(x, (-1, kw))                    # (C*N*H*Wo, kw)
-        across = combine([cols[:, j] for j in range(kw)])  # (C*N*H*Wo,)
-        rows = xp.reshape(across, (-1, kh, w // kw))       # (C*N*Ho, kh, Wo)
-        out = combine([rows[:, i, :] for i in range(kh)])  # (C*N*Ho, Wo)
-        self._tiled = (cols, across, rows, out)
-        return xp.permute_dims(xp.reshape(out, (c, -1, h // kh, w // kw)), SWAP)
+        c, ho, wo, _ = self._out_shape
+        d = xp.permute_dims(dout, (1, 2, 3, 0))
+        return xp.reshape(d, (c * ho, wo, -1)) if self._tiled else d
+
+    def _result(self, out: Any) -> Any:
+        return outer(self.xp, self.xp.reshape(out, self._out_shape))
 
     def config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
@@ -102,62 +113,47 @@ class MaxPool2D(_Pool2D):
     """
 
     def forward(self, x: Any) -> Any:
-        xp = self.xp
-        if self._tiles(x):
-            return self._tiled_forward(x, self._maximum)
-        self._tiled = None
-        _, windows = self._windows(x)
-        out = self._maximum(windows)
-        self._windows_cache, self._out = windows, out
-        return xp.permute_dims(out, SWAP)
-
-    def _maximum(self, parts: list[Any]) -> Any:
+        parts = self._positions(x)
         out = parts[0]
         for part in parts[1:]:
             out = self.xp.maximum(out, part)
-        return out
+        self._parts, self._out = parts, out
+        return self._result(out)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         xp = self.xp
-        d = xp.permute_dims(dout, SWAP)
-        if self._tiled is not None:
-            # The first row of each window holding the maximum takes the gradient, then the
-            # first column of that row holding the row's maximum: the first in row-major order.
-            (kh, kw), cols, across, rows, out = self.kernel_size, *self._tiled
-            by_row = xp.stack(first_maximum_shares(xp, [rows[:, i, :] for i in range(kh)], out,
-                                                   xp.reshape(d, out.shape)), axis=1)
-            by_col = xp.stack(first_maximum_shares(xp, [cols[:, j] for j in range(kw)], across,
-                                                   xp.reshape(by_row, (-1,))), axis=1)
-            return xp.permute_dims(xp.reshape(by_col, self._in_shape), SWAP)  # by_col: (M, kw)
-        return self._assemble(first_maximum_shares(xp, self._windows_cache, self._out, d))
+        d = self._output_gradient(dout)
+        if not self._tiled:
+            return self._assemble(first_maximum_shares(xp, self._parts, self._out, d))
+        # One comparison of the whole (C*Ho, kh, Wo, kw, N) input against the broadcast
+        # maximum, ties cleared after the first position that holds it, then one product.
+        (kh, kw), tiles = self.kernel_size, self._tile_view
+        spread = (slice(None), None, slice(None), None, slice(None))
+        at = [(slice(None), i, slice(None), j, slice(None)) for i in range(kh) for j in range(kw)]
+        mask = tiles == self._out[spread]
+        seen = mask[at[0]]
+        for k, key in enumerate(at[1:], start=2):
+            held = mask[key]
+            mask[key] = held & ~seen
+            if k < len(at):
+                seen = seen | held
+        dx = xp.astype(mask, d.dtype)
+        dx *= d[spread]  # into the new array (where arrays are immutable, *= rebinds)
+        c, ho, wo, _ = self._out_shape
+        return outer(xp, xp.reshape(dx, (c, ho * kh, wo * kw, -1)))
 
 
 class AvgPool2D(_Pool2D):
     """Mean over each kh x kw window (stride defaults to the window size)."""
 
     def forward(self, x: Any) -> Any:
-        (kh, kw) = self.kernel_size
-        if self._tiles(x):
-            return self._tiled_forward(x, self._sum) * (1.0 / (kh * kw))
-        self._tiled = None
-        _, windows = self._windows(x)
-        return self.xp.permute_dims(self._sum(windows) * (1.0 / len(windows)), SWAP)
-
-    @staticmethod
-    def _sum(parts: list[Any]) -> Any:
+        parts = self._positions(x)
         out = parts[0]
         for part in parts[1:]:
             out = out + part
-        return out
+        return self._result(out * (1.0 / len(parts)))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        xp = self.xp
         (kh, kw) = self.kernel_size
-        d = xp.permute_dims(dout, SWAP)
-        if self._tiled is not None:
-            # Every input of a window gets d / (kh * kw): one broadcast product.
-            c, _, ho, wo = d.shape
-            share = xp.full((kh, 1, kw), 1.0 / (kh * kw), dtype=d.dtype, device=self.backend.device)
-            spread = xp.reshape(d, (c, -1, ho, 1, wo, 1)) * share  # (C, N, Ho, kh, Wo, kw)
-            return xp.permute_dims(xp.reshape(spread, self._in_shape), SWAP)
-        return self._assemble([d * (1.0 / (kh * kw))] * len(self._keys))
+        share = self._output_gradient(dout) * (1.0 / (kh * kw))
+        return self._assemble([share] * (kh * kw))
