@@ -108,9 +108,11 @@ def portanet_inference(backend: portanet.Backend, X: Any, y: Any, preset: str,
     return time.perf_counter() - start
 
 
-def torch_inference(X: np.ndarray, y: np.ndarray, seed: int, device: str, preset: str) -> float:
-    """Seconds of the same in PyTorch: eval mode, no autograd, batches of 2048 (evaluate's),
-    loss and accuracy summed on the device and read once."""
+def torch_inference(X: np.ndarray, y: np.ndarray, seed: int, device: str, preset: str,
+                    batch: int) -> float:
+    """Seconds of the same in PyTorch: eval mode, no autograd, ``batch`` images per step
+    (``evaluate``'s, :attr:`portanet.Backend.inference_batch`: PyTorch on a CPU is also fastest
+    near 256), loss and accuracy summed on the device and read once."""
     import torch
 
     torch.manual_seed(seed)
@@ -121,10 +123,10 @@ def torch_inference(X: np.ndarray, y: np.ndarray, seed: int, device: str, preset
     start = time.perf_counter()
     with torch.no_grad():
         loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-        for lo in range(0, tx.shape[0], 2048):
-            out = net(tx[lo:lo + 2048])
-            loss += torch.nn.functional.cross_entropy(out, ty[lo:lo + 2048], reduction="sum")
-            correct += (out.argmax(1) == ty[lo:lo + 2048]).sum()
+        for lo in range(0, tx.shape[0], batch):
+            out = net(tx[lo:lo + batch])
+            loss += torch.nn.functional.cross_entropy(out, ty[lo:lo + batch], reduction="sum")
+            correct += (out.argmax(1) == ty[lo:lo + batch]).sum()
         float(loss), float(correct)
     return time.perf_counter() - start
 
@@ -250,12 +252,13 @@ def compare_preset(backend: portanet.Backend, X: np.ndarray, y: np.ndarray, pres
     portanet_inference(backend, Xi, yi, preset, seed)
     if torch_device:
         torch_epoch(X[:BATCH * 8], y[:BATCH * 8], seed, torch_device, preset)
-        torch_inference(X[:m], y[:m], seed, torch_device, preset)
+        torch_inference(X[:m], y[:m], seed, torch_device, preset, backend.inference_batch)
     train = _pairs(lambda: portanet_epoch(backend, Xd, yd, seed, preset),
                    (lambda: torch_epoch(X, y, seed, torch_device, preset)) if torch_device
                    else None, repeats, say, f"{preset} epoch")
     infer = _pairs(lambda: portanet_inference(backend, Xi, yi, preset, seed),
-                   (lambda: torch_inference(X[:m], y[:m], seed, torch_device, preset))
+                   (lambda: torch_inference(X[:m], y[:m], seed, torch_device, preset,
+                                            backend.inference_batch))
                    if torch_device else None, repeats, say, f"{preset} inference")
     ops = count_step(preset, PRESETS[preset].batch_size, seed)
     result = {"ratio_median": train["ratio_median"], "ops_per_step": ops["ops_per_step"],
@@ -272,10 +275,11 @@ def compare_preset(backend: portanet.Backend, X: np.ndarray, y: np.ndarray, pres
 
 def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: int = 3,
         seed: int = 0, torch: bool = True, say: Callable[[str], None] = print,
-        profile: bool = True) -> dict[str, Any]:
+        profile: bool = True, presets: tuple[str, ...] = CNN_PRESETS) -> dict[str, Any]:
     """The CNN section: per preset paired epochs, paired inference and operations per step;
     then the limit and the profile. ``X_flat``: host float32 (n, 784) in [0, 1]; ``y``: int64
-    (n,). The top-level figures are the first preset's (``cnn-fast``)."""
+    (n,). The top-level figures are the first preset's (``cnn-fast`` unless ``presets`` says
+    otherwise; the limit is always ``cnn-fast``'s)."""
     X = np.ascontiguousarray(X_flat.reshape(-1, *IMAGE), dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     n = X.shape[0]
@@ -288,12 +292,12 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
                 else "cpu"
         except ImportError:
             torch_device = None
-    say(f"cnn: one epoch of {', '.join(CNN_PRESETS)} ({n:,} images, each preset's batch) on "
+    say(f"cnn: one epoch of {', '.join(presets)} ({n:,} images, each preset's batch) on "
         f"portanet {backend.name} vs PyTorch {torch_device or 'skipped'}; {repeats} "
         f"interleaved pairs")
-    presets = {p: compare_preset(backend, X, y, p, repeats, seed, torch_device, say)
-               for p in CNN_PRESETS}
-    first = presets[CNN_PRESETS[0]]
+    compared = {p: compare_preset(backend, X, y, p, repeats, seed, torch_device, say)
+                for p in presets}
+    first = compared[presets[0]]
     limit = limit_epoch(backend, n)
     result: dict[str, Any] = {
         "samples": n, "batch": BATCH, "repeats": repeats, "backend": backend.name,
@@ -301,14 +305,13 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
         **{k: first[k] for k in ("portanet_seconds", "torch_seconds", "portanet_median",
                                  "torch_median", "ratio_median")},
         "limit_seconds": limit, "portanet/limit": first["portanet_median"] / limit["total"],
-        "presets": presets, "load_at_end": _load(),
+        "presets": compared, "load_at_end": _load(),
     }
-    say(f"cnn: cnn-fast portanet {result['portanet_median']:.2f} s/epoch, ratio "
+    say(f"cnn: {presets[0]} portanet {result['portanet_median']:.2f} s/epoch, ratio "
         f"{_fmt(result['ratio_median'])} (goal <= 1.0); matrix-product limit "
         f"{limit['total']:.2f} s (portanet/limit {result['portanet/limit']:.2f}, goal <= 2.0)")
     if profile:
-        result["profile_ms_per_step"] = {p: profile_layers(backend, p) for p in PRESETS
-                                         if PRESETS[p].network != "mlp"}
+        result["profile_ms_per_step"] = {p: profile_layers(backend, p) for p in presets}
         for preset, table in result["profile_ms_per_step"].items():
             top = ", ".join(f"{k} {v}" for k, v in list(table.items())[:6])
             say(f"cnn profile ({preset}, ms per step of 256): {top}")
@@ -344,13 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--presets", nargs="+", choices=CNN_PRESETS, default=list(CNN_PRESETS),
+                   help="which presets to compare (default: all of them)")
     args = p.parse_args(argv)
     from bench import data as bench_data
 
     backend = portanet.get_backend(args.backend, "float32", seed=args.seed)
     X, y, info = bench_data.load(args.data, args.samples, args.seed)
     result = run(backend, X, y, args.repeats, args.seed, torch=not args.no_torch,
-                 profile=not args.no_profile)
+                 profile=not args.no_profile, presets=tuple(args.presets))
     result["data"] = info
     print(json.dumps(result, default=str), flush=True)
     return 0

@@ -188,6 +188,12 @@ class Backend:
         """
         return self.seam.transposed_weights
 
+    @property
+    def inference_batch(self) -> int:
+        """The batch ``evaluate``, ``predict`` and validation use unless told (see
+        :attr:`portanet.seams.Seam.inference_batch`): 256 on a CPU, 2,048 on a GPU."""
+        return self.seam.inference_batch(self.device)
+
     def activate(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which the library computes on this backend's device.
 

@@ -65,13 +65,21 @@ def listed(names: list[str]) -> str:
     return f"{shown} {'is' if len(names) == 1 else 'are'}"
 
 
+def inference_batch(model: Sequential, batch_size: int | None, n: int) -> int:
+    """Samples per inference step: ``batch_size`` capped at ``n``, or for None the backend's
+    choice (:attr:`Backend.inference_batch`)."""
+    return samples_per_batch(model.backend.inference_batch if batch_size is None else batch_size,
+                             n)
+
+
 def loss_and_accuracy(
-    model: Sequential, X: Any, y: Any, loss: Loss, batch_size: int = 2048
+    model: Sequential, X: Any, y: Any, loss: Loss, batch_size: int | None = None
 ) -> tuple[float, float]:
     """Mean loss and accuracy over device arrays, read back once."""
     xp = model.xp
-    model.eval()
     n = X.shape[0]
+    batch_size = inference_batch(model, batch_size, n)
+    model.eval()
     loss_sum = xp.zeros((), dtype=model.backend.dtype, device=model.backend.device)
     correct = xp.zeros((), dtype=xp.int64, device=model.backend.device)
     for start in range(0, n, batch_size):
@@ -94,17 +102,19 @@ def evaluate(
     y: Any,
     *,
     loss: Loss | LossFn | str = softmax_cross_entropy,
-    batch_size: int = 2048,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` on ``(X, y)``: ``{"loss", "accuracy", "samples"}``.
+
+    ``batch_size``: images per step; None takes the backend's choice (256 on a CPU, 2,048 on a
+    GPU, :attr:`Backend.inference_batch`). It changes speed and memory, not the result.
 
     Raises a ValueError naming the cause (non-finite weights, or input values too large for
     the model's dtype) when the model's outputs are not finite."""
     loss_obj = resolve_loss(model, loss)
     X = prepare_inputs(model, X, "X")
     y = prepare_labels(model, y, X.shape[0], "y")
-    value, accuracy = loss_and_accuracy(model, X, y, loss_obj,
-                                        samples_per_batch(batch_size, X.shape[0]))
+    value, accuracy = loss_and_accuracy(model, X, y, loss_obj, batch_size)
     if not math.isfinite(value):
         raise _not_finite_outputs(model, X, "X")
     return {"loss": value, "accuracy": accuracy, "samples": int(X.shape[0])}
@@ -145,19 +155,20 @@ def _not_finite_outputs(model: Sequential, X: Any, what: str) -> ValueError:
     )
 
 
-def _infer(model: Sequential, X: Any, batch_size: int, labels: bool) -> Any:
+def _infer(model: Sequential, X: Any, batch_size: int | None, labels: bool) -> Any:
     host_in = isinstance(X, np.ndarray) and not model.backend.seam.host_arrays
     X = prepare_inputs(model, X, "X")
-    out = _probabilities(model, X, samples_per_batch(batch_size, X.shape[0]))
+    out = _probabilities(model, X, inference_batch(model, batch_size, X.shape[0]))
     if labels:
         out = model.xp.argmax(out, axis=1)
     return model.backend.to_numpy(out) if host_in else out
 
 
 @on_model_device
-def predict_proba(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
+def predict_proba(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
     """Class probabilities, shape (samples, classes); never NaN: outputs that are not finite
     raise a ValueError naming the cause (the weights, or input values too large).
+    ``batch_size`` as in :func:`evaluate`.
 
     The result lives where ``X`` lived: host NumPy for host input, the model's arrays otherwise.
     """
@@ -165,6 +176,7 @@ def predict_proba(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
 
 
 @on_model_device
-def predict(model: Sequential, X: Any, *, batch_size: int = 2048) -> Any:
-    """Predicted class indices, shape (samples,), living where ``X`` lived."""
+def predict(model: Sequential, X: Any, *, batch_size: int | None = None) -> Any:
+    """Predicted class indices, shape (samples,), living where ``X`` lived; ``batch_size`` as
+    in :func:`evaluate`."""
     return _infer(model, X, batch_size, labels=True)

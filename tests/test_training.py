@@ -106,6 +106,27 @@ def test_predict_and_predict_proba(backend: pn.Backend) -> None:
     assert np.mean(labels == y) == pn.evaluate(model, X, y)["accuracy"]
 
 
+def test_inference_takes_the_backends_batch_unless_told(backend: pn.Backend,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate and predict step through ``backend.inference_batch`` images at a time (256 on a
+    CPU, 2,048 on a GPU), or ``batch_size`` when given; the result does not depend on it."""
+    X, y = separable_data(n=600)
+    model = mlp(backend)
+    expected = pn.evaluate(model, X, y, batch_size=600)
+    sizes: list[int] = []
+    forward = model.forward_unchecked
+    monkeypatch.setattr(model, "forward_unchecked",
+                        lambda x: sizes.append(int(x.shape[0])) or forward(x))
+    got = pn.evaluate(model, X, y)
+    step = backend.inference_batch
+    assert step in (256, 2048) and sizes == [min(step, 600 - lo) for lo in range(0, 600, step)]
+    assert got["accuracy"] == expected["accuracy"]
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    sizes.clear()
+    pn.predict(model, X, batch_size=250)
+    assert sizes == [250, 250, 100]
+
+
 def test_dropout_is_off_in_evaluation(backend: pn.Backend) -> None:
     """In evaluation a model with Dropout predicts exactly what the same weights without it do;
     in training mode the layer does drop."""
