@@ -131,12 +131,12 @@ class MaxPool2D(_Pool2D):
         spread = (slice(None), None, slice(None), None, slice(None))
         at = [(slice(None), i, slice(None), j, slice(None)) for i in range(kh) for j in range(kw)]
         mask = tiles == self._out[spread]
-        seen = mask[at[0]]
+        free = ~mask[at[0]]  # windows whose maximum no earlier position holds
         for k, key in enumerate(at[1:], start=2):
-            held = mask[key]
-            mask[key] = held & ~seen
+            first = mask[key] & free
+            mask[key] = first
             if k < len(at):
-                seen = seen | held
+                free = free ^ first  # free and not held here
         dx = xp.astype(mask, d.dtype)
         dx *= d[spread]  # into the new array (where arrays are immutable, *= rebinds)
         c, ho, wo, _ = self._out_shape
