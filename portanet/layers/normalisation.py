@@ -129,11 +129,15 @@ class BatchNorm(Layer):
             self.buffers["running_var"] = (1.0 - mom) * self.buffers["running_var"] + mom * unbiased
             # y = xhat * gamma + beta with xhat = centred * inv_std, in two passes.
             out = self._centred * self._per_feature(gamma * self._inv_std)
+            out += self._per_feature(beta)
         else:
+            # Constants: y = x * scale + (beta - mean * scale), two passes; backward centres x
+            # itself if it is ever asked for a gradient in evaluation mode.
             self._inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            self._centred = t - self._per_feature(self.buffers["running_mean"])
-            out = self._centred * self._per_feature(gamma * self._inv_std)
-        out += self._per_feature(beta)
+            self._centred, self._input = None, t
+            scale = gamma * self._inv_std
+            out = t * self._per_feature(scale)
+            out += self._per_feature(beta - self.buffers["running_mean"] * scale)
         return self._untable(out)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
@@ -141,6 +145,8 @@ class BatchNorm(Layer):
         d = self._table(dout)
         axis = -2 if len(self._shape) == 2 else -1
         inv_std = self._inv_std
+        if self._centred is None:  # evaluation mode: centred by the running mean
+            self._centred = self._input - self._per_feature(self.buffers["running_mean"])
         self.grads["beta"] = xp.sum(d, axis=axis)
         self.grads["gamma"] = xp.vecdot(d, self._centred, axis=axis) * inv_std  # sum(d * xhat)
         if not need_dx:
