@@ -21,6 +21,7 @@ import numpy as np
 
 from portanet import _cuda
 from portanet._cuda import cuda_status
+from portanet._heap import keep_freed_memory
 
 
 class BackendUnavailableError(RuntimeError):
@@ -172,6 +173,7 @@ def _load_numpy(device: Any) -> tuple[ModuleType, Any]:
         raise ValueError(f"the numpy backend runs on the CPU only, got device {device!r}")
     from portanet import _numpy_namespace as xp
 
+    keep_freed_memory()  # a tenth of a CNN step was the kernel zeroing fresh pages
     return xp, "cpu"
 
 

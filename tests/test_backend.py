@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,3 +132,43 @@ def test_only_the_seam_table_branches_on_backend_names() -> None:
              for number, line in enumerate(path.read_text().splitlines(), start=1)
              if branch.search(line)]
     assert not found, "branch on a capability of the seam instead:\n" + "\n".join(found)
+
+
+def test_numpy_backend_keeps_freed_memory_unless_told_not_to(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's malloc is asked once to keep large freed blocks (64 MiB mmap, 1 GiB trim
+    thresholds); PORTANET_KEEP_HEAP=0 or the user's own MALLOC_* settings leave it alone."""
+    import ctypes
+
+    from portanet import _heap
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        class mallopt:  # noqa: N801 (ctypes' function object, faked)
+            argtypes: Any = None
+            restype: Any = None
+
+            def __new__(cls, option: int, value: int) -> int:  # type: ignore[misc]
+                calls.append((option, value))
+                return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc)
+    monkeypatch.setattr(_heap.sys, "platform", "linux")
+    for env, applies in ((None, True), ({"PORTANET_KEEP_HEAP": "0"}, False),
+                         ({"MALLOC_TRIM_THRESHOLD_": "0"}, False)):
+        calls.clear()
+        monkeypatch.delenv("PORTANET_KEEP_HEAP", raising=False)
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+        monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(_heap, "_done", None)
+        assert _heap.keep_freed_memory() is applies
+        assert calls == ([(_heap.M_MMAP_THRESHOLD, 64 << 20), (_heap.M_TRIM_THRESHOLD, 1 << 30)]
+                         if applies else [])
+        assert _heap.keep_freed_memory() is applies and len(calls) == (2 if applies else 0)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setattr(_heap, "_done", None)
+    pn.get_backend("numpy")  # the numpy seam row's loader asks for it
+    assert _heap._done is True
