@@ -126,3 +126,17 @@ def test_flatten_reads_batch_innermost_images_without_a_copy() -> None:
     d = layer.backward(np.asarray(flat) * 2)
     assert np.transpose(d, TO_INNER).flags.c_contiguous
     np.testing.assert_array_equal(d, images * 2)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -2, -1])
+def test_sums_along_an_axis_as_a_product_match_the_reduction(backend: pn.Backend,
+                                                            axis: int) -> None:
+    """sum_along (a product with ones, for BatchNorm and the bias gradients) equals xp.sum."""
+    from portanet.layers.base import sum_along
+
+    a = backend.asarray(np.random.default_rng(3).normal(size=(5, 3000)).astype(np.float32))
+    a = a if axis % 2 else a.T
+    got = sum_along(backend.xp, a, axis, backend.device)
+    assert tuple(got.shape) == (a.shape[1 - axis % 2],)
+    assert_close(backend, got, backend.to_numpy(backend.xp.sum(a, axis=axis)), rtol=1e-5,
+                 atol=1e-4)

@@ -23,7 +23,7 @@ import numpy as np
 
 from portanet.backend import Backend
 from portanet.init import Initializer, get_initializer
-from portanet.layers.base import Layer, Shape, pair, positive_int
+from portanet.layers.base import Layer, Shape, pair, positive_int, sum_along
 from portanet.layers.layout import inner, outer
 
 
@@ -176,7 +176,7 @@ class Conv2D(Layer):
         # but OpenBLAS splits this order well over threads and the other (d @ cols.T) badly.
         grad = self._cols @ d.T
         self.grads["W"] = xp.permute_dims(xp.reshape(grad, (kh, kw, c, o)), (3, 2, 0, 1))
-        self.grads["b"] = xp.sum(d, axis=1)
+        self.grads["b"] = sum_along(xp, d, 1, self.backend.device)
         if not need_dx:
             return None
         dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, ho, wo, -1))

@@ -8,7 +8,7 @@ import numpy as np
 
 from portanet import _checks
 from portanet.backend import Backend
-from portanet.layers.base import Layer, Shape, positive_int
+from portanet.layers.base import Layer, Shape, positive_int, sum_along
 from portanet.layers.layout import inner, outer
 
 
@@ -119,7 +119,7 @@ class BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
             m = t.shape[axis]
-            mean = xp.mean(t, axis=axis)
+            mean = sum_along(xp, t, axis, self.backend.device) * (1.0 / m)
             self._centred = t - self._per_feature(mean)
             var = xp.vecdot(self._centred, self._centred, axis=axis) * (1.0 / m)
             self._inv_std = 1.0 / xp.sqrt(var + self.eps)
@@ -147,7 +147,7 @@ class BatchNorm(Layer):
         inv_std = self._inv_std
         if self._centred is None:  # evaluation mode: centred by the running mean
             self._centred = self._input - self._per_feature(self.buffers["running_mean"])
-        self.grads["beta"] = xp.sum(d, axis=axis)
+        self.grads["beta"] = sum_along(xp, d, axis, self.backend.device)
         self.grads["gamma"] = xp.vecdot(d, self._centred, axis=axis) * inv_std  # sum(d * xhat)
         if not need_dx:
             return None
