@@ -176,13 +176,15 @@ def _read(backend: portanet.Backend, array: Any) -> None:
 def profile_layers(backend: portanet.Backend, preset: str, steps: int = 10,
                    seed: int = 0) -> dict[str, float]:
     """Milliseconds per step in each layer's forward and backward, and in the optimizer, for
-    ``steps`` training steps of batch 256 on random images."""
+    ``steps`` training steps of the preset's batch (256 for cnn-fast, 128 for cnn) on random
+    images."""
     recipe = PRESETS[preset]
     model = recipe.build(backend, seed=seed)
     optimizer = recipe.fit_arguments()["optimizer"]
     rng = np.random.default_rng(seed)
-    x = backend.asarray(rng.random((BATCH, *IMAGE), dtype=np.float32))
-    y = backend.asarray(rng.integers(0, 10, BATCH))
+    batch = recipe.batch_size
+    x = backend.asarray(rng.random((batch, *IMAGE), dtype=np.float32))
+    y = backend.asarray(rng.integers(0, 10, batch))
     names = [f"{i} {type(layer).__name__}" for i, layer in enumerate(model.layers)]
     spent: dict[str, float] = {}
 
@@ -314,7 +316,7 @@ def run(backend: portanet.Backend, X_flat: np.ndarray, y: np.ndarray, repeats: i
         result["profile_ms_per_step"] = {p: profile_layers(backend, p) for p in presets}
         for preset, table in result["profile_ms_per_step"].items():
             top = ", ".join(f"{k} {v}" for k, v in list(table.items())[:6])
-            say(f"cnn profile ({preset}, ms per step of 256): {top}")
+            say(f"cnn profile ({preset}, ms per step of {PRESETS[preset].batch_size}): {top}")
     return result
 
 

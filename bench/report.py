@@ -294,7 +294,7 @@ def cnn_lines(c: dict[str, Any]) -> list[str]:
                          f"{_fmt(f.get('torch_median'))} | {_fmt(f.get('ratio_median'))} | "
                          f"{_fmt(f.get('inference_ratio'))} | {f.get('ops_per_step')} |")
     for preset, table in c.get("profile_ms_per_step", {}).items():
-        lines += ["", f"Per-layer profile of `{preset}`, ms per step of 256:", "",
+        lines += ["", f"Per-layer profile of `{preset}`, ms per step of its batch:", "",
                   "| part | ms |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in table.items()]
     return lines
