@@ -140,3 +140,33 @@ def test_sums_along_an_axis_as_a_product_match_the_reduction(backend: pn.Backend
     assert tuple(got.shape) == (a.shape[1 - axis % 2],)
     assert_close(backend, got, backend.to_numpy(backend.xp.sum(a, axis=axis)), rtol=1e-5,
                  atol=1e-4)
+
+
+class _RowMajorNamespace:
+    """NumPy's namespace, except that elementwise results come out row-major in the order of
+    the shape they are given, as CuPy writes them (NumPy keeps the input's memory order)."""
+
+    def __init__(self, xp: Any) -> None:
+        self._xp = xp
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._xp, name)
+        if name not in ("maximum", "astype", "tanh", "multiply"):
+            return fn
+        return lambda *a, **k: np.ascontiguousarray(fn(*a, **k))
+
+
+@pytest.mark.parametrize("make", [pn.ReLU, pn.Sigmoid, pn.Tanh])
+def test_activations_keep_batch_innermost_memory_on_a_row_major_library(make: Any) -> None:
+    """Between image layers an activation hands on (C, H, W, N) memory even where the library
+    writes elementwise results row-major (CuPy), so the next layer need not copy."""
+    import dataclasses
+
+    numpy_backend = pn.get_backend("numpy")
+    backend = dataclasses.replace(numpy_backend, xp=_RowMajorNamespace(numpy_backend.xp))
+    layer = make()
+    layer.build(backend, np.random.default_rng(0))
+    buffer = np.random.default_rng(0).normal(size=(3, 4, 4, 2)).astype(np.float32)
+    x = np.transpose(buffer, (3, 0, 1, 2))  # (N, C, H, W) view of (C, H, W, N) memory
+    for a in (layer.forward(x), layer.backward(np.ones_like(x))):
+        assert np.transpose(a, TO_INNER).flags.c_contiguous

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from portanet.layers.base import Layer, Shape, shape_error
+from portanet.layers.layout import elementwise
 
 
 class ReLU(Layer):
@@ -14,14 +15,17 @@ class ReLU(Layer):
 
     def forward(self, x: Any) -> Any:
         self._x = x
-        return self.xp.maximum(x, 0.0)
+        return elementwise(self.xp, lambda a: self.xp.maximum(a, 0.0), x)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        return elementwise(self.xp, self._masked, self._x, dout)
+
+    def _masked(self, x: Any, dout: Any) -> Any:
         # A 0/1 float mask times dout: several times faster on NumPy than xp.where with a
         # scalar branch, and the standard forbids multiplying by a boolean array directly.
         # The product goes into the mask, a new array of our own: no second allocation
         # (where arrays are immutable, ``*=`` rebinds and the result is the same).
-        dx = self.xp.astype(self._x > 0, dout.dtype)
+        dx = self.xp.astype(x > 0, dout.dtype)
         dx *= dout
         return dx
 
@@ -32,12 +36,11 @@ class Sigmoid(Layer):
     keeps_shape = True
 
     def forward(self, x: Any) -> Any:
-        self._out = 0.5 * (1.0 + self.xp.tanh(0.5 * x))
+        self._out = elementwise(self.xp, lambda a: 0.5 * (1.0 + self.xp.tanh(0.5 * a)), x)
         return self._out
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        s = self._out
-        return dout * s * (1.0 - s)
+        return elementwise(self.xp, lambda d, s: d * s * (1.0 - s), dout, self._out)
 
 
 class Tanh(Layer):
@@ -46,11 +49,11 @@ class Tanh(Layer):
     keeps_shape = True
 
     def forward(self, x: Any) -> Any:
-        self._out = self.xp.tanh(x)
+        self._out = elementwise(self.xp, self.xp.tanh, x)
         return self._out
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        return dout * (1.0 - self._out * self._out)
+        return elementwise(self.xp, lambda d, s: d * (1.0 - s * s), dout, self._out)
 
 
 def softmax(xp: Any, x: Any) -> Any:

@@ -35,3 +35,15 @@ def inner(xp: Any, x: Any) -> Any:
 def outer(xp: Any, x: Any) -> Any:
     """The (N, C, H, W) view of a (C, H, W, N) array."""
     return xp.permute_dims(x, TO_OUTER)
+
+
+def elementwise(xp: Any, fn: Any, *arrays: Any) -> Any:
+    """``fn(*arrays)`` for elementwise ``fn``, computed on the (C, H, W, N) views of
+    (N, C, H, W) arrays and handed back as the (N, C, H, W) view of the result. NumPy keeps an
+    input's memory order in elementwise results anyway; CuPy writes them row-major in the
+    order of the shape it is given, which this makes the (C, H, W, N) order the image layers
+    work in (else each image layer after an activation would copy its input back into it).
+    Arrays of other ranks go to ``fn`` as they are."""
+    if arrays[0].ndim != 4:
+        return fn(*arrays)
+    return outer(xp, fn(*(xp.permute_dims(a, TO_INNER) for a in arrays)))
