@@ -238,8 +238,8 @@ def cnn_goals(cnn: dict[str, Any]) -> dict[str, Any]:
 def headline_lines(results: dict[str, Any]) -> list[str]:
     lines = ["| ratio (paired, same run) | goal | measured | met |", "|---|---:|---:|---|"]
     for key, g in results.get("headline", {}).items():
-        rule = g.get("rule", "<=")
-        lines.append(f"| {key} | {rule} {g['bound']} | {_fmt(g['measured'])} | "
+        goal = "none (reported)" if g["bound"] == "-" else f"{g.get('rule', '<=')} {g['bound']}"
+        lines.append(f"| {key} | {goal} | {_fmt(g['measured'])} | "
                      f"{'yes' if g['met'] else 'no' if g['met'] is not None else 'n/a'} |")
     return lines
 

@@ -4,9 +4,10 @@ Both work on the (C, H, W, N) arrangement (see :mod:`portanet.layers.layout`).
 
 Tiling windows (stride == kernel, the window dividing the input, as in every preset): a reshape
 to (C*Ho, kh, Wo, kw, N) puts each window position (i, j) at one slice ``[:, i, :, j, :]``, whose
-runs are N contiguous numbers; the forward pass is kh*kw - 1 elementwise maxima (or sums) of
-those slices, and the backward pass writes each position's share of the gradient into its slice
-of one new array.
+runs are N contiguous numbers, so the forward pass is kh*kw - 1 elementwise maxima (or sums) of
+those slices. Max pooling's backward pass compares the whole reshaped input with the broadcast
+maximum once, clears the ties after the first position holding the maximum, and multiplies the
+mask by the broadcast gradient; average pooling writes each position's share into its slice.
 
 Other windows take the general path: each of the kh*kw window offsets is one strided slice of
 the (C, H, W, N) array, and the backward pass adds those slices back
