@@ -31,7 +31,10 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
   identical on all ranks. What holds then: weights stay identical on every rank after every
   step, a run is reproducible for a given seed and K, and every sample's mask is an
   independent Bernoulli draw as in one process; the run is *not* equal to a 1-process run (the
-  masks differ), only equal in distribution.
+  masks differ), only equal in distribution. Augmentation (``fit(augment=...)``) likewise
+  draws from a generator of each rank's own (``spawn_key=(1 + r, number of layers)``): drawn
+  from the shuffle generator, shards of different sizes would consume different amounts of it
+  and the ranks' shuffles would drift apart, silently.
 - Failure: under MPI with more than one rank an uncaught exception prints its traceback and
   calls ``MPI_Abort``, so mpiexec stops every rank at once (a rank blocked in an Allreduce would
   otherwise wait forever). Errors raised identically on every rank (a mismatch) exit normally.

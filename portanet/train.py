@@ -117,6 +117,10 @@ class _Run:
     l2: float
     augment: Augment | None
     comm: Communicator
+    augment_backend: Backend
+    """Where the augmentation draws: the model's backend in one process; under MPI a copy
+    with a generator of this rank's own, so that shards of different sizes never move the
+    shuffle generator, which every rank must keep in step."""
     last: Any = None
     """The last training batch's inputs (before augmentation): what fit checks the finished
     model's outputs on."""
@@ -194,7 +198,7 @@ def fit(
     callbacks += [PrintEpochs()] if verbose else []
     # The same model and plan on every rank; callbacks on rank 0 only.
     callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
-    run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm)
+    run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm, _augment_backend(model, comm))
     steps = len(_batches(data.n, batch, _smallest_batch(model, tuple(data.X.shape[1:]), comm)))
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop:
@@ -291,6 +295,16 @@ def _training_set(model: Sequential, loss: Loss, X: Any, y: Any) -> _TrainingSet
     return _TrainingSet(X, y, targets)
 
 
+def _augment_backend(model: Sequential, comm: Communicator) -> Backend:
+    """The backend an augmentation draws from (see ``_Run.augment_backend``): rank r of K > 1
+    gets ``SeedSequence(model.seed, spawn_key=(1 + r, len(model.layers)))``, next to its Dropout
+    layers' streams (``model.own_mask_generators``) and distinct from them."""
+    if comm.size == 1:
+        return model.backend
+    return model.backend.fork(
+        np.random.SeedSequence(model.seed, spawn_key=(1 + comm.rank, len(model.layers))))
+
+
 def _shuffled_order(model: Sequential, n: int) -> Any:
     """This epoch's order: a permutation drawn on the host, copied to the device once."""
     return model.backend.asarray(model.backend.rng.permutation(n))
@@ -332,7 +346,7 @@ def _step(model: Sequential, run: _Run, xb: Any, tb: Any, share: float) -> Any:
     batch and its targets. Returns the logits (the loss value is computed from them
     once per epoch)."""
     if run.augment is not None:
-        xb = run.augment(xb, model.backend)
+        xb = run.augment(xb, run.augment_backend)
     logits = model.forward_unchecked(xb)
     model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
     if run.comm.size > 1:

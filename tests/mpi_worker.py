@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "hidden_on_rank1": None,  # a different model on rank 1
     "seed_on_rank1": None,  # different initial weights on rank 1
     "raise_on_rank": None, "raise_at_step": 3,  # a rank that fails mid-training
+    "shift": 0,  # > 0: the features as 1x4x5 images, shifted by up to this many pixels
 }
 
 
@@ -60,6 +61,8 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
     if rank == 1 and o["seed_on_rank1"] is not None:
         seed = o["seed_on_rank1"]
     layers: list[Any] = [portanet.Dense(20, hidden), portanet.ReLU()]
+    if o["shift"]:
+        layers.insert(0, portanet.Flatten())
     if o["dropout"]:
         layers.append(portanet.layers.Dropout(o["dropout"]))
     layers.append(portanet.Dense(hidden, 3))
@@ -70,8 +73,11 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
     if o["raise_on_rank"] == rank:
         optimizer = FailAt(o["raise_at_step"])
     X, y = data(o["samples"])
+    augment = None
+    if o["shift"]:
+        X, augment = X.reshape(-1, 1, 4, 5), portanet.augment.RandomShift(o["shift"])
     history = portanet.fit(model, X, y, optimizer=optimizer, epochs=o["epochs"],
-                           batch_size=o["batch"], l2=o["l2"], comm=comm)
+                           batch_size=o["batch"], l2=o["l2"], comm=comm, augment=augment)
     return model, history
 
 

@@ -135,6 +135,23 @@ def test_dropout_masks_per_rank_shuffles_shared(tmp_path: Path) -> None:
 
 @pytest.mark.mpi
 @pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_shifts_per_rank_keep_the_shuffles_in_step(tmp_path: Path) -> None:
+    """Random shifts on shards of different sizes (batches of 25 over 2 ranks: 12 and 13
+    rows) draw from each rank's own generator: every rank still draws the shuffles one process
+    draws, so each epoch's shards cover the data once, and the weights stay the same."""
+    options = {"shift": 1, "samples": 100, "batch": 25, "epochs": 3}
+    assert launch(2, options, tmp_path).returncode == 0
+    done = results(tmp_path, 2)
+    for key in done[0][0]:
+        if key.startswith("w."):
+            np.testing.assert_array_equal(done[1][0][key], done[0][0][key])
+    model, _ = mpi_worker.run({**options, "shift": 0, "comm": False})
+    expected = model.backend.rng.bit_generator.state  # the shuffles alone, as one process
+    assert [json.loads(info["rng"]) for _, info in done] == [expected, expected]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
 def test_a_failing_rank_stops_every_rank(tmp_path: Path) -> None:
     done = launch(2, {"raise_on_rank": 1, "raise_at_step": 3, "epochs": 3}, tmp_path)
     assert done.returncode != 0
