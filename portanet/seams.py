@@ -44,10 +44,14 @@ class Capabilities:
         subtract_scaled: ``(p, g, factor, state) -> p`` doing ``p -= factor * g`` in place
             without a temporary (``state``: the caller's dict for reusable buffers); None for
             the portable form.
+        split_batch: its elementwise operations run on one core and release the GIL, so
+            ``fit`` may run a convolutional step as two half-batches on two threads
+            (:mod:`portanet.split`; NumPy).
     """
 
     in_place: bool = False
     subtract_scaled: Callable[[Any, Any, float, dict[str, Any]], Any] | None = None
+    split_batch: bool = False
 
 
 SCRATCH_MIN_SIZE = 1 << 16
@@ -245,7 +249,8 @@ SEAMS: dict[str, Seam] = {
                   describe=lambda d: "cpu", activate=_no_context, transposed_weights=True,
                   host_arrays=True,
                   capabilities=Capabilities(in_place=True,
-                                            subtract_scaled=_numpy_subtract_scaled),
+                                            subtract_scaled=_numpy_subtract_scaled,
+                                            split_batch=True),
                   inference_batch=_cpu_batch),
     # CuPy: kernels run on the current device, so the backend enters its device around work.
     "cupy": Seam("cupy", "cupy", "portanet[cuda12-ctk]", _load_cupy,

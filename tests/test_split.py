@@ -1,0 +1,118 @@
+"""Split-batch steps (portanet.split): two half-batches on two threads give the whole batch's
+gradients, train like one thread, refuse BatchNorm and MPI, and never hang on a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import portanet as pn
+from portanet import losses, optim
+from portanet.distributed import Local
+from portanet.split import MIN_ROWS, SplitStep, split_pays
+from tests.helpers import assert_close
+
+
+def small_cnn(backend: pn.Backend | str, *extra: Any, seed: int = 0) -> pn.Sequential:
+    return pn.Sequential([pn.Conv2D(1, 3, 3), pn.MaxPool2D(2), pn.ReLU(), *extra, pn.Flatten(),
+                          pn.Dense(27, 3)], backend=backend, seed=seed)
+
+
+def images(n: int = MIN_ROWS + 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_two_halves_give_the_whole_batchs_gradients(backend: pn.Backend) -> None:
+    x, y = images()  # an odd batch: halves of 34 and 35 rows, weighted by their rows
+    whole, split = small_cnn(backend), small_cnn(backend)
+    xb, tb = backend.asarray(x), backend.asarray(np.eye(3, dtype=np.float32)[y])
+    loss = losses.as_loss(losses.softmax_cross_entropy)
+    logits = whole.forward_unchecked(xb)
+    whole.backward(loss.gradient(logits, tb), need_input_grad=False)
+    with SplitStep(split) as step:
+        got = step.forward_backward(loss, xb, tb)
+    assert_close(backend, got, backend.to_numpy(logits), rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(split.layers, whole.layers, strict=True):
+        for key, g in theirs.grads.items():
+            assert_close(backend, mine.grads[key], backend.to_numpy(g), rtol=1e-4, atol=1e-6)
+
+
+def test_threads_train_like_one_thread(backend: pn.Backend) -> None:
+    x, y = images(200)
+    trained = []
+    for threads in (1, 2):
+        model = small_cnn(backend, seed=1)
+        history = pn.fit(model, x, y, optimizer=optim.SGD(0.1, momentum=0.9), epochs=2,
+                         batch_size=100, threads=threads)
+        trained.append((model.state_dict(), history))
+    (one, h1), (two, h2) = trained
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(h2.loss, h1.loss, rtol=1e-5)
+
+
+def test_dropout_in_the_second_half_draws_its_own_masks() -> None:
+    model = small_cnn("numpy", pn.Dropout(0.5))
+    with SplitStep(model) as step:
+        mine, twin = model.layers[3], step.replica.layers[3]
+        assert twin.backend is not mine.backend and twin.params is mine.params
+        x, y = images(2 * MIN_ROWS)  # two halves of the same size
+        loss = losses.as_loss(losses.softmax_cross_entropy)
+        model.train()
+        step.forward_backward(loss, model.backend.asarray(x), np.eye(3, dtype=np.float32)[y])
+        assert mine._mask.shape == twin._mask.shape
+        assert not np.array_equal(mine._mask, twin._mask)
+
+
+def test_batchnorm_and_mpi_are_refused_and_auto_leaves_them_alone() -> None:
+    x, y = images()
+    bn = small_cnn("numpy", pn.BatchNorm(3))
+    with pytest.raises(ValueError, match="threads=2 needs a model without BatchNorm"):
+        pn.fit(bn, x, y, batch_size=MIN_ROWS, threads=2)
+    assert not split_pays(bn, 256, 1)
+
+    class TwoRanks(Local):
+        size = 2
+
+    with pytest.raises(ValueError, match="under MPI each rank runs one thread"):
+        pn.fit(small_cnn("numpy"), x, y, batch_size=MIN_ROWS, threads=2, comm=TwoRanks())
+
+
+@pytest.mark.parametrize("bad", [0, 3, True, 1.5, "2"])
+def test_threads_other_than_one_or_two_are_refused(bad: Any) -> None:
+    x, y = images()
+    with pytest.raises(ValueError, match="threads must be 1, 2 or None"):
+        pn.fit(small_cnn("numpy"), x, y, threads=bad)
+
+
+def test_split_pays_only_where_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 2)
+    cnn = small_cnn("numpy")
+    assert split_pays(cnn, 256, 1)
+    assert not split_pays(cnn, MIN_ROWS - 1, 1)  # small batches: the threads cost more
+    assert not split_pays(cnn, 256, 2)  # under MPI
+    assert not split_pays(small_cnn("array_api_strict"), 256, 1)  # no such capability
+    mlp = pn.Sequential([pn.Dense(4, 3)], backend="numpy")
+    assert not split_pays(mlp, 256, 1)  # matrix products only: BLAS uses the cores already
+    monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 1)
+    assert not split_pays(cnn, 256, 1)
+    monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("portanet.split._blas_controller", lambda: None)
+    assert not split_pays(cnn, 256, 1)  # threadpoolctl missing: BLAS threads would fight
+
+
+def test_a_failure_in_the_worker_half_is_raised_not_hung() -> None:
+    model = small_cnn("numpy")
+    x, y = images()
+    loss = losses.as_loss(losses.softmax_cross_entropy)
+
+    def broken(x: Any) -> Any:
+        raise RuntimeError("the second half failed")
+
+    with SplitStep(model) as step:
+        step.replica.layers[0].forward = broken
+        with pytest.raises(RuntimeError, match="the second half failed"):
+            step.forward_backward(loss, x, np.eye(3, dtype=np.float32)[y])
