@@ -273,7 +273,8 @@ def own_mask_generators(model: Sequential, rank: int = 0) -> None:
     ``SeedSequence(model.seed, spawn_key=(1 + rank, layer index))``, so masks never draw from the
     model's generator: the shuffles it draws are then the same on every backend (CuPy draws
     masks on the device) and on every MPI rank, and no two layers share a mask stream. (Under
-    MPI the augmentation draws from a stream of each rank's own too: ``train._augment_backend``.)"""
+    MPI the augmentation draws from a stream of each rank's own too:
+    ``augment.augment_backend``.)"""
     from portanet.layers import Dropout
 
     for i, layer in enumerate(model.layers):

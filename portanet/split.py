@@ -60,6 +60,22 @@ def split_pays(model: Any, batch: int, processes: int) -> bool:
             and _blas_controller() is not None)
 
 
+def split_step(model: Any, threads: int | None, batch: int, processes: int) -> SplitStep | None:
+    """The split-batch step ``fit(threads=...)`` asks for: None for 1, a :class:`SplitStep`
+    for 2, and for None one where :func:`split_pays`. Raises ValueError for other values, and
+    for 2 under MPI (``processes`` > 1) or with BatchNorm."""
+    if threads is None:
+        return SplitStep(model) if split_pays(model, batch, processes) else None
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads not in (1, 2):
+        raise ValueError(f"threads must be 1, 2 or None (split where it pays), got {threads!r}")
+    if threads == 1:
+        return None
+    if processes > 1:
+        raise ValueError("threads=2 splits steps within one process; under MPI each rank "
+                         "runs one thread (use threads=1 or None)")
+    return SplitStep(model)
+
+
 class SplitStep:
     """Forward and backward of one batch as two halves on two threads (see the module).
 

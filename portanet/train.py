@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from portanet import _checks
+from portanet.augment import augment_backend
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.distributed import Communicator, Local
@@ -44,7 +45,7 @@ from portanet.layers import BatchNorm
 from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Optimizer, Schedule, get_optimizer
-from portanet.split import MIN_ROWS, SplitStep, split_pays
+from portanet.split import MIN_ROWS, SplitStep, split_step
 
 Rows = tuple[int, int]
 Augment = Callable[[Any, Backend], Any]
@@ -207,9 +208,9 @@ def fit(
     callbacks += [PrintEpochs()] if verbose else []
     # The same model and plan on every rank; callbacks on rank 0 only.
     callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
-    split = _split_step(model, threads, batch, comm)
-    run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm, _augment_backend(model, comm),
-               split)
+    split = split_step(model, threads, batch, comm.size)
+    run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm,
+               augment_backend(model, comm.rank, comm.size), split)
     steps = len(_batches(data.n, batch, _smallest_batch(model, tuple(data.X.shape[1:]), comm)))
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop, \
@@ -305,31 +306,6 @@ def _training_set(model: Sequential, loss: Loss, X: Any, y: Any) -> _TrainingSet
     classes = model.num_outputs
     targets = y if classes is None else loss.prepare(y, classes, model.backend.dtype)
     return _TrainingSet(X, y, targets)
-
-
-def _split_step(model: Sequential, threads: int | None, batch: int,
-                comm: Communicator) -> SplitStep | None:
-    """The split-batch step ``threads`` asks for (None: where :func:`split_pays`)."""
-    if threads is None:
-        return SplitStep(model) if split_pays(model, batch, comm.size) else None
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads not in (1, 2):
-        raise ValueError(f"threads must be 1, 2 or None (split where it pays), got {threads!r}")
-    if threads == 1:
-        return None
-    if comm.size > 1:
-        raise ValueError("threads=2 splits steps within one process; under MPI each rank "
-                         "runs one thread (use threads=1 or None)")
-    return SplitStep(model)
-
-
-def _augment_backend(model: Sequential, comm: Communicator) -> Backend:
-    """The backend an augmentation draws from (see ``_Run.augment_backend``): rank r of K > 1
-    gets ``SeedSequence(model.seed, spawn_key=(1 + r, len(model.layers)))``, next to its Dropout
-    layers' streams (``model.own_mask_generators``) and distinct from them."""
-    if comm.size == 1:
-        return model.backend
-    return model.backend.fork(
-        np.random.SeedSequence(model.seed, spawn_key=(1 + comm.rank, len(model.layers))))
 
 
 def _shuffled_order(model: Sequential, n: int) -> Any:
