@@ -35,12 +35,14 @@ MIN_ROWS = 64
 
 
 def _blas_controller() -> Any:
-    """threadpoolctl's controller of the BLAS libraries loaded here, or None without it."""
+    """threadpoolctl's controller of the BLAS libraries loaded here (NumPy's among them), or
+    None without threadpoolctl or without a BLAS it can hold to one thread."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
-    return ThreadpoolController()
+    blas = ThreadpoolController().select(user_api="blas")
+    return blas if blas.lib_controllers else None
 
 
 def batch_statistics(model: Any) -> bool:

@@ -90,6 +90,7 @@ def test_threads_other_than_one_or_two_are_refused(bad: Any) -> None:
 
 def test_split_pays_only_where_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("portanet.split._blas_controller", lambda: object())  # installed or not
     cnn = small_cnn("numpy")
     assert split_pays(cnn, 256, 1)
     assert not split_pays(cnn, MIN_ROWS - 1, 1)  # small batches: the threads cost more

@@ -24,7 +24,7 @@
 # 143 terminated.
 #
 # Wheels for a machine without internet (pure Python), from a machine with pip and a network:
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl array-api-compat array-api-strict
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl array-api-compat array-api-strict threadpoolctl
 # (add pytest pluggy iniconfig packaging hypothesis attrs sortedcontainers if the GPU machine
 # lacks them). They are installed with pip --target into a temporary folder (unzipped when pip is
 # missing) and put on PYTHONPATH; portanet itself runs from this checkout, uninstalled.
