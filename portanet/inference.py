@@ -21,6 +21,7 @@ from portanet.inputs import prepare_inputs, prepare_labels
 from portanet.layers import Softmax, softmax
 from portanet.losses import Loss, as_loss, softmax_cross_entropy
 from portanet.model import Sequential
+from portanet.split import inference_forward
 
 LossFn = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -82,13 +83,14 @@ def loss_and_accuracy(
     model.eval()
     loss_sum = xp.zeros((), dtype=model.backend.dtype, device=model.backend.device)
     correct = xp.zeros((), dtype=xp.int64, device=model.backend.device)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        xb, yb = X[start:stop, ...], y[start:stop]
-        logits = model.forward_unchecked(xb)
-        value, _ = loss(logits, yb)
-        loss_sum = loss_sum + value * float(xb.shape[0])
-        correct = correct + xp.count_nonzero(xp.argmax(logits, axis=1) == yb)
+    with inference_forward(model, batch_size) as forward:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            xb, yb = X[start:stop, ...], y[start:stop]
+            logits = forward(xb)
+            value, _ = loss(logits, yb)
+            loss_sum = loss_sum + value * float(xb.shape[0])
+            correct = correct + xp.count_nonzero(xp.argmax(logits, axis=1) == yb)
     return float(loss_sum) / n, int(correct) / n
 
 
@@ -126,9 +128,10 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
     model.eval()
     ends_in_softmax = isinstance(model.layers[-1], Softmax)
     parts = []
-    for start in range(0, X.shape[0], batch_size):
-        out = model.forward_unchecked(X[start:min(start + batch_size, X.shape[0]), ...])
-        parts.append(out if ends_in_softmax else softmax(xp, out))
+    with inference_forward(model, batch_size) as forward:
+        for start in range(0, X.shape[0], batch_size):
+            out = forward(X[start:min(start + batch_size, X.shape[0]), ...])
+            parts.append(out if ends_in_softmax else softmax(xp, out))
     out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     if not bool(xp.all(xp.isfinite(out))):
         raise _not_finite_outputs(model, X, "X")

@@ -117,3 +117,32 @@ def test_a_failure_in_the_worker_half_is_raised_not_hung() -> None:
         step.replica.layers[0].forward = broken
         with pytest.raises(RuntimeError, match="the second half failed"):
             step.forward_backward(loss, x, np.eye(3, dtype=np.float32)[y])
+
+
+def test_inference_halves_give_the_models_outputs(backend: pn.Backend) -> None:
+    """Evaluation mode splits BatchNorm models too: it normalises each sample alone."""
+    model = small_cnn(backend, pn.BatchNorm(3), pn.Dropout(0.5))
+    x, y = images()
+    pn.fit(model, x, y, optimizer=optim.SGD(0.1), epochs=1, batch_size=MIN_ROWS, threads=1)
+    model.eval()
+    xb = backend.asarray(x)
+    expected = backend.to_numpy(model.forward_unchecked(xb))
+    with SplitStep(model, training=False) as step:
+        assert_close(backend, step.forward(xb), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_and_predict_split_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small_cnn("numpy", pn.BatchNorm(3))
+    x, y = images(300)
+    pn.fit(model, x, y, optimizer=optim.SGD(0.1), epochs=1, batch_size=MIN_ROWS)
+    plain = pn.evaluate(model, x, y), pn.predict_proba(model, x)
+    calls: list[int] = []
+    forward = SplitStep.forward
+    monkeypatch.setattr("portanet.split.split_pays", lambda *a, **k: True)
+    monkeypatch.setattr(SplitStep, "forward",
+                        lambda self, xb: calls.append(int(xb.shape[0])) or forward(self, xb))
+    split = pn.evaluate(model, x, y), pn.predict_proba(model, x)
+    assert calls == [256, 256]  # the last batch of 44 rows is too small to split
+    assert split[0]["accuracy"] == plain[0]["accuracy"]
+    assert split[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-5)
+    np.testing.assert_allclose(split[1], plain[1], rtol=1e-5, atol=1e-6)
