@@ -29,7 +29,7 @@ import contextlib
 import copy
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -126,34 +126,18 @@ class SplitStep:
     def forward(self, xb: Any) -> Any:
         """The model's outputs for the batch ``xb``, in evaluation mode (``evaluate``,
         ``predict``): each half through its own copy of the layers, on its own thread."""
-        model, replica = self.model, self.replica
-        half = int(xb.shape[0]) // 2
-        for layer, twin in zip(model.layers, replica.layers, strict=True):
-            twin.training = layer.training
-        limit = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
-        try:
-            second = self._worker.submit(replica.forward_unchecked, xb[half:, ...])
-            first = model.forward_unchecked(xb[:half, ...])
-            return model.xp.concat([first, second.result()], axis=0)
-        finally:
-            if limit is not None:
-                limit.restore_original_limits()
+        first, second = self._both_halves(lambda net, rows: net.forward_unchecked(xb[rows, ...]),
+                                          int(xb.shape[0]))
+        return self.model.xp.concat([first, second], axis=0)
 
     def forward_backward(self, loss: Any, xb: Any, tb: Any) -> Any:
         """Fill the model's ``grads`` for the batch ``(xb, tb)``; return its logits."""
-        model, replica, xp = self.model, self.replica, self.model.xp
+        model, replica = self.model, self.replica
         n = int(xb.shape[0])
         half = n // 2
-        for layer, twin in zip(model.layers, replica.layers, strict=True):
-            twin.training = layer.training
-        limit = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
-        try:
-            second = self._worker.submit(_run, replica, loss, xb[half:, ...], tb[half:, ...])
-            first = _run(model, loss, xb[:half, ...], tb[:half, ...])
-            logits = xp.concat([first, second.result()], axis=0)
-        finally:
-            if limit is not None:
-                limit.restore_original_limits()
+        first, second = self._both_halves(
+            lambda net, rows: _run(net, loss, xb[rows, ...], tb[rows, ...]), n)
+        logits = model.xp.concat([first, second], axis=0)
         a, b = half / n, (n - half) / n
         for layer, twin in zip(model.layers, replica.layers, strict=True):
             for key, g in layer.grads.items():
@@ -161,6 +145,25 @@ class SplitStep:
                 mean += twin.grads[key] * b
                 layer.grads[key] = mean
         return logits
+
+    def _both_halves(self, work: Callable[[Any, slice], Any], n: int) -> tuple[Any, Any]:
+        """``work(model, rows)`` on the first half of ``n`` rows here and ``work(replica,
+        rows)`` on the second in the worker, BLAS held to one thread each meanwhile; the worker
+        has finished when this returns or raises."""
+        half = n // 2
+        for layer, twin in zip(self.model.layers, self.replica.layers, strict=True):
+            twin.training = layer.training
+        limit = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
+        try:
+            second = self._worker.submit(work, self.replica, slice(half, n))
+            try:
+                first = work(self.model, slice(0, half))
+            finally:
+                wait([second])
+            return first, second.result()
+        finally:
+            if limit is not None:
+                limit.restore_original_limits()
 
 
 def _run(model: Any, loss: Any, xb: Any, tb: Any) -> Any:
