@@ -60,8 +60,8 @@ def torch_net(preset: str) -> Any:
             nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(800, 256), nn.ReLU(),
             nn.Linear(256, 10))
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Conv2d(1, 32, 5), nn.BatchNorm2d(32), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
         nn.Linear(1600, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3),
         nn.Linear(256, 10))
 

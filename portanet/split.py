@@ -5,22 +5,27 @@ core, and most of a convolutional step is such work. Its loops release the GIL, 
 can each run one half of the batch through the network at once: the model on the first half in
 the calling thread, a *replica* on the second half in a worker thread. The replica is a shallow
 copy of the model whose layers share the model's ``params`` (the same dicts, so every update is
-seen at once) and keep their own ``grads`` and cached activations. After both halves, the
-model's gradients become the row-weighted mean of the two, which is the gradient of the whole
-batch's mean loss, and the optimizer steps once, in the calling thread. The matrix products run
-on one BLAS thread each meanwhile (through threadpoolctl), so the two halves do not fight over
-the cores.
+seen at once) and keep their own ``grads`` and cached activations. Each half back-propagates its
+share of the whole batch's mean loss (its loss gradient weighted by its share of the rows), so
+the model's gradients are the two halves' added, and the optimizer steps once, in the calling
+thread. The matrix products run on one BLAS thread each meanwhile (through threadpoolctl), so
+the two halves do not fight over the cores.
+
+BatchNorm takes its statistics over the whole batch as before: the two copies of each BatchNorm
+layer hand each other their partial sums (forward: the sums of the values and of the squared
+deviations; backward: the two sums dx needs) through a two-thread barrier, which a failure in
+either half breaks, so the other raises instead of waiting. Only the model's copy updates the
+running statistics.
 
 What changes against one thread: the order of floating-point sums (results agree to rounding),
 and Dropout in the second half draws from a mask stream of its own (masks equal in
-distribution). Models with BatchNorm are not split: its batch statistics would be per half.
+distribution).
 
 ``fit(threads=None)`` splits where it pays (:func:`split_pays`): a backend whose seam row has
-the ``split_batch`` capability (NumPy), at least two cores, a model with a convolution and no
-BatchNorm, one process, batches of at least :data:`MIN_ROWS` rows, and threadpoolctl installed.
-Measured on 2 vCPUs, ``cnn-fast``: 5.2-5.6 s -> 3.9 s per epoch of 30,720 images. ``evaluate``
-and ``predict`` split their batches the same way (:meth:`SplitStep.forward`), BatchNorm models
-too: in evaluation mode it normalises each sample alone.
+the ``split_batch`` capability (NumPy), at least two cores, a model with a convolution, one
+process, batches of at least :data:`MIN_ROWS` rows, and threadpoolctl installed. Measured on 2
+vCPUs, ``cnn-fast``: 5.2-5.6 s -> 3.9 s per epoch of 30,720 images. ``evaluate`` and
+``predict`` split their batches the same way (:meth:`SplitStep.forward`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -49,22 +55,13 @@ def _blas_controller() -> Any:
     return blas if blas.lib_controllers else None
 
 
-def batch_statistics(model: Any) -> bool:
-    """Whether a layer of ``model`` computes statistics over the batch (BatchNorm)."""
-    from portanet.layers import BatchNorm
-
-    return any(isinstance(layer, BatchNorm) for layer in model.layers)
-
-
-def split_pays(model: Any, batch: int, processes: int, training: bool = True) -> bool:
-    """Whether ``fit(threads=None)`` splits steps for ``model`` (see the module docstring), or
-    for ``training=False`` whether inference splits its batches: the same, except that
-    BatchNorm is no obstacle (in evaluation mode it works on each sample alone)."""
+def split_pays(model: Any, batch: int, processes: int) -> bool:
+    """Whether ``fit(threads=None)`` splits the steps of ``model`` on batches of ``batch``
+    rows, and ``evaluate``/``predict`` their batches (see the module docstring)."""
     from portanet.layers import Conv2D
 
     return (model.backend.capabilities.split_batch and (os.cpu_count() or 1) >= 2
             and processes == 1 and batch >= MIN_ROWS
-            and not (training and batch_statistics(model))
             and any(isinstance(layer, Conv2D) for layer in model.layers)
             and _blas_controller() is not None)
 
@@ -72,7 +69,7 @@ def split_pays(model: Any, batch: int, processes: int, training: bool = True) ->
 def split_step(model: Any, threads: int | None, batch: int, processes: int) -> SplitStep | None:
     """The split-batch step ``fit(threads=...)`` asks for: None for 1, a :class:`SplitStep`
     for 2, and for None one where :func:`split_pays`. Raises ValueError for other values, and
-    for 2 under MPI (``processes`` > 1) or with BatchNorm."""
+    for 2 under MPI (``processes`` > 1)."""
     if threads is None:
         return SplitStep(model) if split_pays(model, batch, processes) else None
     if not isinstance(threads, int) or isinstance(threads, bool) or threads not in (1, 2):
@@ -88,11 +85,11 @@ def split_step(model: Any, threads: int | None, batch: int, processes: int) -> S
 @contextlib.contextmanager
 def inference_forward(model: Any, batch: int) -> Iterator[Callable[[Any], Any]]:
     """The forward pass ``evaluate`` and ``predict`` call per batch: the model's own, or where
-    :func:`split_pays` (``training=False``) one that runs the two halves on two threads."""
-    if not split_pays(model, batch, 1, training=False):
+    :func:`split_pays` one that runs the two halves on two threads."""
+    if not split_pays(model, batch, 1):
         yield model.forward_unchecked
         return
-    with SplitStep(model, training=False) as step:
+    with SplitStep(model) as step:
         yield lambda xb: (step.forward(xb) if xb.shape[0] >= MIN_ROWS
                           else model.forward_unchecked(xb))
 
@@ -102,18 +99,22 @@ class SplitStep:
 
     Use as a context manager around the training loop; it owns the worker thread."""
 
-    def __init__(self, model: Any, training: bool = True) -> None:
-        if training and batch_statistics(model):
-            raise ValueError("threads=2 needs a model without BatchNorm: its batch statistics "
-                             "would be taken over each half of the batch; use threads=1")
+    def __init__(self, model: Any) -> None:
+        from portanet.layers import BatchNorm
+
         self.model = model
         self.replica = copy.copy(model)
         self.replica.layers = [copy.copy(layer) for layer in model.layers]
-        for i, layer in enumerate(self.replica.layers):
-            layer.grads = {}
-            if getattr(layer, "_mask_rank", None) is not None:  # Dropout: a stream of its own
-                layer.backend = model.backend.fork(
+        self._sums = _SharedSums()
+        self._batch_norms = []
+        for i, (layer, twin) in enumerate(zip(model.layers, self.replica.layers, strict=True)):
+            twin.grads = {}
+            if getattr(twin, "_mask_rank", None) is not None:  # Dropout: a stream of its own
+                twin.backend = model.backend.fork(
                     np.random.SeedSequence(model.seed, spawn_key=(0, i)))
+            if isinstance(layer, BatchNorm):
+                twin.shared_sums, twin.updates_running = self._sums.half(1), False
+                self._batch_norms.append(layer)
         self._blas = _blas_controller()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portanet-half")
 
@@ -132,41 +133,85 @@ class SplitStep:
 
     def forward_backward(self, loss: Any, xb: Any, tb: Any) -> Any:
         """Fill the model's ``grads`` for the batch ``(xb, tb)``; return its logits."""
-        model, replica = self.model, self.replica
         n = int(xb.shape[0])
-        half = n // 2
-        first, second = self._both_halves(
-            lambda net, rows: _run(net, loss, xb[rows, ...], tb[rows, ...]), n)
-        logits = model.xp.concat([first, second], axis=0)
-        a, b = half / n, (n - half) / n
-        for layer, twin in zip(model.layers, replica.layers, strict=True):
+
+        def half(net: Any, rows: slice) -> Any:
+            logits = net.forward_unchecked(xb[rows, ...])
+            share = (rows.stop - rows.start) / n  # of the whole batch's mean loss
+            net.backward(loss.gradient(logits, tb[rows, ...]) * share, need_input_grad=False)
+            return logits
+
+        first, second = self._both_halves(half, n)
+        for layer, twin in zip(self.model.layers, self.replica.layers, strict=True):
             for key, g in layer.grads.items():
-                mean = g * a
-                mean += twin.grads[key] * b
-                layer.grads[key] = mean
-        return logits
+                layer.grads[key] = g + twin.grads[key]
+        return self.model.xp.concat([first, second], axis=0)
 
     def _both_halves(self, work: Callable[[Any, slice], Any], n: int) -> tuple[Any, Any]:
         """``work(model, rows)`` on the first half of ``n`` rows here and ``work(replica,
-        rows)`` on the second in the worker, BLAS held to one thread each meanwhile; the worker
-        has finished when this returns or raises."""
+        rows)`` on the second in the worker, BLAS held to one thread each and the BatchNorm
+        layers' sums shared meanwhile; the worker has finished when this returns or raises,
+        and an error in either half is raised (the other's broken barrier is not)."""
         half = n // 2
         for layer, twin in zip(self.model.layers, self.replica.layers, strict=True):
             twin.training = layer.training
+        for layer in self._batch_norms:
+            layer.shared_sums = self._sums.half(0)
+        self._sums.reset()
         limit = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
         try:
-            second = self._worker.submit(work, self.replica, slice(half, n))
+            second = self._worker.submit(self._sums.breaking(work), self.replica, slice(half, n))
             try:
-                first = work(self.model, slice(0, half))
+                first = self._sums.breaking(work)(self.model, slice(0, half))
+            except threading.BrokenBarrierError:
+                wait([second])
+                raise second.exception() or RuntimeError("BatchNorm sums not shared") from None
             finally:
                 wait([second])
             return first, second.result()
         finally:
+            for layer in self._batch_norms:
+                layer.shared_sums = None
             if limit is not None:
                 limit.restore_original_limits()
 
 
-def _run(model: Any, loss: Any, xb: Any, tb: Any) -> Any:
-    logits = model.forward_unchecked(xb)
-    model.backward(loss.gradient(logits, tb), need_input_grad=False)
-    return logits
+class _SharedSums:
+    """The meeting point of the two halves' BatchNorm layers: each hands in its partial sums
+    and row count and waits for the other's; both get the totals, added in one order."""
+
+    def __init__(self) -> None:
+        self._parts: list[Any] = [None, None]
+        self._total: Any = None
+        self._barrier = threading.Barrier(2, action=self._add)
+
+    def _add(self) -> None:
+        (a, rows_a), (b, rows_b) = self._parts
+        self._total = tuple(x + y for x, y in zip(a, b, strict=True)), rows_a + rows_b
+
+    def half(self, slot: int) -> Callable[[tuple[Any, ...], int], tuple[tuple[Any, ...], int]]:
+        """The ``shared_sums`` function of the half in ``slot`` (0 or 1)."""
+
+        def shared_sums(sums: tuple[Any, ...], rows: int) -> tuple[tuple[Any, ...], int]:
+            self._parts[slot] = (sums, rows)
+            self._barrier.wait()
+            return self._total  # the next total is only written once both halves are back
+
+        return shared_sums
+
+    def breaking(self, work: Callable[..., Any]) -> Callable[..., Any]:
+        """``work`` that breaks the barrier when it fails, so the other half stops waiting."""
+
+        def guarded(*args: Any) -> Any:
+            try:
+                return work(*args)
+            except BaseException:
+                self._barrier.abort()
+                raise
+
+        return guarded
+
+    def reset(self) -> None:
+        """Mend the barrier a failed step broke."""
+        if self._barrier.broken:
+            self._barrier.reset()

@@ -183,9 +183,9 @@ def fit(
         augment: ``augment(batch, backend) -> batch`` applied to each training batch on the
             device, e.g. :class:`portanet.augment.RandomShift`; off by default.
         threads: 2 runs each step as two half-batches on two threads (:mod:`portanet.split`;
-            one process, no BatchNorm), 1 never; None (default) splits where it pays: NumPy
-            on two or more cores, a convolutional model without BatchNorm, batches of 64 or
-            more. The results agree with one thread up to floating-point rounding.
+            one process), 1 never; None (default) splits where it pays: NumPy on two or more
+            cores, a convolutional model, batches of 64 or more. The results agree with one
+            thread up to floating-point rounding.
 
     Raises:
         DivergedError: at the end of the first epoch whose loss (or validation loss) is not

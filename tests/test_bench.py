@@ -162,3 +162,42 @@ def test_ops_count_sees_the_optimizer_update_once_for_all_parameters() -> None:
     assert counts["by_op"]["aten.sqrt.default"] == 1  # Adam's one square root
     assert counts["ops_per_step"] <= 100
 
+
+
+def test_the_pytorch_networks_compute_the_presets_functions() -> None:
+    """The CNN benchmark's PyTorch side is the same network as each preset: with the preset's
+    weights and statistics copied in, it gives the same outputs (layer order included)."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    import portanet as pn
+    from bench.cnn import torch_net
+    from portanet.recipes import PRESETS
+
+    x = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    for preset in ("cnn-fast", "cnn"):
+        model = PRESETS[preset].build(pn.get_backend("numpy"), seed=0)
+        rng = np.random.default_rng(1)
+        for layer in model.layers:  # statistics away from their defaults, so order matters
+            for key in getattr(layer, "buffers", None) or {}:
+                layer.buffers[key] = rng.uniform(0.5, 1.5, layer.buffers[key].shape).astype(
+                    np.float32) - (0.5 if key == "running_mean" else 0.0)
+        model.eval()
+        net = torch_net(preset).eval()
+        modules = [m for m in net if any(True for _ in m.parameters())]
+        layers = [layer for layer in model.layers if layer.params]
+        assert len(modules) == len(layers), preset
+        with torch.no_grad():
+            for module, layer in zip(modules, layers, strict=True):
+                p = {k: torch.from_numpy(np.asarray(v)) for k, v in layer.params.items()}
+                if "gamma" in p:
+                    module.weight.copy_(p["gamma"])
+                    module.bias.copy_(p["beta"])
+                    module.running_mean.copy_(torch.from_numpy(layer.buffers["running_mean"]))
+                    module.running_var.copy_(torch.from_numpy(layer.buffers["running_var"]))
+                else:
+                    module.weight.copy_(p["W"] if p["W"].ndim == 4 else p["W"].T)
+                    module.bias.copy_(p["b"])
+            expected = net(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(pn.predict_proba(model, x), torch.softmax(
+            torch.from_numpy(expected), dim=1).numpy(), rtol=1e-4, atol=1e-6, err_msg=preset)

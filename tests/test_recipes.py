@@ -101,3 +101,21 @@ def test_recipes_build_every_optimizer_from_optims_registry(monkeypatch) -> None
     monkeypatch.setitem(optim.OPTIMIZERS, "mine", Mine)  # one row: usable by name at once
     assert type(best.replace(optimizer="mine").make_optimizer()) is Mine
     assert type(optim.get_optimizer("mine")) is Mine
+
+
+def test_relu_after_pooling_trains_exactly_like_relu_before_it() -> None:
+    """The ``cnn`` preset pools before its ReLUs (a quarter of the values); the two orders
+    compute the same outputs and gradients, so training ends on the same weights."""
+    import portanet as pn
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(96, 1, 10, 10)).astype(np.float32), rng.integers(0, 3, 96)
+    trained = []
+    for pool_first in (False, True):
+        block = [pn.MaxPool2D(2), pn.ReLU()] if pool_first else [pn.ReLU(), pn.MaxPool2D(2)]
+        model = pn.Sequential([pn.Conv2D(1, 4, 3), pn.BatchNorm(4), *block, pn.Flatten(),
+                               pn.Dense(64, 3)], backend="numpy", seed=0)
+        pn.fit(model, x, y, optimizer=optim.Adam(1e-2), epochs=2, batch_size=32, threads=1)
+        trained.append(model.state_dict())
+    for key, value in trained[0].items():
+        np.testing.assert_array_equal(trained[1][key], value, err_msg=key)

@@ -49,7 +49,16 @@ class BatchNorm(Layer):
 
     ``params``: "gamma" (ones) and "beta" (zeros); ``buffers``: "running_mean" (zeros) and
     "running_var" (ones), all of shape (C,).
+
+    ``shared_sums`` (None by default) lets the layer take its statistics over more rows than it
+    sees: a split-batch step (:mod:`portanet.split`) sets it on the two halves' copies of the
+    layer to a function ``(sums, rows) -> (total sums, total rows)`` that adds both halves'
+    partial sums; ``updates_running`` is False on the copy that leaves the running statistics
+    to the other.
     """
+
+    shared_sums: Any = None
+    updates_running = True
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
@@ -118,15 +127,20 @@ class BatchNorm(Layer):
         axis = -2 if x.ndim == 2 else -1  # the table's axis over samples (and positions)
         gamma, beta = self.params["gamma"], self.params["beta"]
         if self.training:
-            m = t.shape[axis]
-            mean = sum_along(xp, t, axis, self.backend.device) * (1.0 / m)
+            (total,), m = self._sums((sum_along(xp, t, axis, self.backend.device),),
+                                     t.shape[axis])
+            mean = total * (1.0 / m)
             self._centred = t - self._per_feature(mean)
-            var = xp.vecdot(self._centred, self._centred, axis=axis) * (1.0 / m)
+            (squares,), _ = self._sums((xp.vecdot(self._centred, self._centred, axis=axis),),
+                                       t.shape[axis])
+            var = squares * (1.0 / m)
             self._inv_std = 1.0 / xp.sqrt(var + self.eps)
-            mom = self.momentum
-            unbiased = var * (m / (m - 1)) if m > 1 else var
-            self.buffers["running_mean"] = (1.0 - mom) * self.buffers["running_mean"] + mom * mean
-            self.buffers["running_var"] = (1.0 - mom) * self.buffers["running_var"] + mom * unbiased
+            if self.updates_running:
+                mom = self.momentum
+                unbiased = var * (m / (m - 1)) if m > 1 else var
+                running = self.buffers
+                running["running_mean"] = (1.0 - mom) * running["running_mean"] + mom * mean
+                running["running_var"] = (1.0 - mom) * running["running_var"] + mom * unbiased
             # y = xhat * gamma + beta with xhat = centred * inv_std, in two passes.
             out = self._centred * self._per_feature(gamma * self._inv_std)
             out += self._per_feature(beta)
@@ -147,19 +161,27 @@ class BatchNorm(Layer):
         inv_std = self._inv_std
         if self._centred is None:  # evaluation mode: centred by the running mean
             self._centred = self._input - self._per_feature(self.buffers["running_mean"])
-        self.grads["beta"] = sum_along(xp, d, axis, self.backend.device)
-        self.grads["gamma"] = xp.vecdot(d, self._centred, axis=axis) * inv_std  # sum(d * xhat)
+        d_sum = sum_along(xp, d, axis, self.backend.device)
+        d_centred = xp.vecdot(d, self._centred, axis=axis)
+        self.grads["beta"] = d_sum
+        self.grads["gamma"] = d_centred * inv_std  # sum(d * xhat)
         if not need_dx:
             return None
         scale = self.params["gamma"] * inv_std
         if not self.training:  # running statistics are constants
             return self._untable(d * self._per_feature(scale))
+        # Over the whole batch where it is split: this half's rows and sums and the other's.
+        (d_sum, d_centred), m = self._sums((d_sum, d_centred), d.shape[axis])
         # dx = scale * (d - mean(d) - xhat * mean(d * xhat)), per-feature factors folded.
-        m = d.shape[axis]
         dx = d * self._per_feature(scale)
-        dx -= self._centred * self._per_feature(scale * inv_std * self.grads["gamma"] * (1.0 / m))
-        dx -= self._per_feature(scale * self.grads["beta"] * (1.0 / m))
+        dx -= self._centred * self._per_feature(scale * inv_std * inv_std * d_centred * (1.0 / m))
+        dx -= self._per_feature(scale * d_sum * (1.0 / m))
         return self._untable(dx)
+
+    def _sums(self, sums: tuple[Any, ...], rows: int) -> tuple[tuple[Any, ...], int]:
+        """Per-feature sums over the batch and its row count: these rows' own, or added to
+        the other half's where :attr:`shared_sums` is set."""
+        return (sums, rows) if self.shared_sums is None else self.shared_sums(sums, rows)
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
