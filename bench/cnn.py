@@ -142,6 +142,7 @@ def product_shapes(n: int) -> list[tuple[tuple[int, int], tuple[int, int], str]]
         ((216, 32), (32, p2), "conv2 column gradient"),
         ((n, 800), (800, 256), "dense1 forward"),
         ((256, n), (n, 800), "dense1 weight gradient"),
+        ((n, 256), (256, 800), "dense1 input gradient"),
         ((n, 256), (256, 10), "dense2 forward"),
         ((10, n), (n, 256), "dense2 weight gradient"),
         ((n, 10), (10, 256), "dense2 input gradient"),

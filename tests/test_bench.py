@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -201,3 +202,46 @@ def test_the_pytorch_networks_compute_the_presets_functions() -> None:
             expected = net(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(pn.predict_proba(model, x), torch.softmax(
             torch.from_numpy(expected), dim=1).numpy(), rtol=1e-4, atol=1e-6, err_msg=preset)
+
+
+def test_the_limit_times_every_matrix_product_of_a_cnn_fast_step() -> None:
+    """``bench.cnn.product_shapes`` (the matrix-product limit) lists the products one
+    training step of cnn-fast computes, no more and no fewer (either orientation)."""
+    import collections
+
+    import pytest
+
+    pytest.importorskip("torch")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import portanet as pn
+    from bench.cnn import product_shapes
+    from portanet.losses import as_loss, softmax_cross_entropy
+    from portanet.recipes import PRESETS
+
+    def key(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        return left[1], tuple(sorted((left[0], right[1])))  # inner size, outer sizes
+
+    class Products(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: collections.Counter[tuple[int, tuple[int, ...]]] = collections.Counter()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            if str(func) in ("aten.mm.default", "aten.addmm.default"):
+                a, b = args[-2:]
+                self.seen[key(tuple(a.shape), tuple(b.shape))] += 1
+            return func(*args, **(kwargs or {}))
+
+    n = 6
+    backend = pn.get_backend("torch", "float32", seed=0, device="cpu")
+    model = PRESETS["cnn-fast"].build(backend, seed=0)
+    loss = as_loss(softmax_cross_entropy)
+    rng = np.random.default_rng(0)
+    x = backend.asarray(rng.random((n, 1, 28, 28), dtype=np.float32))
+    target = loss.prepare(backend.asarray(rng.integers(0, 10, n)), 10, backend.dtype)
+    with Products() as products:
+        model.backward(loss.gradient(model.forward_unchecked(x), target), need_input_grad=False)
+    listed = collections.Counter(key(left, right) for left, right, _ in product_shapes(n))
+    assert products.seen == listed
