@@ -111,6 +111,7 @@ class SplitStep:
         self.replica = copy.copy(model)
         self.replica.layers = [copy.copy(layer) for layer in model.layers]
         self._sums = _SharedSums()
+        self._first_half_sums = self._sums.half(0)
         self._batch_norms = []
         for i, (layer, twin) in enumerate(zip(model.layers, self.replica.layers, strict=True)):
             twin.grads = {}
@@ -161,15 +162,14 @@ class SplitStep:
         for layer, twin in zip(self.model.layers, self.replica.layers, strict=True):
             twin.training = layer.training
         for layer in self._batch_norms:
-            layer.shared_sums = self._sums.half(0)
+            layer.shared_sums = self._first_half_sums
         self._sums.reset()
         limit = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
         try:
             second = self._worker.submit(self._sums.breaking(work), self.replica, slice(half, n))
             try:
                 first = self._sums.breaking(work)(self.model, slice(0, half))
-            except threading.BrokenBarrierError:
-                wait([second])
+            except threading.BrokenBarrierError:  # the worker's half failed: raise its error
                 raise second.exception() or RuntimeError("BatchNorm sums not shared") from None
             finally:
                 wait([second])
