@@ -44,9 +44,51 @@ def test_columns_hold_every_window_in_offset_channel_order(backend: pn.Backend, 
     assert_close(backend, got, expected.reshape(kh * kw * 3, -1), rtol=0, atol=0)
 
 
-def _step(layer_fn: Any, backend: pn.Backend, x: np.ndarray, d: np.ndarray) -> tuple:
+def test_columns_append_a_row_of_ones_for_one_channel(backend: pn.Backend) -> None:
+    x = np.random.default_rng(1).normal(size=(1, 6, 5, 2)).astype(np.float32)  # (C, H, W, N)
+    plain = backend.to_numpy(columns(backend.xp, backend.asarray(x), (3, 2), (1, 1), (4, 4)))
+    got = backend.to_numpy(columns(backend.xp, backend.asarray(x), (3, 2), (1, 1), (4, 4),
+                                   ones_row=True))
+    assert got.shape == (7, 32)
+    np.testing.assert_array_equal(got[:6], plain)
+    np.testing.assert_array_equal(got[6], np.ones(32))
+    with pytest.raises(ValueError, match="one input channel"):
+        columns(backend.xp, backend.asarray(np.ones((2, 6, 5, 2))), (3, 2), (1, 1), (4, 4),
+                ones_row=True)
+
+
+ONE_CHANNEL = {"5x5": lambda: pn.Conv2D(1, 4, 5),
+               "strided-padded": lambda: pn.Conv2D(1, 3, (2, 3), stride=(2, 1), padding=1)}
+
+
+@pytest.mark.parametrize("make", ONE_CHANNEL.values(), ids=ONE_CHANNEL.keys())
+def test_conv2d_bias_in_the_product_matches_the_separate_bias(backend: pn.Backend,
+                                                              make: Any) -> None:
+    """One input channel: the bias as a column of the weight matrix (and its gradient as a row
+    of the weight product) gives the separate addition's and sum's numbers."""
+    def separate() -> pn.Conv2D:
+        layer = make()
+        layer.bias_in_product = False
+        return layer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 1, 9, 8))
+    d = rng.normal(size=(3, *make().output_shape((1, 9, 8))))
+    assert make().bias_in_product
+    fused, plain = _step(make, backend, x, d, bias=0.5), _step(separate, backend, x, d, bias=0.5)
+    for a, b in zip(fused[:2], plain[:2], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert fused[2].keys() == plain[2].keys() == {"W", "b"}
+    for k in fused[2]:
+        np.testing.assert_allclose(fused[2][k], plain[2][k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def _step(layer_fn: Any, backend: pn.Backend, x: np.ndarray, d: np.ndarray,
+          bias: float | None = None) -> tuple:
     layer = layer_fn()
     layer.build(backend, np.random.default_rng(2))
+    if bias is not None:  # a bias that is not zero, so that its addition shows
+        layer.params["b"] = backend.asarray(np.linspace(-bias, bias, layer.out_channels))
     out = layer.forward(backend.asarray(x))
     dx = layer.backward(backend.asarray(d))
     grads = {k: backend.to_numpy(g) for k, g in layer.grads.items()}

@@ -13,6 +13,12 @@ The backward pass is two matrix products (weights: ``cols @ dout.T``; columns:
 each again over runs of Wo*N numbers; the standard has no scatter, and slice assignment is all
 col2im needs. The first layer of a model skips the second product and col2im
 (``need_dx=False``).
+
+With one input channel (the first layer on MNIST) the columns are few (kh*kw rows) and the
+output long, so adding the bias and summing its gradient would each be a whole pass over the
+output, about a sixth of the layer's time. There the columns get a last row of ones and the
+weight matrix the bias as its last column: the product adds the bias, and the weight product
+in backward yields the bias gradient as its last row.
 """
 
 from __future__ import annotations
@@ -41,12 +47,18 @@ def window_slices(
 
 
 def columns(xp: Any, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
-            out: tuple[int, int]) -> Any:
+            out: tuple[int, int], ones_row: bool = False) -> Any:
     """The im2col matrix (kh*kw*C, Ho*Wo*N) of a (C, H, W, N) array, rows in (i, j, c) order:
-    the kh*kw offset slices, stacked in one copy."""
-    (kh, kw), c = kernel, x.shape[0]
-    view = xp.stack([x[key] for key in window_slices(kernel, stride, out)], axis=0)
-    return xp.reshape(view, (kh * kw * c, -1))  # (kh*kw, C, Ho, Wo, N): already contiguous
+    the kh*kw offset slices, stacked in one copy. ``ones_row`` (one channel only) appends a
+    row of ones in the same copy: (kh*kw + 1, Ho*Wo*N)."""
+    c = x.shape[0]
+    pieces = [x[key] for key in window_slices(kernel, stride, out)]
+    if ones_row:
+        if c != 1:
+            raise ValueError(f"a row of ones needs one input channel, got {c}")
+        pieces.append(xp.ones_like(pieces[0]))
+    view = xp.stack(pieces, axis=0)
+    return xp.reshape(view, (len(pieces) * c, -1))  # (kh*kw, C, Ho, Wo, N): contiguous
 
 
 def pad(xp: Any, x: Any, pads: tuple[int, int, int, int], axes: tuple[int, int] = (1, 2)) -> Any:
@@ -109,6 +121,9 @@ class Conv2D(Layer):
             self._pads = (int(rows), int(rows), int(cols), int(cols))
         self.weight_init = get_initializer(weight_init)
         self.bias_init = get_initializer(bias_init)
+        self.bias_in_product = self.in_channels == 1
+        """Whether the bias rides in the matrix product (a row of ones in the columns; see the
+        module docstring): True for one input channel."""
 
     def output_shape(self, input_shape: Shape) -> Shape:
         c, h, w = self._check(tuple(input_shape))
@@ -161,10 +176,15 @@ class Conv2D(Layer):
             x = pad(xp, x, self._pads)
         self._in_shape = tuple(x.shape)
         self._out_hw = (ho, wo)
-        self._cols = columns(xp, x, self.kernel_size, self.stride, (ho, wo))
+        self._cols = columns(xp, x, self.kernel_size, self.stride, (ho, wo),
+                             ones_row=self.bias_in_product)
         self._wmat = self._weight_matrix()
-        out = self._wmat @ self._cols  # (out, Ho*Wo*N)
-        out += xp.reshape(self.params["b"], (self.out_channels, 1))
+        bias = xp.reshape(self.params["b"], (self.out_channels, 1))
+        if self.bias_in_product:
+            out = xp.concat([self._wmat, bias], axis=1) @ self._cols  # (out, Ho*Wo*N)
+        else:
+            out = self._wmat @ self._cols
+            out += bias
         return outer(xp, xp.reshape(out, (self.out_channels, ho, wo, -1)))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
@@ -175,8 +195,10 @@ class Conv2D(Layer):
         # (C*kh*kw, out) = cols @ d.T: the long axis (Ho*Wo*N) is the inner one either way,
         # but OpenBLAS splits this order well over threads and the other (d @ cols.T) badly.
         grad = self._cols @ d.T
-        self.grads["W"] = xp.permute_dims(xp.reshape(grad, (kh, kw, c, o)), (3, 2, 0, 1))
-        self.grads["b"] = sum_along(xp, d, 1, self.backend.device)
+        k = kh * kw * c
+        self.grads["W"] = xp.permute_dims(xp.reshape(grad[:k, :], (kh, kw, c, o)), (3, 2, 0, 1))
+        self.grads["b"] = grad[k, :] if self.bias_in_product else sum_along(
+            xp, d, 1, self.backend.device)
         if not need_dx:
             return None
         dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, ho, wo, -1))
