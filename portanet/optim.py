@@ -11,7 +11,10 @@ Optimizers with state (SGD with momentum, RMSProp, Adam) update all parameters a
 model's parameters become views of one flat array (:class:`portanet.flat.FlatParameters`) and
 the update runs once over it, about a dozen array operations per step instead of a dozen per
 parameter. ``optimizer.flat = False`` selects the per-parameter update, which computes the same
-numbers (``tests/test_optim.py`` checks that they are identical).
+numbers (``tests/test_optim.py`` checks that they are identical). A split-batch step
+(:mod:`portanet.split`) hands :meth:`Optimizer.step` its two threads (``halves``), and the
+flat update then runs as two halves of the flat arrays at once, on backends whose arrays are
+updated in place: the same arithmetic on every element, so again the same numbers.
 
 L2 regularisation has one mechanism, weight decay: ``weight_decay * W`` added to the gradient of
 each parameter :func:`is_weight` names (weight matrices and kernels, not biases).
@@ -29,6 +32,10 @@ from typing import Any
 from portanet import _checks
 from portanet.flat import FlatParameters
 from portanet.seams import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-exported)
+
+Halves = Callable[[Callable[[int], Any]], None]
+"""``halves(work)`` runs ``work(0)`` and ``work(1)`` at once and returns when both have
+(:meth:`portanet.split.SplitStep.halves`)."""
 
 
 def is_weight(param: Any) -> bool:
@@ -90,10 +97,12 @@ class Optimizer:
     def lr(self, value: float) -> None:
         self._lr = _checks.finite_positive("lr", value)
 
-    def step(self, model: Any, l2: float = 0.0) -> None:
+    def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
         """Apply one update to every parameter of ``model`` from its current gradients.
 
-        ``l2`` adds to ``weight_decay`` for this step (what ``fit(l2=...)`` uses).
+        ``l2`` adds to ``weight_decay`` for this step (what ``fit(l2=...)`` uses). ``halves``
+        (``work -> None``, running ``work(0)`` and ``work(1)`` at once and waiting for both)
+        lets a flat update run as two halves (see the module docstring).
         """
         if self._model is None or self._model() is not model:
             self._bind(model)
@@ -103,7 +112,7 @@ class Optimizer:
         lr = self._lr
         decay = self.weight_decay + l2
         if self.updates_flat:
-            self._flat_step(model, lr, decay)
+            self._flat_step(model, lr, decay, halves)
             return
         capabilities = backend.capabilities
         for name, params, grads, key in model.parameter_slots():
@@ -111,8 +120,10 @@ class Optimizer:
             params[key] = self._apply(capabilities, name, p, grads[key], lr,
                                       decay if decay and is_weight(p) else 0.0)
 
-    def _flat_step(self, model: Any, lr: float, decay: float) -> None:
-        """One update of the flat parameter array from the gathered gradients."""
+    def _flat_step(self, model: Any, lr: float, decay: float, halves: Halves | None) -> None:
+        """One update of the flat parameter array from the gathered gradients; as two halves
+        on ``halves`` once the state exists (the first step creates it whole) and where the
+        arrays are updated in place, so that each half's views write through."""
         flat = self._flat
         if flat is None:
             flat = self._flat = FlatParameters(model, is_weight)
@@ -121,7 +132,14 @@ class Optimizer:
         g = flat.gradients()
         if decay:
             g = g + flat.decay(decay) * flat.values
-        updated = self.update("*", flat.values, g, lr)
+        state = self._slot("*")
+        if halves is not None and state and model.backend.capabilities.in_place:
+            n = int(flat.values.shape[0])
+            cuts = (slice(0, n // 2), slice(n // 2, n))
+            parts = [{key: array[rows] for key, array in state.items()} for rows in cuts]
+            halves(lambda k: self.update(parts[k], flat.values[cuts[k]], g[cuts[k]], lr))
+            return
+        updated = self.update(state, flat.values, g, lr)
         if updated is not flat.values or not model.backend.capabilities.in_place:
             flat.hand_out(updated)
 
@@ -130,10 +148,12 @@ class Optimizer:
         """The update with weight decay ``decay`` (0 for parameters that are not weights)."""
         if decay:
             g = g + decay * p
-        return self.update(name, p, g, lr)
+        return self.update(self._slot(name), p, g, lr)
 
-    def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
-        """Return the updated parameter (in place where the array allows it)."""
+    def update(self, state: dict[str, Any], p: Any, g: Any, lr: float) -> Any:
+        """Return the updated parameter (in place where the array allows it); ``state`` holds
+        this parameter's optimizer state (moments, velocities), updated in place where the
+        arrays allow it, else rebound in the dict."""
         raise NotImplementedError
 
     def _slot(self, name: str) -> dict[str, Any]:
@@ -187,10 +207,9 @@ class SGD(Optimizer):
     def elementwise_state(self) -> bool:  # type: ignore[override]
         return self.momentum > 0.0
 
-    def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
+    def update(self, state: dict[str, Any], p: Any, g: Any, lr: float) -> Any:
         mu = self.momentum
         if mu:
-            state = self._slot(name)
             v = state.get("velocity")
             if v is None:
                 v = g * 1.0  # a copy: g belongs to the layer
@@ -227,9 +246,8 @@ class RMSProp(Optimizer):
         self.eps = _checks.finite_positive("eps", eps)
         self.elementwise_state = True
 
-    def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
+    def update(self, state: dict[str, Any], p: Any, g: Any, lr: float) -> Any:
         xp = self.xp
-        state = self._slot(name)
         s = state.get("square_avg")
         if s is None:
             s = (1.0 - self.rho) * (g * g)
@@ -261,10 +279,9 @@ class Adam(Optimizer):
         self.eps = _checks.finite_positive("eps", eps)
         self.elementwise_state = True
 
-    def update(self, name: str, p: Any, g: Any, lr: float) -> Any:
+    def update(self, state: dict[str, Any], p: Any, g: Any, lr: float) -> Any:
         xp = self.xp
         b1, b2 = self.beta1, self.beta2
-        state = self._slot(name)
         m, v = state.get("m"), state.get("v")
         if m is None:
             m = (1.0 - b1) * g
@@ -390,7 +407,7 @@ class OneCycle(Optimizer):
             start, end, t = self.max_lr, self.final_lr, min((step - up) / down, 1.0)
         return float(end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
-    def step(self, model: Any, l2: float = 0.0) -> None:
+    def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
         self.optimizer.lr = self.lr = self.lr_at(self.steps)
-        self.optimizer.step(model, l2)
+        self.optimizer.step(model, l2, halves)
         self.steps += 1

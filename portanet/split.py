@@ -7,8 +7,9 @@ the calling thread, a *replica* on the second half in a worker thread. The repli
 copy of the model whose layers share the model's ``params`` (the same dicts, so every update is
 seen at once) and keep their own ``grads`` and cached activations. Each half back-propagates its
 share of the whole batch's mean loss (its loss gradient weighted by its share of the rows), so
-the model's gradients are the two halves' added, and the optimizer steps once, in the calling
-thread. The matrix products run on one BLAS thread each meanwhile (through threadpoolctl), so
+the model's gradients are the two halves' added, and the optimizer steps once, its flat update
+split in two halves of the parameters on the same two threads (:meth:`SplitStep.halves`). The
+matrix products run on one BLAS thread each meanwhile (through threadpoolctl), so
 the two halves do not fight over the cores.
 
 BatchNorm takes its statistics over the whole batch as before: the two copies of each BatchNorm
@@ -152,6 +153,17 @@ class SplitStep:
             for key, g in layer.grads.items():
                 layer.grads[key] = g + twin.grads[key]
         return self.model.xp.concat([first, second], axis=0)
+
+    def halves(self, work: Callable[[int], Any]) -> None:
+        """``work(0)`` here and ``work(1)`` in the worker at once (the optimizer's update of
+        two halves of the parameters); returns when both have finished, raising an error of
+        either (the first half's first)."""
+        second = self._worker.submit(work, 1)
+        try:
+            work(0)
+        finally:
+            wait([second])
+        second.result()
 
     def _both_halves(self, work: Callable[[Any, slice], Any], n: int) -> tuple[Any, Any]:
         """``work(model, rows)`` on the first half of ``n`` rows here and ``work(replica,

@@ -357,7 +357,10 @@ def _step(model: Sequential, run: _Run, xb: Any, tb: Any, share: float) -> Any:
         model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
     if run.comm.size > 1:
         run.comm.average_gradients(model, share)
-    run.optimizer.step(model, l2=run.l2)
+    if run.split is not None:
+        run.optimizer.step(model, l2=run.l2, halves=run.split.halves)
+    else:
+        run.optimizer.step(model, l2=run.l2)
     return logits
 
 

@@ -229,3 +229,60 @@ def test_flat_update_keeps_names_shapes_and_the_dense_layout() -> None:
     assert all(np.shares_memory(p, flat) for _, p, _ in model.named_parameters())
     assert model.layers[5].params["W"].flags.f_contiguous == backend.weights_transposed
     assert set(opt.state) == {"*"} and opt.state["*"]["m"].shape == flat.shape
+
+
+def sequential_halves(calls: list[int]) -> optim.Halves:
+    def halves(work: object) -> None:
+        calls.append(1)
+        work(1)  # the second half first: the halves must not depend on each other's order
+        work(0)
+    return halves
+
+
+@pytest.mark.parametrize("make", FLAT_CASES.values(), ids=FLAT_CASES.keys())
+def test_flat_update_in_two_halves_is_identical(backend: pn.Backend, make: object) -> None:
+    """The flat update run as two halves of the parameters (what a split-batch step hands the
+    optimizer) against the whole: bit for bit, parameters and optimizer state, over steps
+    with weight decay. The first step creates the state whole; later steps halve where the
+    arrays are updated in place."""
+    rng = np.random.default_rng(1)
+    grads = [{(i, key): rng.normal(size=p.shape).astype(np.float32)
+              for i, layer in enumerate(small_cnn(backend).layers)
+              for key, p in layer.params.items()} for _ in range(4)]
+    results, calls = [], []
+    for halves in (None, sequential_halves(calls)):
+        model, opt = small_cnn(backend), make()
+        for g in grads:
+            for (i, key), value in g.items():
+                model.layers[i].grads[key] = backend.asarray(value)
+            opt.step(model, l2=1e-3, halves=halves)
+        results.append((model.state_dict(),
+                        {k: backend.to_numpy(v) for k, v in opt.state["*"].items()}))
+    assert len(calls) == (3 if backend.capabilities.in_place else 0)
+    for whole, halved in zip(*results, strict=True):
+        assert whole.keys() == halved.keys()
+        for name in whole:
+            np.testing.assert_array_equal(whole[name], halved[name], err_msg=name)
+
+
+def test_split_training_updates_in_two_halves_on_two_threads() -> None:
+    """fit(threads=2) hands the optimizer the split step's two threads: the worker thread
+    updates part of the parameters."""
+    import threading
+
+    backend = pn.get_backend("numpy", "float32", seed=0)
+    seen: set[str] = set()
+    update = optim.Adam.update
+
+    def recording(self: optim.Adam, *args: object) -> object:
+        seen.add(threading.current_thread().name)
+        return update(self, *args)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 256)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(optim.Adam, "update", recording)
+        pn.fit(small_cnn(backend), x, y, optimizer=optim.Adam(0.01), epochs=1, batch_size=128,
+               threads=2)
+    assert any(name.startswith("portanet-half") for name in seen)
+    assert threading.current_thread().name in seen

@@ -142,6 +142,30 @@ def test_a_failure_in_either_half_is_raised_not_hung(failing: str, batchnorm: bo
         np.testing.assert_allclose(step.forward_backward(loss, x, t), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("failing", [0, 1])
+def test_halves_raise_a_failure_of_either_and_run_again(failing: int) -> None:
+    """The optimizer's two halves (SplitStep.halves): both run, on two threads; a failure in
+    either is raised once both have finished, and the next call works."""
+    import threading
+
+    ran: dict[int, str] = {}
+
+    def work(k: int) -> None:
+        ran[k] = threading.current_thread().name
+        if k == failing and "fail" in ran.values():
+            raise RuntimeError(f"half {k} failed")
+
+    with SplitStep(small_cnn("numpy")) as step:
+        step.halves(work)
+        assert ran[0] == threading.current_thread().name and ran[1].startswith("portanet-half")
+        ran["x"] = "fail"  # type: ignore[index]
+        with pytest.raises(RuntimeError, match=f"half {failing} failed"):
+            step.halves(work)
+        assert set(ran) == {0, 1, "x"}
+        del ran["x"]  # type: ignore[arg-type]
+        step.halves(work)
+
+
 def test_inference_halves_give_the_models_outputs(backend: pn.Backend) -> None:
     """Evaluation mode splits BatchNorm models too: it normalises each sample alone."""
     model = small_cnn(backend, pn.BatchNorm(3), pn.Dropout(0.5))
