@@ -13,10 +13,10 @@ matrix products run on one BLAS thread each meanwhile (through threadpoolctl), s
 the two halves do not fight over the cores.
 
 BatchNorm takes its statistics over the whole batch as before: the two copies of each BatchNorm
-layer hand each other their partial sums (forward: the sums of the values and of the squared
-deviations; backward: the two sums dx needs) through a two-thread barrier, which a failure in
-either half breaks, so the other raises instead of waiting. Only the model's copy updates the
-running statistics.
+layer hand each other their partial sums (forward: the sums of the values and of their squared
+deviations from the half's own mean; backward: the two sums dx needs), once each way, through a
+two-thread barrier, which a failure in either half breaks, so the other raises instead of
+waiting. Only the model's copy updates the running statistics.
 
 What changes against one thread: the order of floating-point sums (results agree to rounding),
 and Dropout in the second half draws from a mask stream of its own (masks equal in
@@ -111,8 +111,8 @@ class SplitStep:
         self.model = model
         self.replica = copy.copy(model)
         self.replica.layers = [copy.copy(layer) for layer in model.layers]
-        self._sums = _SharedSums()
-        self._first_half_sums = self._sums.half(0)
+        self._exchange = _Exchange()
+        self._first_half_gather = self._exchange.half(0)
         self._batch_norms = []
         for i, (layer, twin) in enumerate(zip(model.layers, self.replica.layers, strict=True)):
             twin.grads = {}
@@ -120,7 +120,7 @@ class SplitStep:
                 twin.backend = model.backend.fork(
                     np.random.SeedSequence(model.seed, spawn_key=(0, i)))
             if isinstance(layer, BatchNorm):
-                twin.shared_sums, twin.updates_running = self._sums.half(1), False
+                twin.gather, twin.updates_running = self._exchange.half(1), False
                 self._batch_norms.append(layer)
         self._blas = _blas_controller()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portanet-half")
@@ -168,19 +168,20 @@ class SplitStep:
     def _both_halves(self, work: Callable[[Any, slice], Any], n: int) -> tuple[Any, Any]:
         """``work(model, rows)`` on the first half of ``n`` rows here and ``work(replica,
         rows)`` on the second in the worker, BLAS held to one thread each and the BatchNorm
-        layers' sums shared meanwhile; the worker has finished when this returns or raises,
+        layers' sums exchanged meanwhile; the worker has finished when this returns or raises,
         and an error in either half is raised (the other's broken barrier is not)."""
         half = n // 2
         for layer, twin in zip(self.model.layers, self.replica.layers, strict=True):
             twin.training = layer.training
         for layer in self._batch_norms:
-            layer.shared_sums = self._first_half_sums
-        self._sums.reset()
+            layer.gather = self._first_half_gather
+        self._exchange.reset()
         limit = self._blas.limit(limits=1, user_api="blas") if self._blas is not None else None
         try:
-            second = self._worker.submit(self._sums.breaking(work), self.replica, slice(half, n))
+            guarded = self._exchange.breaking(work)
+            second = self._worker.submit(guarded, self.replica, slice(half, n))
             try:
-                first = self._sums.breaking(work)(self.model, slice(0, half))
+                first = guarded(self.model, slice(0, half))
             except threading.BrokenBarrierError:  # the worker's half failed: raise its error
                 raise second.exception() or RuntimeError("BatchNorm sums not shared") from None
             finally:
@@ -188,33 +189,32 @@ class SplitStep:
             return first, second.result()
         finally:
             for layer in self._batch_norms:
-                layer.shared_sums = None
+                layer.gather = None
             if limit is not None:
                 limit.restore_original_limits()
 
 
-class _SharedSums:
-    """The meeting point of the two halves' BatchNorm layers: each hands in its partial sums
-    and row count and waits for the other's; both get the totals, added in one order."""
+class _Exchange:
+    """The meeting point of the two halves' BatchNorm layers: each hands in its per-feature
+    sums and row count, waits for the other's, and both get both parts, in slot order."""
 
     def __init__(self) -> None:
         self._parts: list[Any] = [None, None]
-        self._total: Any = None
-        self._barrier = threading.Barrier(2, action=self._add)
+        self._both: list[Any] = []
+        self._barrier = threading.Barrier(2, action=self._collect)
 
-    def _add(self) -> None:
-        (a, rows_a), (b, rows_b) = self._parts
-        self._total = tuple(x + y for x, y in zip(a, b, strict=True)), rows_a + rows_b
+    def _collect(self) -> None:
+        self._both = list(self._parts)  # a new list: the next exchange leaves this one alone
 
-    def half(self, slot: int) -> Callable[[tuple[Any, ...], int], tuple[tuple[Any, ...], int]]:
-        """The ``shared_sums`` function of the half in ``slot`` (0 or 1)."""
+    def half(self, slot: int) -> Callable[[tuple[Any, ...], int], list[Any]]:
+        """The ``gather`` function of the half in ``slot`` (0 or 1)."""
 
-        def shared_sums(sums: tuple[Any, ...], rows: int) -> tuple[tuple[Any, ...], int]:
+        def gather(sums: tuple[Any, ...], rows: int) -> list[Any]:
             self._parts[slot] = (sums, rows)
             self._barrier.wait()
-            return self._total  # the next total is only written once both halves are back
+            return self._both  # the next list is only made once both halves are back
 
-        return shared_sums
+        return gather
 
     def breaking(self, work: Callable[..., Any]) -> Callable[..., Any]:
         """``work`` that breaks the barrier when it fails, so the other half stops waiting."""

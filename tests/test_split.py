@@ -54,6 +54,52 @@ def test_two_halves_give_the_whole_batchs_gradients(backend: pn.Backend,
             assert_close(backend, mine.buffers[key], backend.to_numpy(b), rtol=1e-5, atol=1e-6)
 
 
+def test_batchnorm_halves_agree_on_badly_scaled_and_uneven_halves(backend: pn.Backend) -> None:
+    """Values far from zero (mean 1000, spread 1) and halves of different means: the merged
+    statistics are the whole batch's in float32, so the outputs, gradients and running
+    statistics of the split layer match the whole layer's (a merge through sums of squares,
+    E[x^2] - mean^2, loses every digit here)."""
+    rng = np.random.default_rng(0)
+    n = 69
+    x = 1000.0 + rng.normal(size=(n, 3, 4, 4))
+    x[n // 2:] += 3.0  # the second half sits higher
+    d = rng.normal(size=x.shape)
+    whole, first, second = (pn.BatchNorm(3) for _ in range(3))
+    for layer in (whole, first, second):
+        layer.build(backend, np.random.default_rng(1))
+        layer.params["gamma"] = backend.asarray(np.array([1.0, -2.0, 0.5]))
+    out = backend.to_numpy(whole.forward(backend.asarray(x)))
+    dx = backend.to_numpy(whole.backward(backend.asarray(d)))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from portanet.split import _Exchange
+
+    exchange, calls = _Exchange(), []
+    for slot, layer in enumerate((first, second)):
+        gather = exchange.half(slot)
+        layer.gather = lambda sums, rows, gather=gather: calls.append(rows) or gather(sums, rows)
+    second.updates_running = False
+    rows = (slice(0, n // 2), slice(n // 2, n))
+
+    def half(k: int) -> tuple:
+        layer = (first, second)[k]
+        o = layer.forward(backend.asarray(x[rows[k]]))
+        return backend.to_numpy(o), backend.to_numpy(layer.backward(backend.asarray(d[rows[k]])))
+
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(half, 1)
+        parts = [half(0), other.result()]
+    assert len(calls) == 4  # one exchange each way, per half
+    np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), out, rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(np.concatenate([p[1] for p in parts]), dx, rtol=1e-3, atol=2e-3)
+    for key in ("gamma", "beta"):
+        g = backend.to_numpy(first.grads[key]) + backend.to_numpy(second.grads[key])
+        np.testing.assert_allclose(g, backend.to_numpy(whole.grads[key]), rtol=1e-3, atol=1e-2)
+    for key in ("running_mean", "running_var"):
+        np.testing.assert_allclose(backend.to_numpy(first.buffers[key]),
+                                   backend.to_numpy(whole.buffers[key]), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
 def test_threads_train_like_one_thread(backend: pn.Backend, batchnorm: bool) -> None:
     x, y = images(200)

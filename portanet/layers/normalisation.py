@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,14 +51,19 @@ class BatchNorm(Layer):
     ``params``: "gamma" (ones) and "beta" (zeros); ``buffers``: "running_mean" (zeros) and
     "running_var" (ones), all of shape (C,).
 
-    ``shared_sums`` (None by default) lets the layer take its statistics over more rows than it
+    ``gather`` (None by default) lets the layer take its statistics over more rows than it
     sees: a split-batch step (:mod:`portanet.split`) sets it on the two halves' copies of the
-    layer to a function ``(sums, rows) -> (total sums, total rows)`` that adds both halves'
-    partial sums; ``updates_running`` is False on the copy that leaves the running statistics
-    to the other.
+    layer to a function ``(sums, rows) -> [(sums, rows) of every part]`` (in one order, this
+    part's included) through which the parts exchange their per-feature sums, once forward
+    and once backward; ``updates_running`` is False on the copy that leaves the running
+    statistics to the other. Forward each part centres its rows on their own mean, and the
+    parts' sums of squared deviations are merged with the spread of their means (Chan, Golub
+    and LeVeque's pairwise update), so one exchange gives the whole batch's mean and variance
+    without cancellation; each part then shifts its centred values by its mean's offset from
+    the whole batch's, folded into per-feature constants.
     """
 
-    shared_sums: Any = None
+    gather: Callable[[tuple[Any, ...], int], list[tuple[tuple[Any, ...], int]]] | None = None
     updates_running = True
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
@@ -126,13 +132,17 @@ class BatchNorm(Layer):
         t = self._table(x)
         axis = -2 if x.ndim == 2 else -1  # the table's axis over samples (and positions)
         gamma, beta = self.params["gamma"], self.params["beta"]
+        self._offset = None
         if self.training:
-            (total,), m = self._sums((sum_along(xp, t, axis, self.backend.device),),
-                                     t.shape[axis])
+            m = t.shape[axis]
+            total = sum_along(xp, t, axis, self.backend.device)
             mean = total * (1.0 / m)
-            self._centred = t - self._per_feature(mean)
-            (squares,), _ = self._sums((xp.vecdot(self._centred, self._centred, axis=axis),),
-                                       t.shape[axis])
+            self._centred = t - self._per_feature(mean)  # on these rows' own mean
+            squares = xp.vecdot(self._centred, self._centred, axis=axis)
+            if self.gather is not None:  # the whole batch's mean and squares, one exchange
+                own_mean = mean
+                mean, squares, m = _merged(self.gather((total, squares), m))
+                self._offset = own_mean - mean  # t - mean = centred + offset
             var = squares * (1.0 / m)
             self._inv_std = 1.0 / xp.sqrt(var + self.eps)
             if self.updates_running:
@@ -141,9 +151,10 @@ class BatchNorm(Layer):
                 running = self.buffers
                 running["running_mean"] = (1.0 - mom) * running["running_mean"] + mom * mean
                 running["running_var"] = (1.0 - mom) * running["running_var"] + mom * unbiased
-            # y = xhat * gamma + beta with xhat = centred * inv_std, in two passes.
-            out = self._centred * self._per_feature(gamma * self._inv_std)
-            out += self._per_feature(beta)
+            # y = xhat * gamma + beta with xhat = (centred + offset) * inv_std, in two passes.
+            scale = gamma * self._inv_std
+            out = self._centred * self._per_feature(scale)
+            out += self._per_feature(beta if self._offset is None else beta + self._offset * scale)
         else:
             # Constants: y = x * scale + (beta - mean * scale), two passes; backward centres x
             # itself if it is ever asked for a gradient in evaluation mode.
@@ -163,6 +174,8 @@ class BatchNorm(Layer):
             self._centred = self._input - self._per_feature(self.buffers["running_mean"])
         d_sum = sum_along(xp, d, axis, self.backend.device)
         d_centred = xp.vecdot(d, self._centred, axis=axis)
+        if self._offset is not None:  # sum(d * (t - mean)) over the whole batch's mean
+            d_centred = d_centred + self._offset * d_sum
         self.grads["beta"] = d_sum
         self.grads["gamma"] = d_centred * inv_std  # sum(d * xhat)
         if not need_dx:
@@ -170,18 +183,41 @@ class BatchNorm(Layer):
         scale = self.params["gamma"] * inv_std
         if not self.training:  # running statistics are constants
             return self._untable(d * self._per_feature(scale))
-        # Over the whole batch where it is split: this half's rows and sums and the other's.
-        (d_sum, d_centred), m = self._sums((d_sum, d_centred), d.shape[axis])
+        m = d.shape[axis]
+        if self.gather is not None:  # over the whole batch: every part's sums, added
+            (d_sum, d_centred), m = _added(self.gather((d_sum, d_centred), m))
         # dx = scale * (d - mean(d) - xhat * mean(d * xhat)), per-feature factors folded.
+        k = scale * inv_std * inv_std * d_centred * (1.0 / m)
+        shift = scale * d_sum * (1.0 / m)
+        if self._offset is not None:
+            shift = shift + self._offset * k
         dx = d * self._per_feature(scale)
-        dx -= self._centred * self._per_feature(scale * inv_std * inv_std * d_centred * (1.0 / m))
-        dx -= self._per_feature(scale * d_sum * (1.0 / m))
+        dx -= self._centred * self._per_feature(k)
+        dx -= self._per_feature(shift)
         return self._untable(dx)
-
-    def _sums(self, sums: tuple[Any, ...], rows: int) -> tuple[tuple[Any, ...], int]:
-        """Per-feature sums over the batch and its row count: these rows' own, or added to
-        the other half's where :attr:`shared_sums` is set."""
-        return (sums, rows) if self.shared_sums is None else self.shared_sums(sums, rows)
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+
+def _added(parts: list[tuple[tuple[Any, ...], int]]) -> tuple[tuple[Any, ...], int]:
+    """Every part's sums added, in the parts' order, and their rows."""
+    (totals, rows), rest = parts[0], parts[1:]
+    for sums, n in rest:
+        totals, rows = tuple(a + b for a, b in zip(totals, sums, strict=True)), rows + n
+    return totals, rows
+
+
+def _merged(parts: list[tuple[tuple[Any, Any], int]]) -> tuple[Any, Any, int]:
+    """The mean, sum of squared deviations and rows of the union of parts, each given as
+    (its sum, its squared deviations from its own mean) and its rows: the pairwise update
+    ``squares = squares_a + squares_b + (mean_b - mean_a)**2 * rows_a * rows_b / rows``."""
+    ((total, squares), rows), rest = parts[0], parts[1:]
+    mean = total * (1.0 / rows)
+    for (part_total, part_squares), n in rest:
+        delta = part_total * (1.0 / n) - mean
+        together = rows + n
+        squares = squares + part_squares + delta * delta * (rows * n / together)
+        total, rows = total + part_total, together
+        mean = total * (1.0 / rows)
+    return mean, squares, rows
