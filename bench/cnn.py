@@ -132,11 +132,12 @@ def torch_inference(X: np.ndarray, y: np.ndarray, seed: int, device: str, preset
 
 
 def product_shapes(n: int) -> list[tuple[tuple[int, int], tuple[int, int], str]]:
-    """(left, right, what) for every matrix product of one cnn-fast step on ``n`` samples."""
+    """(left, right, what) for every matrix product of one cnn-fast step on ``n`` samples
+    (the first convolution's carry its bias: 25 kernel weights and a row of ones)."""
     p1, p2 = n * 24 * 24, n * 10 * 10
     return [
-        ((24, 25), (25, p1), "conv1 forward"),
-        ((24, p1), (p1, 25), "conv1 weight gradient"),
+        ((24, 26), (26, p1), "conv1 forward"),
+        ((24, p1), (p1, 26), "conv1 weight gradient"),
         ((32, 216), (216, p2), "conv2 forward"),
         ((32, p2), (p2, 216), "conv2 weight gradient"),
         ((216, 32), (32, p2), "conv2 column gradient"),
