@@ -23,6 +23,7 @@ each parameter :func:`is_weight` names (weight matrices and kernels, not biases)
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from collections.abc import Callable
@@ -36,6 +37,15 @@ from portanet.seams import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-expo
 Halves = Callable[[Callable[[int], Any]], None]
 """``halves(work)`` runs ``work(0)`` and ``work(1)`` at once and returns when both have
 (:meth:`portanet.split.SplitStep.halves`)."""
+
+
+def takes_halves(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer.step`` accepts ``halves`` (a subclass may override ``step`` with the
+    older ``(model, l2)`` signature; it then updates in one thread)."""
+    try:
+        return "halves" in inspect.signature(optimizer.step).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def is_weight(param: Any) -> bool:

@@ -44,7 +44,7 @@ from portanet.inputs import prepare_inputs, prepare_labels
 from portanet.layers import BatchNorm
 from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
-from portanet.optim import Optimizer, Schedule, get_optimizer
+from portanet.optim import Halves, Optimizer, Schedule, get_optimizer, takes_halves
 from portanet.split import MIN_ROWS, SplitStep, split_step
 
 Rows = tuple[int, int]
@@ -126,6 +126,9 @@ class _Run:
     shuffle generator, which every rank must keep in step."""
     split: SplitStep | None
     """Two half-batches on two threads per step, or None (see :mod:`portanet.split`)."""
+    halves: Halves | None = None
+    """The split step's two threads for the optimizer's update, where its ``step`` takes
+    them."""
     last: Any = None
     """The last training batch's inputs (before augmentation): what fit checks the finished
     model's outputs on."""
@@ -210,7 +213,8 @@ def fit(
     callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
     split = split_step(model, threads, batch, comm.size)
     run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm,
-               augment_backend(model, comm.rank, comm.size), split)
+               augment_backend(model, comm.rank, comm.size), split,
+               split.halves if split is not None and takes_halves(optimizer) else None)
     steps = len(_batches(data.n, batch, _smallest_batch(model, tuple(data.X.shape[1:]), comm)))
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop, \
@@ -357,8 +361,8 @@ def _step(model: Sequential, run: _Run, xb: Any, tb: Any, share: float) -> Any:
         model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
     if run.comm.size > 1:
         run.comm.average_gradients(model, share)
-    if run.split is not None:
-        run.optimizer.step(model, l2=run.l2, halves=run.split.halves)
+    if run.halves is not None:
+        run.optimizer.step(model, l2=run.l2, halves=run.halves)
     else:
         run.optimizer.step(model, l2=run.l2)
     return logits

@@ -286,3 +286,24 @@ def test_split_training_updates_in_two_halves_on_two_threads() -> None:
                threads=2)
     assert any(name.startswith("portanet-half") for name in seen)
     assert threading.current_thread().name in seen
+
+
+def test_an_optimizer_whose_step_takes_no_halves_still_trains_split() -> None:
+    """A subclass overriding ``step(model, l2)`` (the signature before halves) trains with
+    threads=2 as before, its update in one thread."""
+    class Counting(optim.Adam):
+        def __init__(self) -> None:
+            super().__init__(0.01)
+            self.calls = 0
+
+        def step(self, model: pn.Sequential, l2: float = 0.0) -> None:  # type: ignore[override]
+            self.calls += 1
+            super().step(model, l2)
+
+    backend = pn.get_backend("numpy", "float32", seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 256)
+    opt = Counting()
+    assert not optim.takes_halves(opt) and optim.takes_halves(optim.Adam())
+    pn.fit(small_cnn(backend), x, y, optimizer=opt, epochs=1, batch_size=128, threads=2)
+    assert opt.calls == 2
