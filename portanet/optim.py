@@ -419,5 +419,8 @@ class OneCycle(Optimizer):
 
     def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
         self.optimizer.lr = self.lr = self.lr_at(self.steps)
-        self.optimizer.step(model, l2, halves)
+        if halves is not None and takes_halves(self.optimizer):
+            self.optimizer.step(model, l2, halves)
+        else:
+            self.optimizer.step(model, l2)
         self.steps += 1

@@ -307,3 +307,7 @@ def test_an_optimizer_whose_step_takes_no_halves_still_trains_split() -> None:
     assert not optim.takes_halves(opt) and optim.takes_halves(optim.Adam())
     pn.fit(small_cnn(backend), x, y, optimizer=opt, epochs=1, batch_size=128, threads=2)
     assert opt.calls == 2
+    inner = Counting()  # inside the one-cycle schedule, which itself takes halves
+    pn.fit(small_cnn(backend), x, y, optimizer=optim.OneCycle(inner, 0.01, 2), epochs=1,
+           batch_size=128, threads=2)
+    assert inner.calls == 2
