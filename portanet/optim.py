@@ -399,6 +399,7 @@ class OneCycle(Optimizer):
         pct_start = _checks.open_unit("pct_start", pct_start)
         self.optimizer = optimizer
         self.state = optimizer.state
+        self._inner_takes_halves = takes_halves(optimizer)
         self.max_lr = float(max_lr)
         self.total_steps = total_steps
         self.pct_start = float(pct_start)
@@ -419,7 +420,7 @@ class OneCycle(Optimizer):
 
     def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
         self.optimizer.lr = self.lr = self.lr_at(self.steps)
-        if halves is not None and takes_halves(self.optimizer):
+        if halves is not None and self._inner_takes_halves:
             self.optimizer.step(model, l2, halves)
         else:
             self.optimizer.step(model, l2)

@@ -183,7 +183,7 @@ class SplitStep:
             try:
                 first = guarded(self.model, slice(0, half))
             except threading.BrokenBarrierError:  # the worker's half failed: raise its error
-                raise second.exception() or RuntimeError("BatchNorm sums not shared") from None
+                raise second.exception() or RuntimeError("BatchNorm sums not exchanged") from None
             finally:
                 wait([second])
             return first, second.result()
