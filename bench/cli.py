@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="folder for the result files (default bench/results)")
     p.add_argument("--data", choices=("auto", "mnist", "random"), default="auto",
-                   help="auto: MNIST via portanet.datasets.load_mnist() if it works, else "
+                   help="auto: MNIST via portanet.data.load_mnist() if it works, else "
                         "random data of the same shapes (default)")
     p.add_argument("--data-timeout", type=float, default=180.0,
                    help="seconds to allow load_mnist() (it may download) before falling back")

@@ -30,7 +30,7 @@ import numpy as np
 import portanet
 from bench.ops import count_step
 from portanet import losses
-from portanet.recipes import PRESETS
+from portanet.app.recipes import PRESETS
 
 BATCH = 256
 IMAGE = (1, 28, 28)
@@ -51,7 +51,7 @@ def portanet_epoch(backend: portanet.Backend, X: Any, y: Any, seed: int,
 
 
 def torch_net(preset: str) -> Any:
-    """The preset's network in PyTorch (see :mod:`portanet.recipes`)."""
+    """The preset's network in PyTorch (see :mod:`portanet.app.recipes`)."""
     from torch import nn
 
     if preset == "cnn-fast":

@@ -20,7 +20,7 @@ CLASSES = 10
 _LOADER = """
 import sys
 import numpy as np
-from portanet.datasets import load_mnist
+from portanet.data import load_mnist
 try:
     (x, y), _ = load_mnist(progress=False)
 except TypeError:
@@ -39,7 +39,7 @@ def random_data(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_mnist_subprocess(timeout: float) -> tuple[np.ndarray, np.ndarray]:
-    """``portanet.datasets.load_mnist()`` in a child process, so a slow or hung download can be
+    """``portanet.data.load_mnist()`` in a child process, so a slow or hung download can be
     cut off after ``timeout`` seconds without leaving a thread busy during the timings."""
     with tempfile.TemporaryDirectory(prefix="portanet-bench-") as tmp:
         images, labels = Path(tmp, "x.npy"), Path(tmp, "y.npy")
@@ -59,22 +59,22 @@ def load(source: str, samples: int | None, seed: int, timeout: float = 180.0,
     """Host arrays ``X`` (float32, (n, 784), in [0, 1]) and ``y`` (int64, (n,)), and a record of
     where they came from.
 
-    ``source``: ``"auto"`` (MNIST through ``portanet.datasets.load_mnist`` if that works, else
+    ``source``: ``"auto"`` (MNIST through ``portanet.data.load_mnist`` if that works, else
     random), ``"mnist"`` (fail if unavailable) or ``"random"``. ``samples`` keeps the first
     ``samples`` rows (default all 60,000).
     """
     n = MNIST_TRAIN if samples is None else int(samples)
     info: dict[str, Any] = {"requested": source}
     if source in ("auto", "mnist"):
-        if importlib.util.find_spec("portanet.datasets") is None:
-            reason = "portanet.datasets does not exist in this checkout"
+        if importlib.util.find_spec("portanet.data") is None:
+            reason = "portanet.data does not exist in this checkout"
         else:
             try:
                 images, labels = _load_mnist_subprocess(timeout)
                 X = images.reshape(images.shape[0], -1)[:n].astype(np.float32) / np.float32(255)
                 y = labels[:n].astype(np.int64)
                 info.update(source="mnist", samples=int(X.shape[0]),
-                            note="MNIST training images via portanet.datasets.load_mnist()")
+                            note="MNIST training images via portanet.data.load_mnist()")
                 return np.ascontiguousarray(X), y, info
             except subprocess.TimeoutExpired:
                 reason = f"load_mnist() took over {timeout:.0f}s"

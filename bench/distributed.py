@@ -46,9 +46,8 @@ def worker(options: dict[str, Any]) -> dict[str, Any]:
 
     import portanet
     from bench import common, data
-    from portanet import distributed
-
-    comm = distributed.world() if options["mpi"] else None
+    from portanet.parallel import mpi
+    comm = mpi.world() if options["mpi"] else None
     X, y, info = data.load(options["data"], options["samples"], seed=0)
     model = common.mlp(portanet.get_backend("numpy", "float32"), options["hidden"], seed=0)
     history = portanet.fit(model, X, y, optimizer=portanet.optim.SGD(0.1),
@@ -108,7 +107,7 @@ def efficiency(step_seconds: float, comm_seconds: float) -> float:
 
 
 def preset_parameters() -> dict[str, int]:
-    from portanet.recipes import PRESETS
+    from portanet.app.recipes import PRESETS
 
     return {name: recipe.build(backend="numpy", seed=0).num_parameters()
             for name, recipe in PRESETS.items()}

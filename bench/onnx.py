@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import portanet
-from portanet import recipes
+from portanet.app import recipes
 from portanet.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 PRESETS = ("mlp1024", "cnn-fast")
@@ -44,7 +44,7 @@ def load_images(n: int, random: bool = False) -> tuple[np.ndarray, np.ndarray, s
     why = "asked"
     if not random:
         try:
-            (_, _), (x, y) = portanet.datasets.load_mnist(progress=False)
+            (_, _), (x, y) = portanet.data.load_mnist(progress=False)
             return (x[:n].astype(np.float32) / 255, y[:n].astype(np.int64), "mnist test images")
         except Exception as exc:  # any failure to get the data: measure on random pixels
             why = type(exc).__name__

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import portanet
+from portanet.app.recipes import PRESETS
 from portanet.losses import as_loss, softmax_cross_entropy
-from portanet.recipes import PRESETS
 
 METADATA_ONLY = frozenset({"aten._unsafe_view.default", "aten.lift_fresh.default"})
 """Operations that reshape without moving data but are not flagged as views."""

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from portanet._files import atomic_write
+from portanet.files import atomic_write
 
 SUMMARY = "SUMMARY.md"
 
 
 def _write_text(path: Path, text: str) -> None:
-    """``text`` to ``path`` through portanet's one :func:`~portanet._files.atomic_write`."""
+    """``text`` to ``path`` through portanet's one :func:`~portanet.files.atomic_write`."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 

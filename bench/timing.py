@@ -15,9 +15,9 @@ from bench.machine import Contention, load_average, others_cores_now
 
 def synchronizer(backend_name: str, device: Any = None) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on the CPU), from the
-    backend seam table (:data:`portanet.seams.SEAMS`): CuPy waits for the whole device, PyTorch
+    backend table (:data:`portanet.backend.table.SEAMS`): CuPy waits for the whole device, PyTorch
     on CUDA for ``torch.cuda.synchronize``."""
-    from portanet.seams import SEAMS
+    from portanet.backend.table import SEAMS
 
     seam = SEAMS[backend_name]
     return lambda: seam.synchronize(device)
@@ -137,7 +137,8 @@ class MemoryWatch:
 
     NumPy and array-api-strict (which wraps NumPy): ``tracemalloc`` (NumPy reports its data
     allocations to it), as the peak above what was live when :meth:`mark` was called, plus the
-    process's ``ru_maxrss`` growth. CuPy: a memory-pool hook (:class:`portanet._cuda.PoolPeak`)
+    process's ``ru_maxrss`` growth. CuPy: a memory-pool hook
+    (:class:`portanet.backend.cuda.PoolPeak`)
     that records the real peak of bytes in use above those at :meth:`mark`.
     PyTorch on CUDA: ``torch.cuda.max_memory_allocated``. PyTorch on the CPU: ``ru_maxrss``
     growth only.
@@ -161,7 +162,7 @@ class MemoryWatch:
         elif self.name == "cupy":
             import cupy
 
-            from portanet._cuda import PoolPeak
+            from portanet.backend.cuda import PoolPeak
 
             cupy.get_default_memory_pool().free_all_blocks()
             self._peak = PoolPeak(getattr(self.device, "id", None))

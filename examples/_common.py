@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import portanet
-from portanet import datasets, recipes
+from portanet import recipes
 from portanet.backend import BACKEND_NAMES
 
 
@@ -69,12 +69,12 @@ def load_data(args: argparse.Namespace, dataset: str = "mnist", first: int | Non
     copy everything to the backend chosen by ``--backend`` and ``--dtype``; images are flat
     (N, 784) vectors unless ``image_shape`` (e.g. (1, 28, 28) for a CNN) is given."""
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed)
-    (x_train, y_train), (x_test, y_test) = datasets.load_dataset(dataset)
+    (x_train, y_train), (x_test, y_test) = portanet.data.load_dataset(dataset)
     keep = [n for n in (first, args.limit) if n is not None]
     if keep:
         x_train, y_train = x_train[: min(keep)], y_train[: min(keep)]
-    x_train, y_train = datasets.to_device(x_train, y_train, backend, shape=image_shape)
-    x_test, y_test = datasets.to_device(x_test, y_test, backend, shape=image_shape)
+    x_train, y_train = portanet.data.to_device(x_train, y_train, backend, shape=image_shape)
+    x_test, y_test = portanet.data.to_device(x_test, y_test, backend, shape=image_shape)
     print(f"backend: {backend.note} ({backend.dtype_name}); "
           f"{x_train.shape[0]:,} training and {x_test.shape[0]:,} test images", flush=True)
     return Data(backend, x_train, y_train, x_test, y_test)

@@ -3,7 +3,7 @@
 The four reference examples reproduce what their authors reported. This one trains a plain MLP
 (still only Dense, ReLU and Dropout layers) with the tools the literature's best MLPs used and
 portanet offers: a wide ReLU net, dropout, Nesterov momentum and a cosine learning-rate
-schedule. The recipe is ``portanet.recipes.PRESETS["best"]``, the same one that
+schedule. The recipe is ``portanet.app.recipes.PRESETS["best"]``, the same one that
 ``portanet train --model best`` uses; it is printed at the start of every run.
 
 Measured on two CPU cores (RESULTS.md): 98.70% on the MNIST test set in 134 s of training
@@ -24,15 +24,14 @@ from typing import Any
 from _common import finish, load_data, make_parser, parse, timed
 
 import portanet
-from portanet import datasets
-from portanet.recipes import PRESETS
+from portanet.app.recipes import PRESETS
 
 RECIPE = PRESETS["best"]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = make_parser(__doc__, epochs=RECIPE.epochs)
-    parser.add_argument("--dataset", choices=datasets.dataset_names(), default="mnist",
+    parser.add_argument("--dataset", choices=portanet.data.dataset_names(), default="mnist",
                         help="MNIST digits or Fashion-MNIST clothes (default: mnist)")
     args = parse(parser, argv)
     recipe = RECIPE.replace(epochs=args.epochs)

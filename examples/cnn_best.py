@@ -5,7 +5,7 @@ Conv(1->32, 5x5) -> BatchNorm -> MaxPool 2 -> ReLU -> Conv(32->64, 3x3) -> Batch
 ReLU -> Flatten -> Dense(1600->256) -> BatchNorm -> ReLU -> Dropout 0.3 -> Dense(256->10),
 trained with Adam and a one-cycle learning rate (peak 3e-3), batch 128, on images shifted at
 random by up to 2 pixels each step (portanet.augment.RandomShift, on the device). The recipe is
-``portanet.recipes.PRESETS["cnn"]``, as in ``portanet train --model cnn``.
+``portanet.app.recipes.PRESETS["cnn"]``, as in ``portanet train --model cnn``.
 
 Measured on two CPU cores: see examples/RESULTS.md.
 

@@ -5,7 +5,8 @@ Dense(800->256) -> ReLU -> Dense(256->10), the network published fast-MNIST work
 in one epoch, here with Adam and a one-cycle learning rate (peak 1e-2), batch 256, two epochs.
 The convolutions are portanet's own Conv2D, written once against the array API standard (im2col
 and one matrix product), so the same script runs on NumPy, CuPy, array-api-strict and PyTorch.
-The recipe is ``portanet.recipes.PRESETS["cnn-fast"]``, as in ``portanet train --model cnn-fast``.
+The recipe is ``portanet.app.recipes.PRESETS["cnn-fast"]``, as in
+``portanet train --model cnn-fast``.
 
 Measured on two CPU cores: see examples/RESULTS.md.
 

@@ -5,6 +5,11 @@ run time with :func:`get_backend` or the ``PORTANET_BACKEND`` environment variab
 
 The public names below load their modules on first use, so ``import portanet.data`` does not
 load the training loop and ``import portanet`` loads neither (nor the command line).
+
+The package has two floors. The core (everything outside ``portanet/app/``) is the library:
+layers, model, losses, optimizers, training, data, the backend table, saving, the parallel
+engine and the own-digit reader. The application (``portanet/app/``) is the ``portanet``
+command with its presets, reports, plots, self-check and draw page. The core never imports it.
 """
 
 from __future__ import annotations
@@ -12,17 +17,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from portanet import _moved
 from portanet._version import __version__
 from portanet.backend import Backend, BackendUnavailableError, get_backend
 
-# ``check`` is both a module and the function it exports: imported here, first, so that a later
-# ``import portanet.check`` does not rebind ``portanet.check`` to the module.
-from portanet.check import check
+_moved.install()
 
 if TYPE_CHECKING:
-    from portanet import data, datasets, init, losses, metrics, optim, recipes
+    from portanet import data, init, losses, optim
+    from portanet.app import metrics, recipes
+    from portanet.app.self_check import check
     from portanet.inference import evaluate, predict, predict_proba
-    from portanet.io import load, save  # noqa: F401 (load is public but not in __all__)
     from portanet.layers import (
         AvgPool2D,
         BatchNorm,
@@ -38,32 +43,41 @@ if TYPE_CHECKING:
         Tanh,
     )
     from portanet.model import Sequential
-    from portanet.onnx_export import export_onnx
+    from portanet.saving.npz import load, save  # noqa: F401 (load is public but not in __all__)
+    from portanet.saving.onnx_export import export_onnx
     from portanet.train import Callback, DivergedError, History, fit
 
 _HOMES = {
-    **dict.fromkeys(("data", "datasets", "init", "losses", "metrics", "optim", "recipes"), None),
-    **dict.fromkeys(("load", "save"), "portanet.io"),
+    **dict.fromkeys(("data", "init", "losses", "optim"), None),
+    "metrics": "portanet.app.metrics",
+    "recipes": "portanet.app.recipes",
+    "datasets": "portanet.datasets",  # the old name of portanet.data (see portanet._moved)
+    "check": "portanet.app.self_check",
+    **dict.fromkeys(("load", "save"), "portanet.saving.npz"),
     **dict.fromkeys(("AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "Layer",
                      "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh"), "portanet.layers"),
     "Sequential": "portanet.model",
-    "export_onnx": "portanet.onnx_export",
+    "export_onnx": "portanet.saving.onnx_export",
     **dict.fromkeys(("Callback", "DivergedError", "History", "fit"), "portanet.train"),
     **dict.fromkeys(("evaluate", "predict", "predict_proba"), "portanet.inference"),
 }
-"""Each lazily loaded public name and the module it comes from (``None``: a submodule)."""
+"""Each lazily loaded public name and its home: a module to take the name from, a module that
+is the value (``metrics``, ``recipes``, ``datasets``), or ``None`` for a submodule."""
+
+_MODULE_VALUES = {"metrics", "recipes", "datasets"}
 
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        try:  # a public submodule (pn.data) or any other (pn.io, pn.train)
+        try:  # a public submodule (pn.data) or any other (pn.train, pn.parallel)
             return importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":
                 raise
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(home), name)
+    module = importlib.import_module(home)
+    value = module if name in _MODULE_VALUES else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -97,7 +111,6 @@ __all__ = [
     "fit",
     "get_backend",
     "data",
-    "datasets",
     "init",
     "losses",
     "metrics",

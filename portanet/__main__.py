@@ -1,5 +1,5 @@
 import sys
 
-from portanet.cli import main
+from portanet.app.cli import main
 
 sys.exit(main())

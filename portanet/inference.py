@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from portanet import _checks
+from portanet import number_checks
 from portanet.backend import on_model_device
-from portanet.inputs import prepare_inputs, prepare_labels
+from portanet.input_checks import prepare_inputs, prepare_labels
 from portanet.layers import Softmax, softmax
 from portanet.losses import Loss, as_loss, softmax_cross_entropy
 from portanet.model import Sequential
-from portanet.split import inference_forward
+from portanet.parallel.threads import inference_forward
 
 LossFn = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -48,7 +48,7 @@ def samples_per_batch(batch_size: int | None, n: int) -> int:
     """The number of samples per step: ``batch_size`` capped at ``n``, ``n`` for ``None``."""
     if batch_size is None:
         return n
-    return min(_checks.positive_int("batch_size", batch_size), n)
+    return min(number_checks.positive_int("batch_size", batch_size), n)
 
 
 def not_finite(model: Sequential) -> list[str]:

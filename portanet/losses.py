@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from portanet import _numpy_namespace
-from portanet.backend import namespace_of
+from portanet.backend import namespace_of, numpy_namespace
 from portanet.layers import softmax
 from portanet.optim import is_weight
 
-_NAMESPACES: dict[type, Any] = {np.ndarray: _numpy_namespace}
+_NAMESPACES: dict[type, Any] = {np.ndarray: numpy_namespace}
 
 
 def _xp(array: Any) -> Any:

@@ -5,15 +5,15 @@ in-place operators (``p -= lr * g``): NumPy, CuPy and PyTorch update the array i
 namespace whose arrays are immutable falls back to rebinding, which is why each result is
 stored back into the layer's ``params``. Plain SGD's update goes through
 :func:`subtract_scaled`, the one backend fast path here (tested against the portable form).
-SCRATCH_MIN_SIZE (re-exported from :mod:`portanet.seams`) is where NumPy's path starts.
+SCRATCH_MIN_SIZE (re-exported from :mod:`portanet.backend.table`) is where NumPy's path starts.
 
 Optimizers with state (SGD with momentum, RMSProp, Adam) update all parameters at once: the
 model's parameters become views of one flat array (:class:`portanet.flat.FlatParameters`) and
 the update runs once over it, about a dozen array operations per step instead of a dozen per
 parameter. ``optimizer.flat = False`` selects the per-parameter update, which computes the same
 numbers (``tests/test_optim.py`` checks that they are identical). A split-batch step
-(:mod:`portanet.split`) hands :meth:`Optimizer.step` its two threads (``halves``), and the
-flat update then runs as two halves of the flat arrays at once, on backends whose arrays are
+(:mod:`portanet.parallel.threads`) hands :meth:`Optimizer.step` its two threads (``halves``),
+and the flat update then runs as two halves of the flat arrays at once, on backends whose arrays are
 updated in place: the same arithmetic on every element, so again the same numbers.
 
 L2 regularisation has one mechanism, weight decay: ``weight_decay * W`` added to the gradient of
@@ -30,13 +30,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from portanet import _checks
+from portanet import number_checks
+from portanet.backend.table import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-exported)
 from portanet.flat import FlatParameters
-from portanet.seams import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-exported)
 
 Halves = Callable[[Callable[[int], Any]], None]
 """``halves(work)`` runs ``work(0)`` and ``work(1)`` at once and returns when both have
-(:meth:`portanet.split.SplitStep.halves`)."""
+(:meth:`portanet.parallel.threads.SplitStep.halves`)."""
 
 
 def takes_halves(optimizer: Optimizer) -> bool:
@@ -58,8 +58,8 @@ def is_weight(param: Any) -> bool:
 def subtract_scaled(capabilities: Capabilities, p: Any, g: Any, factor: float,
                     state: dict[str, Any]) -> Any:
     """``p -= factor * g`` in place where arrays allow it, returning ``p``: the backend's fused
-    form where it has one (:attr:`portanet.seams.Capabilities.subtract_scaled`: NumPy through
-    a reused scratch buffer, bit for bit the portable form; PyTorch in one pass), else the
+    form where it has one (:attr:`portanet.backend.table.Capabilities.subtract_scaled`: NumPy
+    through a reused scratch buffer, bit for bit the portable form; PyTorch in one pass), else the
     portable form (rebinding where arrays are immutable). ``state`` holds the fast path's
     buffers."""
     fused = capabilities.subtract_scaled
@@ -78,7 +78,7 @@ class Optimizer:
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
         self.lr = lr
-        self.weight_decay = _checks.finite_non_negative("weight_decay", weight_decay)
+        self.weight_decay = number_checks.finite_non_negative("weight_decay", weight_decay)
         self.state: dict[str, dict[str, Any]] = {}
         self.steps = 0
         self.xp: Any = None
@@ -105,7 +105,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _checks.finite_positive("lr", value)
+        self._lr = number_checks.finite_positive("lr", value)
 
     def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
         """Apply one update to every parameter of ``model`` from its current gradients.
@@ -208,7 +208,7 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr, weight_decay)
-        self.momentum = _checks.rate("momentum", momentum)
+        self.momentum = number_checks.rate("momentum", momentum)
         if nesterov and self.momentum == 0.0:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.nesterov = bool(nesterov)
@@ -252,8 +252,8 @@ class RMSProp(Optimizer):
         self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0
     ) -> None:
         super().__init__(lr, weight_decay)
-        self.rho = _checks.open_unit("rho", rho)
-        self.eps = _checks.finite_positive("eps", eps)
+        self.rho = number_checks.open_unit("rho", rho)
+        self.eps = number_checks.finite_positive("eps", eps)
         self.elementwise_state = True
 
     def update(self, state: dict[str, Any], p: Any, g: Any, lr: float) -> Any:
@@ -285,8 +285,9 @@ class Adam(Optimizer):
     ) -> None:
         super().__init__(lr, weight_decay)
         beta1, beta2 = betas
-        self.beta1, self.beta2 = _checks.rate("beta1", beta1), _checks.rate("beta2", beta2)
-        self.eps = _checks.finite_positive("eps", eps)
+        self.beta1 = number_checks.rate("beta1", beta1)
+        self.beta2 = number_checks.rate("beta2", beta2)
+        self.eps = number_checks.finite_positive("eps", eps)
         self.elementwise_state = True
 
     def update(self, state: dict[str, Any], p: Any, g: Any, lr: float) -> Any:
@@ -349,8 +350,8 @@ Schedule = Callable[[int, int], float]
 def linear_decay(lr: float, final_lr: float = 0.0) -> Schedule:
     """Learning rate falling linearly from ``lr`` at the first epoch towards ``final_lr``
     (both finite, ``lr > 0``, ``final_lr >= 0``: checked here, not at the first epoch)."""
-    lr = _checks.finite_positive("lr", lr)
-    final_lr = _checks.finite_non_negative("final_lr", final_lr)
+    lr = number_checks.finite_positive("lr", lr)
+    final_lr = number_checks.finite_non_negative("final_lr", final_lr)
 
     def schedule(epoch: int, epochs: int) -> float:
         return float(lr + (final_lr - lr) * epoch / max(epochs, 1))
@@ -361,9 +362,9 @@ def linear_decay(lr: float, final_lr: float = 0.0) -> Schedule:
 def cosine_decay(lr: float, final_lr: float = 0.0, warmup_epochs: int = 0) -> Schedule:
     """Cosine annealing from ``lr`` to ``final_lr``, after an optional linear warm-up of
     ``warmup_epochs`` (a whole number >= 0); the arguments are checked here."""
-    lr = _checks.finite_positive("lr", lr)
-    final_lr = _checks.finite_non_negative("final_lr", final_lr)
-    warmup_epochs = _checks.non_negative_int("warmup_epochs", warmup_epochs)
+    lr = number_checks.finite_positive("lr", lr)
+    final_lr = number_checks.finite_non_negative("final_lr", final_lr)
+    warmup_epochs = number_checks.non_negative_int("warmup_epochs", warmup_epochs)
 
     def schedule(epoch: int, epochs: int) -> float:
         if epoch < warmup_epochs:
@@ -395,16 +396,16 @@ class OneCycle(Optimizer):
         final_div_factor: float = 1e4,
     ) -> None:
         super().__init__(max_lr)
-        total_steps = _checks.positive_int("total_steps", total_steps)
-        pct_start = _checks.open_unit("pct_start", pct_start)
+        total_steps = number_checks.positive_int("total_steps", total_steps)
+        pct_start = number_checks.open_unit("pct_start", pct_start)
         self.optimizer = optimizer
         self.state = optimizer.state
         self._inner_takes_halves = takes_halves(optimizer)
         self.max_lr = float(max_lr)
         self.total_steps = total_steps
         self.pct_start = float(pct_start)
-        self.initial_lr = self.max_lr / _checks.finite_positive("div_factor", div_factor)
-        self.final_lr = self.initial_lr / _checks.finite_positive("final_div_factor",
+        self.initial_lr = self.max_lr / number_checks.finite_positive("div_factor", div_factor)
+        self.final_lr = self.initial_lr / number_checks.finite_positive("final_div_factor",
                                                                   final_div_factor)
         self.lr = self.lr_at(0)
 

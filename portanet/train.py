@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from portanet import _checks
+from portanet import number_checks
 from portanet.augment import augment_backend
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
-from portanet.distributed import Communicator, Local
 from portanet.inference import (
     LossFn,
     evaluate,
@@ -40,12 +39,13 @@ from portanet.inference import (
     resolve_loss,
     samples_per_batch,
 )
-from portanet.inputs import prepare_inputs, prepare_labels
+from portanet.input_checks import prepare_inputs, prepare_labels
 from portanet.layers import BatchNorm
 from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Halves, Optimizer, Schedule, get_optimizer, takes_halves
-from portanet.split import MIN_ROWS, SplitStep, split_step
+from portanet.parallel.mpi import Communicator, Local
+from portanet.parallel.threads import MIN_ROWS, SplitStep, split_step
 
 Rows = tuple[int, int]
 Augment = Callable[[Any, Backend], Any]
@@ -64,8 +64,8 @@ def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
         raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
     if not model.parameter_slots():
         raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
-    _checks.non_negative_int("epochs", epochs)
-    l2 = _checks.finite_non_negative("l2", l2)
+    number_checks.non_negative_int("epochs", epochs)
+    l2 = number_checks.finite_non_negative("l2", l2)
     if isinstance(callbacks, Callback):
         callbacks = [callbacks]
     callbacks = list(callbacks)
@@ -125,7 +125,7 @@ class _Run:
     with a generator of this rank's own, so that shards of different sizes never move the
     shuffle generator, which every rank must keep in step."""
     split: SplitStep | None
-    """Two half-batches on two threads per step, or None (see :mod:`portanet.split`)."""
+    """Two half-batches on two threads per step, or None (see :mod:`portanet.parallel.threads`)."""
     halves: Halves | None = None
     """The split step's two threads for the optimizer's update, where its ``step`` takes
     them."""
@@ -180,15 +180,15 @@ def fit(
         stop_on_interrupt: the first Ctrl-C ends training after the current step (the history
             is marked ``interrupted``) instead of raising KeyboardInterrupt. Under MPI
             (``comm``) a Ctrl-C stops at once: ranks could not agree on the step to stop after.
-        comm: train data-parallel over MPI ranks, e.g. ``portanet.distributed.world()``:
-            ``batch_size`` is then the global batch (see :mod:`portanet.distributed`). Default:
-            one process (:class:`~portanet.distributed.Local`).
+        comm: train data-parallel over MPI ranks, e.g. ``portanet.parallel.mpi.world()``:
+            ``batch_size`` is then the global batch (see :mod:`portanet.parallel.mpi`). Default:
+            one process (:class:`~portanet.parallel.mpi.Local`).
         augment: ``augment(batch, backend) -> batch`` applied to each training batch on the
             device, e.g. :class:`portanet.augment.RandomShift`; off by default.
-        threads: 2 runs each step as two half-batches on two threads (:mod:`portanet.split`;
-            one process), 1 never; None (default) splits where it pays: NumPy on two or more
-            cores, a convolutional model, batches of 64 or more. The results agree with one
-            thread up to floating-point rounding.
+        threads: 2 runs each step as two half-batches on two threads
+            (:mod:`portanet.parallel.threads`; one process), 1 never; None (default) splits
+            where it pays: NumPy on two or more cores, a convolutional model, batches of 64 or
+            more. The results agree with one thread up to floating-point rounding.
 
     Raises:
         DivergedError: at the end of the first epoch whose loss (or validation loss) is not

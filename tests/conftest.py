@@ -1,6 +1,6 @@
 """Shared fixtures: every math test runs on each available backend (helpers: tests/helpers.py).
 
-Backends: every row of :data:`portanet.seams.SEAMS` (numpy, cupy, array_api_strict, torch),
+Backends: every row of :data:`portanet.backend.table.SEAMS` (numpy, cupy, array_api_strict, torch),
 plus array_api_strict's float32-only device ``no_float64`` (so a float64 leak fails); cupy is
 marked ``gpu``. Those that cannot run here are skipped with the reason.
 """

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 import portanet
-from portanet import distributed
+from portanet.parallel import mpi as distributed
 
 DEFAULTS: dict[str, Any] = {
     "out": ".", "samples": 96, "batch": 24, "epochs": 2, "hidden": 16, "dropout": 0.0,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import _checks, cli, recipes
+from portanet import number_checks as _checks
+from portanet.app import cli, recipes
 from tests.helpers import separable_data
 
 

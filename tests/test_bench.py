@@ -173,7 +173,7 @@ def test_the_pytorch_networks_compute_the_presets_functions() -> None:
     torch = pytest.importorskip("torch")
     import portanet as pn
     from bench.cnn import torch_net
-    from portanet.recipes import PRESETS
+    from portanet.app.recipes import PRESETS
 
     x = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
     for preset in ("cnn-fast", "cnn"):
@@ -216,8 +216,8 @@ def test_the_limit_times_every_matrix_product_of_a_cnn_fast_step() -> None:
 
     import portanet as pn
     from bench.cnn import product_shapes
+    from portanet.app.recipes import PRESETS
     from portanet.losses import as_loss, softmax_cross_entropy
-    from portanet.recipes import PRESETS
 
     def key(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
         return left[1], tuple(sorted((left[0], right[1])))  # inner size, outer sizes

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import cli
+from portanet.app import cli
 
-check_module = importlib.import_module("portanet.check")  # portanet.check is the function
+check_module = importlib.import_module("portanet.app.self_check")  # portanet.check: the function
 
 
 def broken_namespace(**overrides: Any) -> types.ModuleType:
     """The NumPy backend's namespace with some functions replaced."""
-    from portanet import _numpy_namespace
-
+    from portanet.backend import numpy_namespace as _numpy_namespace
     module = types.ModuleType("broken_numpy_namespace")
     module.__dict__.update(vars(_numpy_namespace))
     module.__dict__.update(overrides)
@@ -107,8 +106,7 @@ def test_the_command_exits_0_and_skips_what_cannot_run(monkeypatch: pytest.Monke
 
 def test_an_unavailable_backend_asked_for_by_name_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pn.backend, "cuda_status", lambda refresh=False: (False, "no GPU"))
-    from portanet import seams
-
+    from portanet.backend import table as seams
     monkeypatch.setattr(seams, "cuda_status", lambda refresh=False: (False, "no GPU"))
     assert cli.main(["check", "--backend", "cupy"]) == 1
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import cli
+from portanet.app import cli
 from tests.helpers import make_dataset
 
 
@@ -51,8 +51,7 @@ def test_train_save_evaluate_predict(backend: str, dataset: Path, tmp_path: Path
 
     from PIL import Image
 
-    from portanet import images
-
+    from portanet.reader import digit as images
     # A drawn stroke: the synthetic dataset's images are random dots, which predict refuses
     # as "no stroke-like content".
     image = np.zeros((28, 28), np.uint8)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import cli, options
+from portanet.app import arg_types as options
+from portanet.app import cli
 from tests.helpers import make_dataset
 
 
@@ -201,7 +202,7 @@ def test_divergence_exits_1_and_saves_nothing(dataset: Path, tmp_path: Path,
 
 
 def test_report_json_is_always_valid_json() -> None:
-    from portanet.report import _finite
+    from portanet.app.report import _finite
 
     text = json.dumps(_finite({"loss": [1.0, float("nan")], "x": (float("inf"), 2)}),
                       allow_nan=False)

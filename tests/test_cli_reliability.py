@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import _files, cli, metrics, plots
-from portanet._files import DiskFullError, OutputPathError, check_output_path, check_run_files
+from portanet import files as _files
+from portanet.app import cli, metrics, plots
 from portanet.data import FILES, TRAIN_IMAGES, get_spec, sources
+from portanet.files import DiskFullError, OutputPathError, check_output_path, check_run_files
 from tests.helpers import make_dataset
 
 
@@ -139,7 +140,7 @@ def test_labels_990_to_999_are_ten_classes_named_by_their_labels(
     assert "are classes 0..9, named by their labels" in out
     model = pn.load(tmp_path / "m.npz")
     assert model.num_outputs == 10
-    names = pn.io.load_metadata(tmp_path / "m.npz")["extra"]["class_names"]
+    names = pn.saving.npz.load_metadata(tmp_path / "m.npz")["extra"]["class_names"]
     assert names == [str(k) for k in range(990, 1000)]
     # evaluate maps another file's labels by those names, and refuses one the model lacks
     other = _labelled(tmp_path / "e.npz", np.arange(20) % 3 + 990, np.arange(9) % 3 + 997)
@@ -237,7 +238,7 @@ def test_disk_full_while_saving_the_model_writes_nothing_after_it(
     def savez(file, **arrays) -> None:
         _fill_the_disk(300)(file)
 
-    monkeypatch.setattr(pn.io.np, "savez", savez)
+    monkeypatch.setattr(pn.saving.npz.np, "savez", savez)
     assert train(dataset, "--save", str(tmp_path / "m.npz"),
                  "--out", str(tmp_path / "run")) == 1
     err = capsys.readouterr().err.strip()
@@ -332,7 +333,7 @@ def test_an_unusable_backend_from_the_environment_is_named(
         dataset: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     from portanet.backend import BackendUnavailableError
-    from portanet.seams import SEAMS
+    from portanet.backend.table import SEAMS
 
     def unavailable(device: object = None) -> None:
         raise BackendUnavailableError("the 'cupy' backend is unavailable: no CUDA device")

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from portanet import cli, datasets, io
+from portanet import data as datasets
+from portanet.app import cli
+from portanet.saving import npz as io
 from tests.helpers import make_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

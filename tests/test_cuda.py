@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import _cuda, seams
 from portanet import backend as backend_module
+from portanet.backend import cuda as _cuda
+from portanet.backend import table as seams
 
 # The text CuPy 14 raises when its compiled core cannot load (cupy/__init__.py), as captured.
 CUPY_IMPORT_FAILURE = """
@@ -373,7 +374,7 @@ def test_fit_checks_the_finished_model_with_one_read(monkeypatch: pytest.MonkeyP
     from array_api_strict._array_object import Array
 
     from portanet import train
-    from portanet.distributed import Local
+    from portanet.parallel.mpi import Local
 
     model = pn.Sequential([pn.Dense(6, 5), pn.ReLU(), pn.Dense(5, 4), pn.ReLU(),
                            pn.Dense(4, 3)], backend="array_api_strict", seed=0)

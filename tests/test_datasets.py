@@ -24,9 +24,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from portanet import cli, datasets
+from portanet import data as datasets
+from portanet.app import cli
 from portanet.backend import get_backend
-from portanet.data import download, loaders, sources
+from portanet.data import (
+    FILES,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DatasetSpec,
+    DatasetUnavailableError,
+    download,
+    load_fashion_mnist,
+    load_mnist,
+    loaders,
+    sources,
+    to_device,
+)
 from portanet.data.download import WheelSource
 from portanet.data.idx import (
     IMAGES_MAGIC,
@@ -36,18 +51,6 @@ from portanet.data.idx import (
     parse_idx,
     read_idx,
     write_idx,
-)
-from portanet.datasets import (
-    FILES,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    DatasetSpec,
-    DatasetUnavailableError,
-    load_fashion_mnist,
-    load_mnist,
-    to_device,
 )
 from tests.helpers import REPORT_LINES
 

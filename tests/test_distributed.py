@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI: K ranks equal one process (portanet.distributed).
+"""Data-parallel training over MPI: K ranks equal one process (portanet.parallel.mpi).
 
 The ``mpi`` tests launch ``mpiexec -n K`` on tests/mpi_worker.py and compare what each rank
 wrote with a 1-process run of the same worker in this process. They are skipped, with the
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import portanet
-from portanet import distributed
+from portanet.parallel import mpi as distributed
 from tests import mpi_worker
 from tests.helpers import tolerance
 

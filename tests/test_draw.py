@@ -27,11 +27,13 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import cli, datasets, images
+from portanet import data as datasets
+from portanet.app import cli
+from portanet.reader import digit as images
 
 Image = pytest.importorskip("PIL.Image", reason="portanet draw needs Pillow")
 
-from portanet.draw import server as draw  # noqa: E402  (after the Pillow skip)
+from portanet.app.draw import server as draw  # noqa: E402  (after the Pillow skip)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from portanet import datasets
+from portanet import data as datasets
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 REQUIRED_KEYS = {"test_accuracy", "train_accuracy", "seconds", "samples_per_second", "backend",

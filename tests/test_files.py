@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from portanet import _files
-from portanet._files import (
+from portanet import files as _files
+from portanet.files import (
     InputPathError,
     OutputPathError,
     atomic_write,
@@ -180,7 +180,7 @@ def test_partial_file_of_a_killed_save_is_cleaned_up_by_the_next(tmp_path: Path)
     target.write_bytes(b"old model")
     script = textwrap.dedent(f"""
         import os, signal
-        from portanet._files import atomic_write
+        from portanet.files import atomic_write
         def write(f):
             f.write(b"x" * 100_000)
             f.flush()

@@ -1,4 +1,4 @@
-"""BatchNorm folded into the Conv2D or Dense layer before it (portanet.folding): the same
+"""BatchNorm folded into the Conv2D or Dense layer before it (portanet.layers.folding): the same
 outputs as the model in evaluation mode, the model itself untouched, used by evaluate and
 predict."""
 
@@ -11,7 +11,7 @@ import pytest
 
 import portanet as pn
 from portanet import optim
-from portanet.folding import fold_batchnorm
+from portanet.layers.folding import fold_batchnorm
 from tests.helpers import assert_close
 
 

@@ -5,8 +5,8 @@ import pytest
 
 PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
-from portanet import images  # noqa: E402
-from portanet.images import is_dark_on_light, load_digit, prepare_digit  # noqa: E402
+from portanet.reader import digit as images  # noqa: E402
+from portanet.reader.digit import is_dark_on_light, load_digit, prepare_digit  # noqa: E402
 
 
 def ring(canvas=(60, 50), centre=(30, 25), radii=(18, 12), thickness=0.3):

@@ -11,7 +11,7 @@ import pytest
 
 PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
-from portanet.images import is_dark_on_light, load_digit, prepare_digit  # noqa: E402
+from portanet.reader.digit import is_dark_on_light, load_digit, prepare_digit  # noqa: E402
 from tests.helpers import seven, shifted_diff  # noqa: E402
 
 

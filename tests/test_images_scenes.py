@@ -13,7 +13,7 @@ import pytest
 
 PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
-from portanet.images import load_digit, prepare_digit  # noqa: E402
+from portanet.reader.digit import load_digit, prepare_digit  # noqa: E402
 from tests.helpers import seven, shifted_diff  # noqa: E402
 
 SHAPE = (240, 220)

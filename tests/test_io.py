@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import _files, io
+from portanet import files as _files
+from portanet.saving import npz as io
 from tests.helpers import separable_data
 
 

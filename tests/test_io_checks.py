@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import io
+from portanet.saving import npz as io
 from tests.helpers import assert_load_refused_within
 
 
@@ -105,8 +105,7 @@ def test_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
 
 def test_predict_refuses_a_model_with_non_finite_weights(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from portanet import cli
-
+    from portanet.app import cli
     metadata, arrays = saved(tmp_path)
     arrays["0.W"][1, 1] = np.inf
     path = write(tmp_path / "inf.npz", metadata, arrays)

@@ -1,8 +1,9 @@
-"""The two floors: the numerical core never imports the application on top of it.
+"""The two floors, by folder: the numerical core never imports the application on top of it.
 
-The application is the command line and what only it and the public face use: its options and
-data splits, recipes (presets), the report with its metrics and plots, ``portanet check`` and the
-progress bars. Everything else under ``portanet/`` is the core.
+The application is ``portanet/app/`` (the command line, its argument types and data splits,
+recipes (presets), reports with their metrics and plots, ``portanet check``, progress bars and
+the draw page). The public face (``portanet/__init__.py``, ``__main__``) may load both. Every
+other module under ``portanet/`` is the core.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "portanet"
-
-COMMAND_LINE = {"portanet.__main__", "portanet.cli", "portanet.options", "portanet.splits",
-                "portanet.report", "portanet.plots", "portanet.progress", "portanet.draw",
-                "portanet.draw.server"}
-APPLICATION = COMMAND_LINE | {"portanet.recipes", "portanet.metrics", "portanet.check"}
-PUBLIC_FACE = "portanet"  # __init__: re-exports both floors, loading each on first use
+APP_FOLDER = PACKAGE / "app"
+PUBLIC_FACE = {"portanet", "portanet.__main__", "portanet._moved"}
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_application(name: str) -> bool:
+    return name == "portanet.app" or name.startswith("portanet.app.")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -46,29 +47,39 @@ def is_module(name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-CORE = sorted(p for p in PACKAGE.rglob("*.py")
-              if module_name(p) not in APPLICATION | {PUBLIC_FACE})
+ALL = sorted(PACKAGE.rglob("*.py"))
+APPLICATION = sorted(p for p in ALL if APP_FOLDER in p.parents)
+CORE = sorted(p for p in ALL if APP_FOLDER not in p.parents
+              and module_name(p) not in PUBLIC_FACE)
 
 
-def test_the_floors_cover_the_package() -> None:
-    names = {module_name(p) for p in PACKAGE.rglob("*.py")}
-    assert APPLICATION <= names
-    assert {"portanet.train", "portanet.data", "portanet.layers.dense"} <= {
-        module_name(p) for p in CORE}
+def test_the_folders_hold_the_floors() -> None:
+    app = {module_name(p) for p in APPLICATION}
+    assert {"portanet.app.cli", "portanet.app.recipes", "portanet.app.draw.server"} <= app
+    assert {"portanet.train", "portanet.data", "portanet.layers.dense",
+            "portanet.backend.table"} <= {module_name(p) for p in CORE}
 
 
 @pytest.mark.parametrize("path", CORE, ids=module_name)
 def test_core_module_imports_nothing_from_the_application(path: Path) -> None:
     imported = imported_modules(path)
-    assert not imported & APPLICATION, f"{module_name(path)} imports {imported & APPLICATION}"
-    assert PUBLIC_FACE not in imported, (
+    upward = {name for name in imported if is_application(name)}
+    assert not upward, f"{module_name(path)} imports {upward}"
+    assert "portanet" not in imported, (
         f"{module_name(path)} imports the package itself; import the core module it needs")
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from portanet.app.recipes import PRESETS\nimport portanet.app.cli\n")
+    assert {n for n in imported_modules(bad) if is_application(n)} == {
+        "portanet.app.recipes", "portanet.app.cli"}
 
 
 def loaded_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print(' '.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=PACKAGE.parent).stdout
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, check=True, cwd=PACKAGE.parent).stdout
     return {name for name in out.split() if name.startswith("portanet")}
 
 
@@ -76,11 +87,11 @@ def test_importing_the_data_loaders_does_not_load_the_training_loop() -> None:
     loaded = loaded_after("import portanet.data")
     assert "portanet.data.loaders" in loaded
     assert not loaded & {"portanet.train", "portanet.model", "portanet.layers",
-                         "portanet.distributed"}
+                         "portanet.parallel.mpi"}
 
 
-def test_importing_portanet_does_not_load_the_command_line() -> None:
-    assert not loaded_after("import portanet") & COMMAND_LINE
-    loaded = loaded_after("import portanet as pn; pn.fit; pn.recipes; pn.datasets; pn.save")
+def test_importing_portanet_loads_no_application() -> None:
+    assert not {n for n in loaded_after("import portanet") if is_application(n)}
+    loaded = loaded_after("import portanet as pn; pn.fit; pn.data; pn.save; pn.export_onnx")
     assert "portanet.train" in loaded
-    assert not loaded & COMMAND_LINE
+    assert not {n for n in loaded if is_application(n)}

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from portanet.metrics import classification_report, confusion_matrix, format_report
+from portanet.app.metrics import classification_report, confusion_matrix, format_report
 
 # A small 4-class example, worked out by hand. Class 3 is never predicted.
 #   example: 0  1  2  3  4  5  6  7  8  9

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from portanet import datasets
+from portanet import data as datasets
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "colab.ipynb"
 TINY = {"epochs": 2, "train_limit": 1000, "hidden": [32]}

@@ -1,4 +1,4 @@
-"""ONNX export (portanet.onnx_export): the layers' own forward pass recorded by ndonnx.
+"""ONNX export (portanet.saving.onnx_export): the layers' own forward pass recorded by ndonnx.
 
 Every layer example of tests/layer_examples.py round-trips through onnxruntime at batch 1 and
 257 from one file; every preset does after a short training run; the file is the same bytes
@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import cli, onnx_export, recipes
+from portanet.app import cli, recipes
 from portanet.backend import cuda_status
 from portanet.layers import LAYER_TYPES
+from portanet.saving import onnx_export
 from tests.helpers import distinct_input, make_dataset
 from tests.layer_examples import EXAMPLES, Example
 

@@ -3,7 +3,7 @@ import sys
 import numpy as np
 import pytest
 
-from portanet import plots
+from portanet.app import plots
 
 available, reason = plots.plotting_available()
 needs_matplotlib = pytest.mark.skipif(not available, reason=reason)

@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from portanet import init, optim, recipes
+from portanet import init, optim
+from portanet.app import recipes
+from portanet.app.recipes import KEEP, PRESETS, Recipe, get_recipe, parse_batch_size, parse_hidden
 from portanet.layers import Dense
-from portanet.recipes import KEEP, PRESETS, Recipe, get_recipe, parse_batch_size, parse_hidden
 
 
 def draw(text: str, shape: tuple[int, ...] = (400, 300)) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet import io
+from portanet.saving import npz as io
 from tests.helpers import assert_load_refused_within
 
 

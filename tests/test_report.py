@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet.report import class_names_for, make_report, write_report
-from portanet.splits import HeldOut
+from portanet.app.report import class_names_for, make_report, write_report
+from portanet.app.run_data import HeldOut
 
 # Inputs the model below sends to a known class: [10, 0] -> 0, [0, 10] -> 1, [0, 0] -> 2.
 TO_CLASS = {0: [10.0, 0.0], 1: [0.0, 10.0], 2: [0.0, 0.0]}

@@ -1,4 +1,5 @@
-"""Split-batch steps (portanet.split): two half-batches on two threads give the whole batch's
+"""Split-batch steps (portanet.parallel.threads): two half-batches on two threads give the whole
+batch's
 gradients (BatchNorm's statistics too), train like one thread, refuse MPI, and never hang on
 a failure."""
 
@@ -11,8 +12,8 @@ import pytest
 
 import portanet as pn
 from portanet import losses, optim
-from portanet.distributed import Local
-from portanet.split import MIN_ROWS, SplitStep, split_pays
+from portanet.parallel.mpi import Local
+from portanet.parallel.threads import MIN_ROWS, SplitStep, split_pays
 from tests.helpers import assert_close
 
 
@@ -72,7 +73,7 @@ def test_batchnorm_halves_agree_on_badly_scaled_and_uneven_halves(backend: pn.Ba
     dx = backend.to_numpy(whole.backward(backend.asarray(d)))
     from concurrent.futures import ThreadPoolExecutor
 
-    from portanet.split import _Exchange
+    from portanet.parallel.threads import _Exchange
 
     exchange, calls = _Exchange(), []
     for slot, layer in enumerate((first, second)):
@@ -146,8 +147,9 @@ def test_threads_other_than_one_or_two_are_refused(bad: Any) -> None:
 
 
 def test_split_pays_only_where_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 2)
-    monkeypatch.setattr("portanet.split._blas_controller", lambda: object())  # installed or not
+    monkeypatch.setattr("portanet.parallel.threads.os.cpu_count", lambda: 2)
+    # threadpoolctl installed or not
+    monkeypatch.setattr("portanet.parallel.threads._blas_controller", lambda: object())
     cnn = small_cnn("numpy")
     assert split_pays(cnn, 256, 1)
     assert not split_pays(cnn, MIN_ROWS - 1, 1)  # small batches: the threads cost more
@@ -156,10 +158,10 @@ def test_split_pays_only_where_it_helps(monkeypatch: pytest.MonkeyPatch) -> None
     mlp = pn.Sequential([pn.Dense(4, 3)], backend="numpy")
     assert not split_pays(mlp, 256, 1)  # matrix products only: BLAS uses the cores already
     assert split_pays(small_cnn("numpy", pn.BatchNorm(3)), 256, 1)
-    monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 1)
+    monkeypatch.setattr("portanet.parallel.threads.os.cpu_count", lambda: 1)
     assert not split_pays(cnn, 256, 1)
-    monkeypatch.setattr("portanet.split.os.cpu_count", lambda: 2)
-    monkeypatch.setattr("portanet.split._blas_controller", lambda: None)
+    monkeypatch.setattr("portanet.parallel.threads.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("portanet.parallel.threads._blas_controller", lambda: None)
     assert not split_pays(cnn, 256, 1)  # threadpoolctl missing: BLAS threads would fight
 
 
@@ -231,7 +233,7 @@ def test_evaluate_and_predict_split_where_it_pays(monkeypatch: pytest.MonkeyPatc
     plain = pn.evaluate(model, x, y), pn.predict_proba(model, x)
     calls: list[int] = []
     forward = SplitStep.forward
-    monkeypatch.setattr("portanet.split.split_pays", lambda *a, **k: True)
+    monkeypatch.setattr("portanet.parallel.threads.split_pays", lambda *a, **k: True)
     monkeypatch.setattr(SplitStep, "forward",
                         lambda self, xb: calls.append(int(xb.shape[0])) or forward(self, xb))
     split = pn.evaluate(model, x, y), pn.predict_proba(model, x)

@@ -13,7 +13,7 @@ One concern per module:
 - :mod:`~portanet.data.download`: verified HTTP downloads and the package-index route;
 - :mod:`~portanet.data.idx`: the IDX file format.
 
-``portanet.datasets`` is the same public API under its older name.
+``portanet.datasets``, its older name, still works until 0.3 (with a DeprecationWarning).
 """
 
 from portanet.data.idx import IDXFormatError

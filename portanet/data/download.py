@@ -29,8 +29,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from portanet._files import atomic_write
 from portanet.data.specs import IMAGE_SHAPE, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from portanet.files import atomic_write
 
 CONNECT_TIMEOUT = 10.0  # seconds; also the longest a stalled transfer may sit silent
 PIP_TIMEOUT = 900.0  # seconds for the whole `pip download`

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portanet._files import atomic_write
+from portanet.files import atomic_write
 
 UBYTE = 0x08
 LABELS_MAGIC = 0x00000801

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-from portanet._files import atomic_write
 from portanet.data import download
 from portanet.data.download import FetchError, WheelSource, sha256_hex
 from portanet.data.idx import (
@@ -60,6 +59,7 @@ from portanet.data.specs import (
     TRAIN_LABELS,
     DatasetSpec,
 )
+from portanet.files import atomic_write
 
 DATA_ENV = "PORTANET_DATA"
 OFFLINE_ENV = "PORTANET_OFFLINE"  # "1": local places only, nothing is downloaded (no waiting)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from portanet import _checks
+from portanet import number_checks
 from portanet.backend import Backend
 
 Shape = tuple[int, ...]
@@ -137,7 +137,7 @@ def shape_error(layer: Layer, input_shape: Shape, expected: str, fix: str = "") 
 
 def positive_int(owner: str, what: str, value: Any) -> int:
     """``value`` as an int, or a ValueError when it is not a positive integer."""
-    return _checks.positive_int(f"{owner} {what}", value)
+    return number_checks.positive_int(f"{owner} {what}", value)
 
 
 def pair(owner: str, what: str, value: Any) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from portanet import _checks
+from portanet import number_checks
 from portanet.backend import Backend
 from portanet.layers.base import Layer, Shape, positive_int, sum_along
 from portanet.layers.layout import inner, outer
@@ -21,7 +21,7 @@ class Dropout(Layer):
 
     def __init__(self, rate: float = 0.5) -> None:
         super().__init__()
-        self.rate = _checks.rate("Dropout rate", rate)
+        self.rate = number_checks.rate("Dropout rate", rate)
         self._mask: Any = None
 
     def forward(self, x: Any) -> Any:
@@ -51,16 +51,16 @@ class BatchNorm(Layer):
     ``params``: "gamma" (ones) and "beta" (zeros); ``buffers``: "running_mean" (zeros) and
     "running_var" (ones), all of shape (C,).
 
-    ``gather`` (None by default) lets the layer take its statistics over more rows than it
-    sees: a split-batch step (:mod:`portanet.split`) sets it on the two halves' copies of the
-    layer to a function ``(sums, rows) -> [(sums, rows) of every part]`` (in one order, this
-    part's included) through which the parts exchange their per-feature sums, once forward
-    and once backward; ``updates_running`` is False on the copy that leaves the running
-    statistics to the other. Forward each part centres its rows on their own mean, and the
-    parts' sums of squared deviations are merged with the spread of their means (Chan, Golub
-    and LeVeque's pairwise update), so one exchange gives the whole batch's mean and variance
-    without cancellation; each part then shifts its centred values by its mean's offset from
-    the whole batch's, folded into per-feature constants.
+    ``gather`` (None by default) lets the layer take its statistics over more rows than it sees:
+    a split-batch step (:mod:`portanet.parallel.threads`) sets it on the two halves' copies of
+    the layer to a function ``(sums, rows) -> [(sums, rows) of every part]`` (in one order, this
+    part's included) through which the parts exchange their per-feature sums, once forward and
+    once backward; ``updates_running`` is False on the copy that leaves the running statistics
+    to the other. Forward each part centres its rows on their own mean, and the parts' sums of
+    squared deviations are merged with the spread of their means (Chan, Golub and LeVeque's
+    pairwise update), so one exchange gives the whole batch's mean and variance without
+    cancellation; each part then shifts its centred values by its mean's offset from the whole
+    batch's, folded into per-feature constants.
     """
 
     gather: Callable[[tuple[Any, ...], int], list[tuple[tuple[Any, ...], int]]] | None = None
@@ -69,8 +69,8 @@ class BatchNorm(Layer):
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = positive_int("BatchNorm", "num_features", num_features)
-        self.eps = _checks.finite_positive("BatchNorm eps", eps)
-        self.momentum = _checks.finite_positive("BatchNorm momentum", momentum)
+        self.eps = number_checks.finite_positive("BatchNorm eps", eps)
+        self.momentum = number_checks.finite_positive("BatchNorm momentum", momentum)
         if self.momentum > 1.0:
             raise ValueError(f"BatchNorm momentum must be in (0, 1] (the weight of each batch in "
                              f"the running statistics, e.g. 0.1), got {momentum!r}")

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from portanet._files import atomic_write, check_input_file, check_output_path
 from portanet._version import __version__
 from portanet.backend import Backend
+from portanet.backend.table import Seam
+from portanet.files import atomic_write, check_input_file, check_output_path
 from portanet.layers import LAYER_TYPES, Softmax, softmax
 from portanet.model import Sequential, class_names_for
-from portanet.seams import Seam
 
 __all__ = ["INPUT_NAME", "INPUT_SCALING", "INSTALL_HINT", "OUTPUT_NAMES", "export_onnx",
            "export_saved", "onnx_model", "run_onnx"]
@@ -69,8 +69,8 @@ def _ndonnx() -> Any:
 def _export_seam() -> Seam:
     """The seam row of the export-only backend: plain standard paths, no device, no fast path.
 
-    Not a row of :data:`portanet.seams.SEAMS`: nothing trains or computes on ndonnx, so it is
-    no backend a user can choose. Dense weights stay in (in, out) order (no transpose node).
+    Not a row of :data:`portanet.backend.table.SEAMS`: nothing trains or computes on ndonnx, so
+    it is no backend a user can choose. Dense weights stay in (in, out) order (no transpose node).
     """
 
     def cannot(what: str) -> Any:
@@ -260,7 +260,7 @@ def export_saved(
         ImportError: ndonnx or onnxruntime is not installed.
     """
     from portanet.data import get_spec
-    from portanet.io import load, load_metadata
+    from portanet.saving.npz import load, load_metadata
 
     check_input_file(model_path, what="the model file")
     check_output_path(path, {"the model file": model_path}, what="the ONNX file")

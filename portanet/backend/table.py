@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from portanet import _cuda
-from portanet._cuda import cuda_status
-from portanet._heap import keep_freed_memory
+from portanet.backend import cuda
+from portanet.backend.cuda import cuda_status
+from portanet.backend.heap import keep_freed_memory
 
 
 class BackendUnavailableError(RuntimeError):
@@ -46,7 +46,7 @@ class Capabilities:
             the portable form.
         split_batch: its elementwise operations run on one core and release the GIL, so
             ``fit`` may run a convolutional step as two half-batches on two threads
-            (:mod:`portanet.split`; NumPy).
+            (:mod:`portanet.parallel.threads`; NumPy).
     """
 
     in_place: bool = False
@@ -175,8 +175,7 @@ def _no_context(device: Any) -> contextlib.AbstractContextManager[Any]:
 def _load_numpy(device: Any) -> tuple[ModuleType, Any]:
     if device not in (None, "cpu"):
         raise ValueError(f"the numpy backend runs on the CPU only, got device {device!r}")
-    from portanet import _numpy_namespace as xp
-
+    from portanet.backend import numpy_namespace as xp
     keep_freed_memory()  # a tenth of a CNN step was the kernel zeroing fresh pages
     return xp, "cpu"
 
@@ -187,7 +186,7 @@ def _load_cupy(device: Any) -> tuple[ModuleType, Any]:
         raise BackendUnavailableError(f"the 'cupy' backend is unavailable: {why}.")
     import array_api_compat.cupy as xp
 
-    return xp, _cuda.device(device)
+    return xp, cuda.device(device)
 
 
 def _load_strict(device: Any) -> tuple[ModuleType, Any]:
@@ -255,7 +254,7 @@ SEAMS: dict[str, Seam] = {
     # CuPy: kernels run on the current device, so the backend enters its device around work.
     "cupy": Seam("cupy", "cupy", "portanet[cuda12-ctk]", _load_cupy,
                  to_host=lambda a: a.get(), synchronize=lambda d: d.synchronize(),
-                 describe=lambda d: _cuda.device_label(d.id), activate=lambda d: d,
+                 describe=lambda d: cuda.device_label(d.id), activate=lambda d: d,
                  transposed_weights=False, device_generator=_cupy_generator,
                  launch_bound=True, probe=cuda_status,
                  distributions=("cupy-cuda13x", "cupy-cuda12x", "cupy"),

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from portanet.folding import fold_batchnorm
+from portanet.layers.folding import fold_batchnorm
 
 MIN_ROWS = 64
 """The smallest batch split in two (32 rows a half): below it the threads' overhead wins."""
@@ -89,7 +89,7 @@ def split_step(model: Any, threads: int | None, batch: int, processes: int) -> S
 def inference_forward(model: Any, batch: int) -> Iterator[Callable[[Any], Any]]:
     """The forward pass ``evaluate`` and ``predict`` call per batch, in evaluation mode: the
     model's with its BatchNorm layers folded into the layers before them
-    (:func:`portanet.folding.fold_batchnorm`), and where :func:`split_pays` run as two halves
+    (:func:`portanet.layers.folding.fold_batchnorm`), and where :func:`split_pays` run as two halves
     on two threads."""
     model = fold_batchnorm(model)
     if not split_pays(model, batch, 1):

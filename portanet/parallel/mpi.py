@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from portanet._checks import ceil_div
 from portanet.model import own_mask_generators
+from portanet.number_checks import ceil_div
 
 # Set by mpiexec/mpirun/srun for each process: MPICH/Hydra and Intel MPI (PMI_*), Open MPI
 # (OMPI_*), MVAPICH (MV2_*), PMIx launchers (PMIX_RANK) and Slurm's srun with PMI.

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from portanet import _checks, init, optim
+from portanet import init, number_checks, optim
 from portanet.augment import RandomShift
 from portanet.backend import Backend
 from portanet.layers import (
@@ -148,13 +148,13 @@ class Recipe:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
         for width in self.hidden:
-            _checks.positive_int("hidden layer width", width)
+            number_checks.positive_int("hidden layer width", width)
         for what in ("dropout", "input_dropout"):
-            _checks.rate(what, getattr(self, what))
-        _checks.non_negative_int("epochs", self.epochs)
+            number_checks.rate(what, getattr(self, what))
+        number_checks.non_negative_int("epochs", self.epochs)
         if self.batch_size is not None:
-            _checks.positive_int("batch size", self.batch_size)
-        _checks.finite_positive("lr", self.lr)
+            number_checks.positive_int("batch size", self.batch_size)
+        number_checks.finite_positive("lr", self.lr)
         init.get_initializer(self.weight_init)
         init.get_initializer(self.bias_init)
 
@@ -219,9 +219,9 @@ class Recipe:
         ``samples`` images (the one-cycle schedule counts steps)."""
         optimizer = self.make_optimizer()
         if self.schedule == "onecycle":
-            steps = self.epochs * _checks.ceil_div(samples, self.batch_size or samples)
+            steps = self.epochs * number_checks.ceil_div(samples, self.batch_size or samples)
             optimizer = optim.OneCycle(optimizer, self.lr, max(steps, 1))
-        arguments: dict[str, Any] = {
+        kwargs: dict[str, Any] = {
             "loss": self.loss,
             "optimizer": optimizer,
             "epochs": self.epochs,
@@ -230,8 +230,8 @@ class Recipe:
             "lr_schedule": self.make_schedule(),
         }
         if self.augment_pixels:
-            arguments["augment"] = RandomShift(self.augment_pixels)
-        return arguments
+            kwargs["augment"] = RandomShift(self.augment_pixels)
+        return kwargs
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:

@@ -7,12 +7,12 @@ canvas as PNG, or a dropped file as it is) and answers JSON:
   "prepared": 784 grey levels 0..255 (row by row), "first_layer": {"title", "size",
   "images": [{"caption", "pixels": values -100..100 scaled to the image's largest}]} | null}``
 - 422: ``{"refusal": why}``: an image, but no digit the reader accepts (too little ink,
-  several marks, noise; whatever :mod:`portanet.images` refuses), so no guess;
+  several marks, noise; whatever :mod:`portanet.reader.digit` refuses), so no guess;
 - 400 (not an image, empty body), 411 (no length), 413 (over the cap), 403 (a foreign
   ``Host`` on a loopback server): ``{"error": why}``.
 
 Nothing in a request names a file: the body is written to a fresh temporary folder and read
-with :func:`portanet.images.load_digit`, the code ``portanet predict`` runs on a file.
+with :func:`portanet.reader.digit.load_digit`, the code ``portanet predict`` runs on a file.
 """
 
 from __future__ import annotations
@@ -101,15 +101,14 @@ class Reader:
 
 
 def read_digit(body: bytes) -> np.ndarray:
-    """The 28x28 digit in the image ``body``, prepared by :func:`portanet.images.load_digit`.
+    """The 28x28 digit in the image ``body``, prepared by :func:`portanet.reader.digit.load_digit`.
 
     Raises:
         NotAnImage, Refused: as :meth:`Reader.answer`.
     """
     from PIL import Image, UnidentifiedImageError
 
-    from portanet import images
-
+    from portanet.reader.digit import load_digit
     if not body:
         raise NotAnImage("the request has no body: POST the bytes of a PNG or JPEG image")
     try:
@@ -121,7 +120,7 @@ def read_digit(body: bytes) -> np.ndarray:
         path = Path(folder) / "drawing"
         path.write_bytes(body)
         try:
-            return images.load_digit(path)
+            return load_digit(path)
         except ValueError as exc:
             why = str(exc).replace(str(path), "the drawing")
             # A decoding failure (corrupt, truncated, too large) chains Pillow's error.
@@ -255,7 +254,7 @@ class DrawServer(ThreadingHTTPServer):
     def __init__(self, reader: Reader, host: str, port: int, max_body: int = MAX_BODY) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.reader, self.host, self.max_body = reader, host, max_body
-        page = resources.files("portanet.draw").joinpath("page.html").read_text("utf-8")
+        page = resources.files("portanet.app.draw").joinpath("page.html").read_text("utf-8")
         self.page = page.replace("__MAX_BODY__", str(max_body)).encode()
         super().__init__((host, port), _Handler)
 
@@ -277,14 +276,16 @@ def make_server(model_path: str, *, host: str = "127.0.0.1", port: int = DEFAULT
         import PIL  # noqa: F401
     except ImportError:
         raise DrawError(_PILLOW_HINT) from None
-    from portanet import data, io, options, report
+    from portanet import data
+    from portanet.app import arg_types, report
+    from portanet.saving import npz
 
     if not 0 <= port <= 65535:
         raise DrawError(f"--port {port} is not a port; choose one from 1 to 65535 "
                         f"(0: any free one)")
-    model = io.load(model_path, backend=backend)
-    extra = io.load_metadata(model_path)["extra"]
-    dataset = options.saved_dataset(model_path, extra)
+    model = npz.load(model_path, backend=backend)
+    extra = npz.load_metadata(model_path)["extra"]
+    dataset = arg_types.saved_dataset(model_path, extra)
     named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())
     reader = Reader(model, report.class_names_for(model, list(named)))
     try:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from portanet._files import atomic_write
-from portanet.metrics import FULL_TABLE_CLASSES, top_confusions
+from portanet.app.metrics import FULL_TABLE_CLASSES, top_confusions
+from portanet.files import atomic_write
 
 __all__ = [
     "plotting_available",
@@ -123,11 +123,11 @@ def plot_confusion_matrix(
     title: str = "Confusion matrix",
 ) -> Path:
     """Draw a confusion matrix (rows true, columns predicted) as a heat map with counts; of
-    more than :data:`portanet.metrics.FULL_TABLE_CLASSES` classes, the largest confusions as
+    more than :data:`portanet.app.metrics.FULL_TABLE_CLASSES` classes, the largest confusions as
     bars instead.
 
     Args:
-        matrix: square array of counts, e.g. from :func:`portanet.metrics.confusion_matrix`.
+        matrix: square array of counts, e.g. from :func:`portanet.app.metrics.confusion_matrix`.
         path: PNG file to write (its folder is created if needed).
         class_names: tick labels; by default the class indices.
         title: figure title.

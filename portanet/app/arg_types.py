@@ -2,7 +2,7 @@
 
 Each type function raises :class:`argparse.ArgumentTypeError`, so argparse's message names the
 option (``argument --lr: must be a finite number > 0, got inf``) and exits with status 2. The
-rules and their wording are :mod:`portanet._checks`, shared with the library.
+rules and their wording are :mod:`portanet.number_checks`, shared with the library.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from portanet import _checks, data, recipes
-from portanet._files import check_input_file, check_output_dir, check_run_files
+from portanet import data, number_checks
+from portanet.app import recipes
+from portanet.files import check_input_file, check_output_dir, check_run_files
 
 OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "misclassified.png")
 """The files ``--out`` may receive."""
@@ -40,22 +41,22 @@ def _checked(check: Any, text: str, kind: type) -> Any:
 
 def count(text: str) -> int:
     """A whole number >= 0 (``--limit``, ``--validation``, ``--epochs``, ``--seed``)."""
-    return _checked(_checks.non_negative_int, text, int)
+    return _checked(number_checks.non_negative_int, text, int)
 
 
 def finite_positive(text: str) -> float:
     """A finite number > 0 (``--lr``)."""
-    return _checked(_checks.finite_positive, text, float)
+    return _checked(number_checks.finite_positive, text, float)
 
 
 def finite_non_negative(text: str) -> float:
     """A finite number >= 0 (``--weight-decay``)."""
-    return _checked(_checks.finite_non_negative, text, float)
+    return _checked(number_checks.finite_non_negative, text, float)
 
 
 def dropout(text: str) -> float:
     """A probability in [0, 1) (``--dropout``)."""
-    return _checked(_checks.rate, text, float)
+    return _checked(number_checks.rate, text, float)
 
 
 def batch_size(text: str) -> int | None:

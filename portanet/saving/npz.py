@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from portanet._files import atomic_write, check_input_file
 from portanet._version import __version__
 from portanet.backend import Backend
+from portanet.files import atomic_write, check_input_file
 from portanet.layers import LAYER_TYPES, AvgPool2D, Conv2D, Layer, MaxPool2D
 from portanet.model import Sequential
 

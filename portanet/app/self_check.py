@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from portanet.backend import Backend, BackendUnavailableError, get_backend
-from portanet.seams import SEAMS
+from portanet.backend.table import SEAMS
 
 STEP_TOLERANCE = {"rtol": 2e-4, "atol": 2e-5}  # float32 rounding of one step, across libraries
 
@@ -231,8 +231,8 @@ def _step_against_numpy(backend: Backend) -> None:
 def _save_and_load(backend: Backend) -> None:
     """Save on this backend, load on NumPy: identical weights, matching predictions."""
     from portanet.inference import predict_proba
-    from portanet.io import load, save
     from portanet.layers import ReLU
+    from portanet.saving.npz import load, save
 
     model = _mlp(backend, (10, 16, 4), ReLU)
     X, _ = _data(32, 10, 4, seed=3)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from portanet._ink import SEVERAL, judge, otsu
+from portanet.reader.ink import SEVERAL, judge, otsu
 
 __all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from portanet._checks import ceil_div
+from portanet.number_checks import ceil_div
 
 #: The ink is judged on a copy at most this many pixels across (block maxima keep thin strokes).
 ANALYSIS = 160

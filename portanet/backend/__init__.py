@@ -4,7 +4,7 @@ A :class:`Backend` is the one place where portanet touches a concrete array libr
 else is written against its ``xp`` namespace (the Python array API standard, through
 array-api-compat), so the same code runs on NumPy, CuPy, array-api-strict and PyTorch.
 
-What differs between the libraries is one table, :data:`portanet.seams.SEAMS`: per backend,
+What differs between the libraries is one table, :data:`portanet.backend.table.SEAMS`: per backend,
 how to load it, move an array to the host, wait for the device, describe the device, enter the
 device (CuPy runs every kernel on the *current* CUDA device), and the weight layout its kernels
 like. ``Backend``, ``portanet info``, ``portanet check`` and the benchmarks read it instead of
@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from portanet._cuda import CUPY_INSTALL_HINT, cuda_status
-from portanet._cuda import device_label as cuda_device_label
-from portanet.seams import (
+from portanet.backend.cuda import CUPY_INSTALL_HINT, cuda_status
+from portanet.backend.cuda import device_label as cuda_device_label
+from portanet.backend.table import (
     _OTHER,
     PORTABLE,
     SEAMS,
@@ -191,7 +191,7 @@ class Backend:
     @property
     def inference_batch(self) -> int:
         """The batch ``evaluate``, ``predict`` and validation use unless told (see
-        :attr:`portanet.seams.Seam.inference_batch`): 256 on a CPU, 2,048 on a GPU."""
+        :attr:`portanet.backend.table.Seam.inference_batch`): 256 on a CPU, 2,048 on a GPU."""
         return self.seam.inference_batch(self.device)
 
     def activate(self) -> contextlib.AbstractContextManager[Any]:

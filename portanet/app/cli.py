@@ -12,8 +12,8 @@
 
 Each subcommand is a pair: ``add_NAME(subparsers)`` declares its arguments and ``cmd_NAME(args)``
 carries them out and returns the exit status; :data:`SUBCOMMANDS` lists the pairs in help order.
-The work itself lives in the library (:mod:`portanet.data`, :mod:`portanet.recipes`,
-:mod:`portanet.report`, :mod:`portanet.progress`); this module only parses and prints.
+The work itself lives in the library (:mod:`portanet.data`, :mod:`portanet.app.recipes`,
+:mod:`portanet.app.report`, :mod:`portanet.app.progress`); this module only parses and prints.
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ from typing import Any
 import numpy as np
 
 import portanet
-from portanet import data, distributed, options, recipes
-from portanet._files import DiskFullError, check_input_file
-from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
-from portanet.check import CheckRow, candidates
-from portanet.progress import EpochProgress
-from portanet.report import (
+from portanet import data
+from portanet.app import arg_types, recipes
+from portanet.app.progress import EpochProgress
+from portanet.app.report import (
     class_names_for,
     default_out_dir,
     make_report,
@@ -43,8 +41,12 @@ from portanet.report import (
     print_written,
     write_report,
 )
-from portanet.seams import SEAMS
-from portanet.splits import Splits, check_labels, held_out, load_data, on_device
+from portanet.app.run_data import Splits, check_labels, held_out, load_data, on_device
+from portanet.app.self_check import CheckRow, candidates
+from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
+from portanet.backend.table import SEAMS
+from portanet.files import DiskFullError, check_input_file
+from portanet.parallel import mpi
 from portanet.train import DivergedError, History
 
 DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
@@ -65,26 +67,26 @@ def add_train(sub: Any) -> None:
                        help=f"preset (default {recipes.DEFAULT_PRESET}): " + "; ".join(
                            f"{k}: {v.description}" for k, v in recipes.PRESETS.items()))
     # Options that change the preset default to KEEP: not given, the preset's value stays.
-    train.add_argument("--hidden", type=options.hidden, default=recipes.KEEP,
+    train.add_argument("--hidden", type=arg_types.hidden, default=recipes.KEEP,
                        help="hidden layer widths, e.g. 512,256 (overrides the preset)")
     backend_option(train)
-    train.add_argument("--epochs", type=options.count, default=recipes.KEEP)
-    train.add_argument("--batch-size", type=options.batch_size,
+    train.add_argument("--epochs", type=arg_types.count, default=recipes.KEEP)
+    train.add_argument("--batch-size", type=arg_types.batch_size,
                        default=recipes.KEEP,
                        help="samples per step, or 'full' for full-batch descent")
-    train.add_argument("--lr", type=options.finite_positive, default=recipes.KEEP,
+    train.add_argument("--lr", type=arg_types.finite_positive, default=recipes.KEEP,
                        help="learning rate")
     train.add_argument("--optimizer", choices=recipes.OPTIMIZERS, default=recipes.KEEP)
-    train.add_argument("--weight-decay", type=options.finite_non_negative, default=recipes.KEEP)
-    train.add_argument("--dropout", type=options.dropout, default=recipes.KEEP,
+    train.add_argument("--weight-decay", type=arg_types.finite_non_negative, default=recipes.KEEP)
+    train.add_argument("--dropout", type=arg_types.dropout, default=recipes.KEEP,
                        help="dropout after each hidden layer")
-    train.add_argument("--seed", type=options.count, default=0)
+    train.add_argument("--seed", type=arg_types.count, default=0)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--validation", type=options.count, default=5000,
+    train.add_argument("--validation", type=arg_types.count, default=5000,
                        help="hold out the last N training images for validation (0: none)")
-    train.add_argument("--save", type=options.path,
+    train.add_argument("--save", type=arg_types.path,
                        help="save the trained model to this .npz file")
-    train.add_argument("--out", type=options.path,
+    train.add_argument("--out", type=arg_types.path,
                        help="folder for report.json and the pictures (default "
                             "runs/DATE-DATASET-MODEL)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
@@ -92,16 +94,16 @@ def add_train(sub: Any) -> None:
     train.set_defaults(func=cmd_train)
 
 
-@distributed.abort_on_error  # under mpiexec, one rank's error stops every rank
+@mpi.abort_on_error  # under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
-    comm = distributed.command_line_world()  # one process unless launched by mpiexec
+    comm = mpi.command_line_world()  # one process unless launched by mpiexec
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
     if args.out is None:  # decided now, so that the check below covers it
         args.out = str(default_out_dir(args.dataset_file or data.get_spec(args.dataset).name,
                                        recipe.name))
-    options.check_files(args)
+    arg_types.check_files(args)
     backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed,
                                    per_sample=recipe.batch_size == 1)
     print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
@@ -114,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        validation=args.validation)
     comm.check_same_inputs(*loaded.train)  # under mpiexec: the same images on every rank
     if recipe.network == "mlp":
-        options.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
+        arg_types.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
                              np.dtype(args.dtype).itemsize)
     model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
                          classes=len(loaded.class_names), dtype=args.dtype)
@@ -150,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *, quiet: bool,
-          comm: distributed.Communicator | None = None) -> tuple[History, float]:
+          comm: mpi.Communicator | None = None) -> tuple[History, float]:
     """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
     the history and the seconds it took."""
     X, y = on_device(loaded.train, model)
@@ -185,28 +187,28 @@ def load_model(path: str, backend: str | None, dtype: str | None = None
                ) -> tuple[portanet.Sequential, dict[str, Any]]:
     """A saved model and the extra metadata it was saved with (io checks both)."""
     model = portanet.load(path, backend=backend, dtype=dtype)
-    return model, portanet.io.load_metadata(path)["extra"]
+    return model, portanet.saving.npz.load_metadata(path)["extra"]
 
 
 def add_evaluate(sub: Any) -> None:
     evaluate = sub.add_parser("evaluate", help="the test report of a saved model")
-    evaluate.add_argument("model_path", metavar="MODEL", type=options.path)
+    evaluate.add_argument("model_path", metavar="MODEL", type=arg_types.path)
     evaluate.add_argument("--dataset", choices=data.dataset_names(), metavar="NAME",
                           help=DATASET_HELP + " (default: the one the model was trained on)")
     backend_option(evaluate)
     evaluate.add_argument("--dtype", choices=("float32", "float64"))
-    evaluate.add_argument("--out", type=options.path,
+    evaluate.add_argument("--out", type=arg_types.path,
                           help="folder for report.json and the pictures")
     data_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    options.check_files(args)
+    arg_types.check_files(args)
     model, extra = load_model(args.model_path, args.backend, args.dtype)
     print(f"model {args.model_path}: {model!r} on {model.backend.name} "
           f"({model.backend.device_name})")
-    dataset = args.dataset or options.saved_dataset(args.model_path, extra) or "mnist"
+    dataset = args.dataset or arg_types.saved_dataset(args.model_path, extra) or "mnist"
     loaded = load_data(dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
                        limit=args.limit, classes=extra.get("class_names"))
     if loaded.note:
@@ -234,17 +236,16 @@ def add_predict(sub: Any) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from portanet import images
-
+    from portanet.reader.digit import load_digit
     check_input_file(args.model_path, what="the model")
     model, extra = load_model(args.model_path, args.backend)
-    dataset = options.saved_dataset(args.model_path, extra)
+    dataset = arg_types.saved_dataset(args.model_path, extra)
     named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())
     names = class_names_for(model, named)
     failures = 0
     for path in args.images:
         try:
-            digit = images.load_digit(path)
+            digit = load_digit(path)
         except (ValueError, FileNotFoundError, OSError) as exc:
             print(exc if str(path) in str(exc) else f"{path}: {exc}", file=sys.stderr)
             failures += 1
@@ -276,7 +277,7 @@ def add_export(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from portanet.onnx_export import export_saved
+    from portanet.saving.onnx_export import export_saved
 
     try:
         print(export_saved(args.model_path, args.out, verify=not args.no_verify))
@@ -292,7 +293,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_draw(sub: Any) -> None:
     draw = sub.add_parser("draw", help="a local page: draw a digit and watch the model answer")
     draw.add_argument("model_path", metavar="MODEL")
-    draw.add_argument("--port", type=options.count, default=8028,
+    draw.add_argument("--port", type=arg_types.count, default=8028,
                       help="default 8028; 0: any free port")
     draw.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1: this machine only)")
@@ -302,7 +303,7 @@ def add_draw(sub: Any) -> None:
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
-    from portanet.draw import serve  # the page and its server live outside the library
+    from portanet.app.draw import serve  # the page and its server live outside the library
 
     return serve(args.model_path, host=args.host, port=args.port, backend=args.backend,
                  open_browser=args.open)
@@ -357,7 +358,7 @@ def add_check(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from portanet.check import check
+    from portanet.app.self_check import check
 
     return 0 if check(args.backend).ok else 1
 
@@ -434,13 +435,13 @@ def backend_option(p: argparse.ArgumentParser) -> None:
 
 
 def data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=options.path,
+    p.add_argument("--data-dir", type=arg_types.path,
                    help="folder with the dataset files (else PORTANET_DATA, the cache, or a "
                         "download)")
-    p.add_argument("--dataset-file", type=options.path,
+    p.add_argument("--dataset-file", type=arg_types.path,
                    help="your own .npz with x_train, y_train, x_test, y_test (28x28 uint8 "
                         "images)")
-    p.add_argument("--limit", type=options.count, default=0,
+    p.add_argument("--limit", type=arg_types.count, default=0,
                    help="use only the first N training and test images (quick runs)")
 
 

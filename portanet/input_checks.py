@@ -39,7 +39,7 @@ def prepare_inputs(model: Sequential, X: Any, what: str = "X") -> Any:
     if not dtype_ok:
         raise ValueError(
             f"{what} has dtype {X.dtype}, but portanet computes in floating point; scale "
-            f"images to [0, 1] first, e.g. portanet.datasets.to_device(images, labels, backend) "
+            f"images to [0, 1] first, e.g. portanet.data.to_device(images, labels, backend) "
             f"or X.astype('float32') / 255"
         )
     if X.ndim < 2 or X.shape[0] == 0:

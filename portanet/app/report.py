@@ -18,17 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from portanet import metrics
-from portanet._files import DiskFullError, atomic_write
 from portanet._version import __version__
+from portanet.app import metrics
+from portanet.app.run_data import HeldOut
+from portanet.files import DiskFullError, atomic_write
 from portanet.inference import predict, predict_proba
 from portanet.model import Sequential, class_names_for
-from portanet.splits import HeldOut
 from portanet.train import History
 
 
 def make_report(model: Sequential, held_out: HeldOut) -> dict[str, Any]:
-    """The model's :func:`portanet.metrics.classification_report` on ``held_out`` (JSON-able)."""
+    """The model's :func:`~portanet.app.metrics.classification_report` on ``held_out``
+    (JSON-able)."""
     names = class_names_for(model, held_out.class_names)
     predicted = model.backend.to_numpy(predict(model, held_out.X))
     labels = model.backend.to_numpy(held_out.y)
@@ -105,8 +106,7 @@ def _write(out: Path, text: str, model: Sequential, report: dict[str, Any], held
     """:func:`write_report`'s files, each appended to ``written`` once it is complete."""
     atomic_write(out / "report.json", lambda f: f.write(text.encode("utf-8")))
     written.append(out / "report.json")
-    from portanet import plots
-
+    from portanet.app import plots
     available, why = plots.plotting_available()
     if not available:
         return written, why

@@ -1,0 +1,1 @@
+"""Data-parallel training: a step over threads and MPI ranks."""

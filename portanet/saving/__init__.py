@@ -1,0 +1,1 @@
+"""Saving a trained model: portanet's own .npz file and ONNX export."""
