@@ -17,6 +17,7 @@ import numpy as np
 
 from portanet import number_checks
 from portanet.backend import on_model_device
+from portanet.finite import all_finite, listed, weights_not_finite
 from portanet.input_checks import prepare_inputs, prepare_labels
 from portanet.layers import Softmax, softmax
 from portanet.losses import Loss, as_loss, softmax_cross_entropy
@@ -49,21 +50,6 @@ def samples_per_batch(batch_size: int | None, n: int) -> int:
     if batch_size is None:
         return n
     return min(number_checks.positive_int("batch_size", batch_size), n)
-
-
-def not_finite(model: Sequential) -> list[str]:
-    """The names of the parameters and buffers that hold NaN or infinite values."""
-    xp = model.xp
-    arrays = [(name, p) for name, p, _ in model.named_parameters()] + list(model.named_buffers())
-    flags = xp.stack([xp.all(xp.isfinite(a)) for _, a in arrays])
-    return [name for (name, _), ok in zip(arrays, model.backend.to_numpy(flags), strict=True)
-            if not ok]
-
-
-def listed(names: list[str]) -> str:
-    """``names`` (the first four, then a count) and the verb: "W0 is", "W0, b0 are"."""
-    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    return f"{shown} {'is' if len(names) == 1 else 'are'}"
 
 
 def inference_batch(model: Sequential, batch_size: int | None, n: int) -> int:
@@ -133,7 +119,7 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
             out = forward(X[start:min(start + batch_size, X.shape[0]), ...])
             parts.append(out if ends_in_softmax else softmax(xp, out))
     out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    if not bool(xp.all(xp.isfinite(out))):
+    if not bool(all_finite(xp, out)):
         raise _not_finite_outputs(model, X, "X")
     return out
 
@@ -141,7 +127,7 @@ def _probabilities(model: Sequential, X: Any, batch_size: int) -> Any:
 def _not_finite_outputs(model: Sequential, X: Any, what: str) -> ValueError:
     """The error for outputs that are not finite, naming the cause: the model's weights, or
     (when they are finite) the size of the input values."""
-    bad = not_finite(model)
+    bad = weights_not_finite(model)
     if bad:
         return ValueError(
             f"the model's {listed(bad)} not finite (NaN or infinite values), so its "

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from portanet.backend import Backend, host_array
+from portanet.finite import all_finite
 from portanet.model import Sequential
 
 
@@ -52,7 +53,7 @@ def prepare_inputs(model: Sequential, X: Any, what: str = "X") -> Any:
         X = X if X.dtype == backend.dtype else xp.astype(X, backend.dtype)
     else:
         X = backend.asarray(X)
-    if not bool(xp.all(xp.isfinite(X))):
+    if not bool(all_finite(xp, X)):
         raise ValueError(f"{what} contains NaN or infinite values; remove or impute them first")
     return X
 

@@ -28,12 +28,11 @@ from portanet import number_checks
 from portanet.augment import augment_backend
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
+from portanet.finite import all_finite, finite_flags, listed, weights_not_finite
 from portanet.inference import (
     LossFn,
     evaluate,
-    listed,
     loss_and_accuracy,
-    not_finite,
     predict,
     predict_proba,
     resolve_loss,
@@ -129,6 +128,10 @@ class _Run:
     halves: Halves | None = None
     """The split step's two threads for the optimizer's update, where its ``step`` takes
     them."""
+    validation: tuple[Any, Any] | None = None
+    """``(X_val, y_val)`` on the device, evaluated after every epoch."""
+    steps: int = 0
+    """Steps per epoch."""
     last: Any = None
     """The last training batch's inputs (before augmentation): what fit checks the finished
     model's outputs on."""
@@ -198,50 +201,23 @@ def fit(
             :func:`_check_batch_statistics`).
     """
     l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
-    loss_obj = resolve_loss(model, loss)
-    optimizer = get_optimizer(optimizer)
-    data = _training_set(model, loss_obj, X, y)
-    if validation_data is not None:
-        X_val = prepare_inputs(model, validation_data[0], "validation X")
-        y_val = prepare_labels(model, validation_data[1], X_val.shape[0], "validation y")
-    batch = samples_per_batch(batch_size, data.n)
     comm = Local() if comm is None else comm
-    _check_batch_statistics(model, batch, data.n, tuple(data.X.shape[1:]), comm)
-    _check_augment(model, augment, data.X)
+    run = _start(model, X, y, resolve_loss(model, loss), get_optimizer(optimizer), batch_size,
+                 validation_data, l2, augment, comm, threads)
     callbacks += [PrintEpochs()] if verbose else []
     # The same model and plan on every rank; callbacks on rank 0 only.
-    callbacks = comm.begin(model, data.y, batch, epochs, callbacks)
-    split = split_step(model, threads, batch, comm.size)
-    run = _Run(loss_obj, optimizer, data, batch, l2, augment, comm,
-               augment_backend(model, comm.rank, comm.size), split,
-               split.halves if split is not None and takes_halves(optimizer) else None)
-    steps = len(_batches(data.n, batch, _smallest_batch(model, tuple(data.X.shape[1:]), comm)))
+    callbacks = comm.begin(model, run.data.y, run.batch, epochs, callbacks)
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop, \
-            (split or contextlib.nullcontext()):
+            (run.split or contextlib.nullcontext()):
         for epoch in range(epochs):
             if lr_schedule is not None:
-                optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch, epochs, steps)
-            start = time.perf_counter()
-            order = _shuffled_order(model, data.n) if shuffle and batch < data.n else None
-            outputs, rows = _run_epoch(model, run, order, callbacks, stop)
-            logs = _epoch_logs(model, run, order, outputs, rows)
-            if validation_data is not None:
-                logs["val_loss"], logs["val_accuracy"] = loss_and_accuracy(model, X_val, y_val,
-                                                                           loss_obj)
-            seconds = time.perf_counter() - start
-            seen = data.n if len(outputs) == steps else len(outputs) * batch
-            logs.update(seconds=seconds, samples_per_second=seen / seconds, lr=optimizer.lr)
+                run.optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
+            logs = _epoch(model, run, epoch, epochs, shuffle, callbacks, stop)
             _record(history, logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            for key, what in (("loss", "the loss"), ("val_loss", "the validation loss")):
-                if not math.isfinite(logs.get(key, 0.0)):
-                    model.eval()
-                    raise DivergedError(epoch + 1, epochs, optimizer.lr, logs["loss"], history,
-                                        _diverged_cause(model, f"{what} is {logs[key]}"))
+            _stop_if_diverged(model, run, history, epoch, epochs, logs)
             if stop.requested:
                 history.interrupted = True
                 break
@@ -249,9 +225,59 @@ def fit(
     if history.epochs and run.last is not None:
         cause = _finished_cause(model, run)
         if cause is not None:
-            raise DivergedError(history.epochs, epochs, optimizer.lr, history.loss[-1], history,
-                                cause)
+            raise DivergedError(history.epochs, epochs, run.optimizer.lr, history.loss[-1],
+                                history, cause)
     return history
+
+
+def _start(model: Sequential, X: Any, y: Any, loss: Loss, optimizer: Optimizer,
+           batch_size: int | None, validation_data: Any, l2: float, augment: Augment | None,
+           comm: Communicator, threads: int | None) -> _Run:
+    """The checked inputs, batch plan and step machinery of one :func:`fit` call."""
+    data = _training_set(model, loss, X, y)
+    validation = None
+    if validation_data is not None:
+        X_val = prepare_inputs(model, validation_data[0], "validation X")
+        validation = (X_val, prepare_labels(model, validation_data[1], X_val.shape[0],
+                                            "validation y"))
+    batch = samples_per_batch(batch_size, data.n)
+    sample = tuple(data.X.shape[1:])
+    _check_batch_statistics(model, batch, data.n, sample, comm)
+    _check_augment(model, augment, data.X)
+    split = split_step(model, threads, batch, comm.size)
+    steps = len(_batches(data.n, batch, _smallest_batch(model, sample, comm)))
+    return _Run(loss, optimizer, data, batch, l2, augment, comm,
+                augment_backend(model, comm.rank, comm.size), split,
+                split.halves if split is not None and takes_halves(optimizer) else None,
+                validation, steps)
+
+
+def _epoch(model: Sequential, run: _Run, epoch: int, epochs: int, shuffle: bool,
+           callbacks: list[Callback], stop: StopOnInterrupt) -> dict[str, float]:
+    """One pass over the training set; returns the epoch's logs."""
+    for cb in callbacks:
+        cb.on_epoch_begin(epoch, epochs, run.steps)
+    start = time.perf_counter()
+    order = _shuffled_order(model, run.data.n) if shuffle and run.batch < run.data.n else None
+    outputs, rows = _run_epoch(model, run, order, callbacks, stop)
+    logs = _epoch_logs(model, run, order, outputs, rows)
+    if run.validation is not None:
+        logs["val_loss"], logs["val_accuracy"] = loss_and_accuracy(model, *run.validation,
+                                                                   run.loss)
+    seconds = time.perf_counter() - start
+    seen = run.data.n if len(outputs) == run.steps else len(outputs) * run.batch
+    logs.update(seconds=seconds, samples_per_second=seen / seconds, lr=run.optimizer.lr)
+    return logs
+
+
+def _stop_if_diverged(model: Sequential, run: _Run, history: History, epoch: int, epochs: int,
+                      logs: dict[str, float]) -> None:
+    """Raise DivergedError when the epoch's loss or validation loss is not finite."""
+    for key, what in (("loss", "the loss"), ("val_loss", "the validation loss")):
+        if not math.isfinite(logs.get(key, 0.0)):
+            model.eval()
+            raise DivergedError(epoch + 1, epochs, run.optimizer.lr, logs["loss"], history,
+                                _diverged_cause(model, f"{what} is {logs[key]}"))
 
 
 def _check_batch_statistics(model: Sequential, batch: int, n: int, sample: tuple[int, ...],
@@ -418,7 +444,7 @@ def _concat(xp: Any, parts: list[Any]) -> Any:
 
 def _diverged_cause(model: Sequential, what: str) -> str:
     """``what`` (e.g. "the loss is nan"), and whether the weights are still finite."""
-    bad = not_finite(model)
+    bad = weights_not_finite(model)
     if bad:
         return f"{what}, and {listed(bad)} no longer finite"
     return f"{what}, though the weights are still finite (the outputs overflow)"
@@ -437,13 +463,13 @@ def _finished_cause(model: Sequential, run: _Run) -> str | None:
     finally:  # the check leaves the layers as training left them (the last dropout masks)
         for layer, cache in zip(model.layers, caches, strict=True):
             vars(layer).update(cache)
-    flags = xp.stack([xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])),
-                      xp.all(xp.isfinite(logits))])
+    flags = xp.stack([xp.all(finite_flags(xp, arrays)), all_finite(xp, logits)])
     bad = 1 - model.backend.to_numpy(flags).astype(np.int64)
     if run.comm.size > 1:
         bad = run.comm.allreduce(bad)
     if bad[0]:
-        return f"the final step made {listed(not_finite(model) or ['the weights'])} not finite"
+        names = weights_not_finite(model) or ["the weights"]
+        return f"the final step made {listed(names)} not finite"
     if bad[1]:
         return ("the weights are finite, but the model's outputs on the last training batch "
                 "are not (the last steps made the weights too large)")

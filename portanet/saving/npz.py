@@ -23,6 +23,7 @@ import numpy as np
 from portanet._version import __version__
 from portanet.backend import Backend
 from portanet.files import atomic_write, check_input_file
+from portanet.finite import not_finite
 from portanet.layers import LAYER_TYPES, AvgPool2D, Conv2D, Layer, MaxPool2D
 from portanet.model import Sequential
 
@@ -44,7 +45,7 @@ def save(model: Sequential, path: str | os.PathLike[str], **extra: Any) -> Path:
         "extra": extra,
     }
     arrays = model.state_dict()
-    bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+    bad = not_finite(arrays)
     if bad:
         raise ValueError(f"not saving {path}: {', '.join(bad)} hold NaN or infinite values (the "
                          f"training diverged); train again with a lower learning rate")
@@ -276,7 +277,7 @@ def _check_values(path: Any, layers: list[Layer], arrays: dict[str, np.ndarray],
     if dtype in ("float32", "float64"):  # anything else: Sequential names the problem
         with np.errstate(over="ignore"):
             arrays = {name: a.astype(dtype, copy=False) for name, a in arrays.items()}
-    bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+    bad = not_finite(arrays)
     if bad:
         raise ValueError(
             f"{path}: {', '.join(bad)} hold NaN or infinite values in {dtype} (values beyond "
