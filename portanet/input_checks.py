@@ -1,18 +1,29 @@
 """The boundary of training and inference: inputs and labels are checked once (shape, dtype,
-NaN, label range) and copied to the model's device once. Every error names the problem and the
-fix.
+NaN, label range) and copied to the model's device once; ``fit``'s other arguments (epochs,
+l2, callbacks, the batch a BatchNorm model needs, the augmentation, the schedule's rates) are
+checked before the first step. Every error names the problem and the fix.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from portanet import number_checks
 from portanet.backend import Backend, host_array
+from portanet.callbacks import Callback
 from portanet.finite import all_finite
+from portanet.layers import BatchNorm
 from portanet.model import Sequential
+
+if TYPE_CHECKING:
+    from portanet.optim import Schedule
+    from portanet.parallel.mpi import Communicator
+
+Augment = Callable[[Any, Backend], Any]
 
 
 def _host_or_device(backend: Backend, array: Any, what: str) -> tuple[Any, bool]:
@@ -98,3 +109,82 @@ def prepare_labels(model: Sequential, y: Any, n: int, what: str = "y") -> Any:
         )
     y = y if on_device else backend.asarray(y)
     return y if y.dtype == xp.int64 else xp.astype(y, xp.int64)
+
+
+# --- fit's other arguments, checked before the first step ---------------------------------
+
+
+def check_fit_arguments(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
+                        validation_data: Any) -> tuple[float, list[Callback]]:
+    """Check fit's arguments that bypass the optimizer; returns ``l2`` and the callbacks."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
+    if not model.parameter_slots():
+        raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
+    number_checks.non_negative_int("epochs", epochs)
+    l2 = number_checks.finite_non_negative("l2", l2)
+    if isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(
+                f"callbacks[{i}] is a {type(cb).__name__}, not a portanet.train.Callback; "
+                f"subclass Callback and override on_epoch_end (or on_batch_end)"
+            )
+    if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    return l2, callbacks
+
+
+def scheduled_lr(schedule: Schedule, epoch: int, epochs: int) -> float:
+    value = schedule(epoch, epochs)
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        lr = math.nan
+    if not (math.isfinite(lr) and lr > 0.0):
+        raise ValueError(
+            f"lr_schedule returned {value!r} for epoch {epoch + 1} of {epochs}; a schedule must "
+            f"return a finite learning rate > 0"
+        )
+    return lr
+
+
+def check_batch_statistics(model: Sequential, batch: int, n: int, sample: tuple[int, ...],
+                           comm: Communicator) -> None:
+    """Refuse training steps whose BatchNorm statistics would come from a single value per
+    channel (the batch variance is 0, the running variance learns nothing, and the model
+    answers one class for everything), as PyTorch does ("Expected more than 1 value per
+    channel when training"). The last, short batch is never one sample: the training loop
+    merges it into the one before."""
+    smallest = smallest_batch(model, sample, comm)
+    ranks = comm.size
+    if batch < smallest:
+        where = f"{batch} over {ranks} processes" if ranks > 1 else f"{batch}"
+        raise ValueError(
+            f"the model has a BatchNorm layer that sees one value per channel per sample, so "
+            f"it needs more than one sample per batch to compute a variance (PyTorch: "
+            f"'Expected more than 1 value per channel when training'), but the batch size "
+            f"is {where} (with {n} training samples); use a batch size of at least "
+            f"{smallest} (e.g. 32), or remove the BatchNorm layers"
+        )
+
+
+def check_augment(model: Sequential, augment: Augment | None, X: Any) -> None:
+    """Let an augmentation that has a ``check(sample_shape)`` method refuse the inputs'
+    shape before the first step (RandomShift: a shift that would blank the images)."""
+    check = getattr(augment, "check", None)
+    if callable(check):
+        check(tuple(X.shape[1:]))
+
+
+def smallest_batch(model: Sequential, sample: tuple[int, ...], comm: Communicator) -> int:
+    """The fewest samples a training step may have for samples of shape ``sample``: 2 per
+    process when a BatchNorm layer sees one value per channel per sample (features, or 1x1
+    images), else 1."""
+    shapes = model.shapes_from(sample)
+    single = any(isinstance(layer, BatchNorm) and math.prod(shapes[i][1:]) == 1
+                 for i, layer in enumerate(model.layers))
+    return 2 * comm.size if single else 1

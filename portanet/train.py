@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from portanet import number_checks
 from portanet.augment import augment_backend
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
@@ -38,8 +37,15 @@ from portanet.inference import (
     resolve_loss,
     samples_per_batch,
 )
-from portanet.input_checks import prepare_inputs, prepare_labels
-from portanet.layers import BatchNorm
+from portanet.input_checks import (
+    check_augment,
+    check_batch_statistics,
+    check_fit_arguments,
+    prepare_inputs,
+    prepare_labels,
+    scheduled_lr,
+    smallest_batch,
+)
 from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Halves, Optimizer, Schedule, get_optimizer, takes_halves
@@ -54,44 +60,6 @@ __all__ = ["Callback", "DivergedError", "History", "PrintEpochs", "evaluate", "f
 
 
 # --- what fit is given: checked once, before the first step --------------------------------
-
-
-def _check_run(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
-               validation_data: Any) -> tuple[float, list[Callback]]:
-    """Check fit's arguments that bypass the optimizer; returns ``l2`` and the callbacks."""
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
-    if not model.parameter_slots():
-        raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
-    number_checks.non_negative_int("epochs", epochs)
-    l2 = number_checks.finite_non_negative("l2", l2)
-    if isinstance(callbacks, Callback):
-        callbacks = [callbacks]
-    callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(
-                f"callbacks[{i}] is a {type(cb).__name__}, not a portanet.train.Callback; "
-                f"subclass Callback and override on_epoch_end (or on_batch_end)"
-            )
-    if validation_data is not None and (
-            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
-        raise ValueError("validation_data must be a pair (X_val, y_val)")
-    return l2, callbacks
-
-
-def _scheduled_lr(schedule: Schedule, epoch: int, epochs: int) -> float:
-    value = schedule(epoch, epochs)
-    try:
-        lr = float(value)
-    except (TypeError, ValueError):
-        lr = math.nan
-    if not (math.isfinite(lr) and lr > 0.0):
-        raise ValueError(
-            f"lr_schedule returned {value!r} for epoch {epoch + 1} of {epochs}; a schedule must "
-            f"return a finite learning rate > 0"
-        )
-    return lr
 
 
 @dataclass
@@ -198,9 +166,9 @@ def fit(
             finite, or at the end of training when the weights, or the model's outputs on the
             last training batch, are not finite (a step can diverge after the loss is read).
         ValueError: a BatchNorm model given batches of one sample (see
-            :func:`_check_batch_statistics`).
+            :func:`check_batch_statistics`).
     """
-    l2, callbacks = _check_run(model, epochs, l2, callbacks, validation_data)
+    l2, callbacks = check_fit_arguments(model, epochs, l2, callbacks, validation_data)
     comm = Local() if comm is None else comm
     run = _start(model, X, y, resolve_loss(model, loss), get_optimizer(optimizer), batch_size,
                  validation_data, l2, augment, comm, threads)
@@ -212,7 +180,7 @@ def fit(
             (run.split or contextlib.nullcontext()):
         for epoch in range(epochs):
             if lr_schedule is not None:
-                run.optimizer.lr = _scheduled_lr(lr_schedule, epoch, epochs)
+                run.optimizer.lr = scheduled_lr(lr_schedule, epoch, epochs)
             logs = _epoch(model, run, epoch, epochs, shuffle, callbacks, stop)
             _record(history, logs)
             for cb in callbacks:
@@ -242,10 +210,10 @@ def _start(model: Sequential, X: Any, y: Any, loss: Loss, optimizer: Optimizer,
                                             "validation y"))
     batch = samples_per_batch(batch_size, data.n)
     sample = tuple(data.X.shape[1:])
-    _check_batch_statistics(model, batch, data.n, sample, comm)
-    _check_augment(model, augment, data.X)
+    check_batch_statistics(model, batch, data.n, sample, comm)
+    check_augment(model, augment, data.X)
     split = split_step(model, threads, batch, comm.size)
-    steps = len(_batches(data.n, batch, _smallest_batch(model, sample, comm)))
+    steps = len(_batches(data.n, batch, smallest_batch(model, sample, comm)))
     return _Run(loss, optimizer, data, batch, l2, augment, comm,
                 augment_backend(model, comm.rank, comm.size), split,
                 split.halves if split is not None and takes_halves(optimizer) else None,
@@ -280,34 +248,6 @@ def _stop_if_diverged(model: Sequential, run: _Run, history: History, epoch: int
                                 _diverged_cause(model, f"{what} is {logs[key]}"))
 
 
-def _check_batch_statistics(model: Sequential, batch: int, n: int, sample: tuple[int, ...],
-                            comm: Communicator) -> None:
-    """Refuse training steps whose BatchNorm statistics would come from a single value per
-    channel (the batch variance is 0, the running variance learns nothing, and the model
-    answers one class for everything), as PyTorch does ("Expected more than 1 value per
-    channel when training"). The last, short batch is never one sample: :func:`_batches`
-    merges it into the one before."""
-    smallest = _smallest_batch(model, sample, comm)
-    ranks = comm.size
-    if batch < smallest:
-        where = f"{batch} over {ranks} processes" if ranks > 1 else f"{batch}"
-        raise ValueError(
-            f"the model has a BatchNorm layer that sees one value per channel per sample, so "
-            f"it needs more than one sample per batch to compute a variance (PyTorch: "
-            f"'Expected more than 1 value per channel when training'), but the batch size "
-            f"is {where} (with {n} training samples); use a batch size of at least "
-            f"{smallest} (e.g. 32), or remove the BatchNorm layers"
-        )
-
-
-def _check_augment(model: Sequential, augment: Augment | None, X: Any) -> None:
-    """Let an augmentation that has a ``check(sample_shape)`` method refuse the inputs'
-    shape before the first step (RandomShift: a shift that would blank the images)."""
-    check = getattr(augment, "check", None)
-    if callable(check):
-        check(tuple(X.shape[1:]))
-
-
 def _batches(n: int, batch: int, smallest: int = 1) -> list[tuple[int, int]]:
     """The ``(lo, hi)`` ranges of an epoch's steps; a last batch of fewer than ``smallest``
     samples is merged into the one before (BatchNorm models: 2 per process, since one sample
@@ -316,17 +256,6 @@ def _batches(n: int, batch: int, smallest: int = 1) -> list[tuple[int, int]]:
     if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < smallest:
         ranges[-2:] = [(ranges[-2][0], n)]
     return ranges
-
-
-def _smallest_batch(model: Sequential, sample: tuple[int, ...],
-                    comm: Communicator) -> int:
-    """The fewest samples a training step may have for samples of shape ``sample``: 2 per
-    process when a BatchNorm layer sees one value per channel per sample (features, or 1x1
-    images), else 1."""
-    shapes = model.shapes_from(sample)
-    single = any(isinstance(layer, BatchNorm) and math.prod(shapes[i][1:]) == 1
-                 for i, layer in enumerate(model.layers))
-    return 2 * comm.size if single else 1
 
 
 def _training_set(model: Sequential, loss: Loss, X: Any, y: Any) -> _TrainingSet:
@@ -353,7 +282,7 @@ def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callbac
     batch_callbacks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
     outputs: list[Any] = []
     rows: list[Rows] = []
-    smallest = _smallest_batch(model, tuple(data.X.shape[1:]), comm)
+    smallest = smallest_batch(model, tuple(data.X.shape[1:]), comm)
     for b, (start, stop_at) in enumerate(_batches(data.n, run.batch, smallest)):
         lo, hi = comm.shard(start, stop_at)
         rows.append((lo, hi))
