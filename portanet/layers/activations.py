@@ -14,10 +14,12 @@ class ReLU(Layer):
     keeps_shape = True
 
     def forward(self, x: Any) -> Any:
+        """x: (N, ...) -> (N, ...), the same shape: ``max(x, 0)``."""
         self._x = x
         return elementwise(self.xp, lambda a: self.xp.maximum(a, 0.0), x)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, ...) -> dx: (N, ...), the same shape: ``dout`` where x > 0, else 0."""
         return elementwise(self.xp, self._masked, self._x, dout)
 
     def _masked(self, x: Any, dout: Any) -> Any:
@@ -36,10 +38,12 @@ class Sigmoid(Layer):
     keeps_shape = True
 
     def forward(self, x: Any) -> Any:
+        """x: (N, ...) -> s: (N, ...), the same shape: ``s = 1 / (1 + exp(-x))``."""
         self._out = elementwise(self.xp, lambda a: 0.5 * (1.0 + self.xp.tanh(0.5 * a)), x)
         return self._out
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, ...) -> dx: (N, ...), the same shape: ``dx = dout * s * (1 - s)``."""
         return elementwise(self.xp, lambda d, s: d * s * (1.0 - s), dout, self._out)
 
 
@@ -49,10 +53,12 @@ class Tanh(Layer):
     keeps_shape = True
 
     def forward(self, x: Any) -> Any:
+        """x: (N, ...) -> t: (N, ...), the same shape: ``t = tanh(x)``."""
         self._out = elementwise(self.xp, self.xp.tanh, x)
         return self._out
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, ...) -> dx: (N, ...), the same shape: ``dx = dout * (1 - t**2)``."""
         return elementwise(self.xp, lambda d, s: d * (1.0 - s * s), dout, self._out)
 
 
@@ -76,9 +82,12 @@ class Softmax(Layer):
         return tuple(input_shape)
 
     def forward(self, x: Any) -> Any:
+        """x: (N, K) -> p: (N, K), each row ``p = exp(x) / sum(exp(x))``."""
         self._p = softmax(self.xp, x)
         return self._p
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, K) -> dx: (N, K): the Jacobian-vector product of each row,
+        ``dx = p * (dout - sum(dout * p))``."""
         p = self._p
         return p * (dout - self.xp.sum(dout * p, axis=1, keepdims=True))

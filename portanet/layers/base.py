@@ -109,11 +109,13 @@ class Layer:
         self.buffers[key] = self.backend.asarray(host)
 
     def forward(self, x: Any) -> Any:
-        """Compute the layer's output for a batch ``x``, caching what backward needs."""
+        """x: (N, *input_shape) -> (N, *output_shape(input_shape)): the layer's output for a
+        batch ``x``, caching what backward needs."""
         raise NotImplementedError
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
-        """Given dL/d(output), set ``self.grads`` and return dL/d(input).
+        """dout: (N, *output_shape) -> dx: (N, *input_shape); sets ``self.grads`` (each the
+        shape of its parameter). Given dL/d(output) of the last ``forward``, return dL/d(input).
 
         ``need_dx=False`` lets the first layer of a model skip computing the input gradient,
         which nobody uses (for Dense that saves a third of its backward matrix work).

@@ -169,6 +169,9 @@ class Conv2D(Layer):
                           (self.out_channels, kh * kw * c))
 
     def forward(self, x: Any) -> Any:
+        """x: (N, C, H, W) -> (N, out, Ho, Wo), ``Ho = (H + top + bottom - kh) // sh + 1``
+        (likewise Wo): ``Z = Wmat @ cols + b`` with cols the (kh*kw*C, Ho*Wo*N) im2col matrix
+        of the padded input and Wmat (out, kh*kw*C) the weights."""
         xp = self.xp
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
         x = inner(xp, x)
@@ -188,6 +191,9 @@ class Conv2D(Layer):
         return outer(xp, xp.reshape(out, (self.out_channels, ho, wo, -1)))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, out, Ho, Wo) -> dx: (N, C, H, W) (None when ``need_dx`` is False): the
+        columns' gradient ``Wmat.T @ dZ`` folded back onto the input (col2im); sets grads
+        W (out, C, kh, kw) = ``dZ @ cols.T`` and b (out,) = dZ summed over N, Ho, Wo."""
         xp = self.xp
         (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
         ho, wo = self._out_hw

@@ -74,6 +74,7 @@ class Dense(Layer):
         return (1, 0) if key == "W" and self._transposed else None
 
     def forward(self, x: Any) -> Any:
+        """x: (N, D_in) -> Z: (N, D_out), ``Z = x @ W + b``."""
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
                 f"Dense({self.in_features}, {self.out_features}) expects input of shape "
@@ -86,6 +87,8 @@ class Dense(Layer):
         return z
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, D_out) -> dx: (N, D_in) = dout @ W.T (None when ``need_dx`` is False);
+        sets grads W (D_in, D_out) = x.T @ dout, b (D_out,) = sum(dout, axis=0)."""
         xp = self.xp
         # dW = X.T @ dout, formed in W's memory order (see Backend.weights_transposed).
         transposed = self._transposed

@@ -25,6 +25,8 @@ class Dropout(Layer):
         self._mask: Any = None
 
     def forward(self, x: Any) -> Any:
+        """x: (N, ...) -> (N, ...), the same shape: ``x * mask``, the mask 0 with probability
+        ``rate`` and ``1 / (1 - rate)`` elsewhere (training); ``x`` itself (evaluation)."""
         if not self.training or self.rate == 0.0:
             self._mask = None
             return x
@@ -34,6 +36,7 @@ class Dropout(Layer):
         return x * self._mask
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, ...) -> dx: (N, ...), the same shape: ``dout * mask``."""
         return dout if self._mask is None else dout * self._mask
 
     def config(self) -> dict[str, Any]:
@@ -126,6 +129,10 @@ class BatchNorm(Layer):
         return v if len(self._shape) == 2 else self.xp.reshape(v, (self.num_features, 1))
 
     def forward(self, x: Any) -> Any:
+        """x: (N, C) or (N, C, H, W) -> y of the same shape,
+        ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per feature C, with the batch's
+        mean and biased var over N (and H, W) in training (the running statistics then
+        updated), the running ones in evaluation."""
         xp = self.xp
         self.output_shape(tuple(x.shape[1:]))
         self._shape = tuple(x.shape)
@@ -166,6 +173,9 @@ class BatchNorm(Layer):
         return self._untable(out)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, C) or (N, C, H, W) -> dx of the same shape (None when ``need_dx`` is
+        False); sets grads gamma (C,) = sum(dout * xhat), beta (C,) = sum(dout), with
+        ``xhat = (x - mean) / sqrt(var + eps)`` and the sums over N (and H, W)."""
         xp = self.xp
         d = self._table(dout)
         axis = -2 if len(self._shape) == 2 else -1

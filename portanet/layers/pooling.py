@@ -114,6 +114,8 @@ class MaxPool2D(_Pool2D):
     """
 
     def forward(self, x: Any) -> Any:
+        """x: (N, C, H, W) -> (N, C, Ho, Wo), ``Ho = (H - kh) // sh + 1`` (likewise Wo):
+        each output the maximum of its kh x kw window."""
         parts = self._positions(x)
         out = parts[0]
         for part in parts[1:]:
@@ -122,6 +124,8 @@ class MaxPool2D(_Pool2D):
         return self._result(out)
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W): each output's gradient to the (first)
+        input of its window that holds the maximum, summed where windows overlap."""
         xp = self.xp
         d = self._output_gradient(dout)
         if not self._tiled:
@@ -148,6 +152,8 @@ class AvgPool2D(_Pool2D):
     """Mean over each kh x kw window (stride defaults to the window size)."""
 
     def forward(self, x: Any) -> Any:
+        """x: (N, C, H, W) -> (N, C, Ho, Wo), ``Ho = (H - kh) // sh + 1`` (likewise Wo):
+        each output the mean of its kh x kw window."""
         parts = self._positions(x)
         out = parts[0]
         for part in parts[1:]:
@@ -155,6 +161,8 @@ class AvgPool2D(_Pool2D):
         return self._result(out * (1.0 / len(parts)))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, C, Ho, Wo) -> dx: (N, C, H, W): each output's gradient shared equally,
+        ``dout / (kh * kw)``, among the inputs of its window, summed where windows overlap."""
         (kh, kw) = self.kernel_size
         share = self._output_gradient(dout) * (1.0 / (kh * kw))
         return self._assemble([share] * (kh * kw))

@@ -22,6 +22,7 @@ class Flatten(Layer):
         return (math.prod(input_shape),)
 
     def forward(self, x: Any) -> Any:
+        """x: (N, d1, d2, ...) -> (N, d1*d2*...), e.g. (N, C, H, W) -> (N, C*H*W)."""
         xp = self.xp
         self._shape = tuple(x.shape)
         features = math.prod(x.shape[1:])
@@ -30,6 +31,7 @@ class Flatten(Layer):
         return xp.permute_dims(xp.reshape(inner(xp, x), (features, -1)), (1, 0))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
+        """dout: (N, d1*d2*...) -> dx: (N, d1, d2, ...), the shape of the last input."""
         xp = self.xp
         if len(self._shape) != 4:
             return xp.reshape(dout, self._shape)
