@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import portanet
+from portanet.app import mpi_launch
 from portanet.parallel import mpi as distributed
 from tests import mpi_worker
 from tests.helpers import tolerance
@@ -295,7 +296,7 @@ def test_command_line_guard_aborts_every_rank_on_a_local_error(
     monkeypatch.setattr(distributed, "_WORLD", fake)
     monkeypatch.setenv("PMI_SIZE", "2")
 
-    @distributed.abort_on_error
+    @mpi_launch.abort_on_error
     def command(problem: BaseException | None) -> int:
         if problem is not None:
             raise problem

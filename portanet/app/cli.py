@@ -32,6 +32,7 @@ import numpy as np
 import portanet
 from portanet import data
 from portanet.app import arg_types, recipes
+from portanet.app.mpi_launch import abort_on_error, command_line_world
 from portanet.app.progress import EpochProgress
 from portanet.app.report import (
     class_names_for,
@@ -94,9 +95,9 @@ def add_train(sub: Any) -> None:
     train.set_defaults(func=cmd_train)
 
 
-@mpi.abort_on_error  # under mpiexec, one rank's error stops every rank
+@abort_on_error  # under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
-    comm = mpi.command_line_world()  # one process unless launched by mpiexec
+    comm = command_line_world()  # one process unless launched by mpiexec
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)

@@ -42,21 +42,17 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
 Device arrays: NumPy buffers go to MPI directly. CuPy buffers go to MPI directly when the MPI
 library is CUDA-aware (``MPIX_Query_cuda_support``, or ``PORTANET_MPI_CUDA_AWARE=1``), else they
 are staged through host memory; so are the buffers of every other backend.
-
-(This module runs a little past 450 lines because this docstring is the specification of the
-semantics; the code itself is one concern: the communicator and its use by ``fit``.)
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -429,48 +425,3 @@ def _install_abort_hook(comm: MPIWorld) -> None:
         comm.abort(1)
 
     sys.excepthook = hook
-
-
-def abort_on_error(command: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a command-line command: under mpiexec, an exception on one rank prints
-    ``portanet: rank r of K: ...`` and aborts every rank (exit status 2), since the others
-    would wait for it forever; without mpi4py it prints what to install. Outside MPI the
-    command runs unchanged."""
-
-    @functools.wraps(command)
-    def guarded(*args: Any, **kwargs: Any) -> int:
-        if not launched_by_mpi():
-            return command(*args, **kwargs)
-        try:
-            return command(*args, **kwargs)
-        except MPIUnavailableError as exc:
-            print(f"portanet: {exc}", file=sys.stderr)
-            return 2
-        except BaseException as exc:
-            comm = _WORLD
-            clean_exit = isinstance(exc, SystemExit) and not exc.code
-            if comm is None or comm.size == 1 or clean_exit \
-                    or getattr(exc, "on_every_rank", False):
-                raise
-            kind = "" if isinstance(exc, (ValueError, KeyboardInterrupt)) \
-                else f"{type(exc).__name__}: "
-            print(f"portanet: rank {comm.rank} of {comm.size}: {kind}{exc}; stopping every "
-                  f"rank", file=sys.stderr)
-            comm.abort(2)
-            raise
-
-    return guarded
-
-
-def command_line_world() -> Communicator:
-    """For ``portanet train``: the world; when launched by mpiexec, after printing its size
-    (rank 0) and silencing standard output on the other ranks."""
-    comm = world()
-    if not launched_by_mpi():
-        return comm
-    if comm.is_root:
-        print(f"MPI world: {comm.describe()}; --batch-size is the global batch, split across "
-              f"the processes", flush=True)
-    else:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    return comm
