@@ -32,7 +32,7 @@ def abort_on_error(command: Callable[..., int]) -> Callable[..., int]:
             print(f"portanet: {exc}", file=sys.stderr)
             return 2
         except BaseException as exc:
-            comm = mpi._WORLD
+            comm = mpi.started_world()
             clean_exit = isinstance(exc, SystemExit) and not exc.code
             if comm is None or comm.size == 1 or clean_exit \
                     or getattr(exc, "on_every_rank", False):

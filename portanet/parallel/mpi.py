@@ -325,6 +325,12 @@ def world() -> Communicator:
     return _WORLD
 
 
+def started_world() -> Communicator | None:
+    """The communicator :func:`world` made in this process, or None before its first call
+    (for error handling, which must not start MPI itself)."""
+    return _WORLD
+
+
 # --- checks ---------------------------------------------------------------------------------
 
 
