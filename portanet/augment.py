@@ -9,23 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from portanet.backend import Backend
 from portanet.layers.convolution import pad
-
-
-def augment_backend(model: Any, rank: int, size: int) -> Backend:
-    """The backend ``fit``'s augmentation draws from: the model's own in one process; on rank
-    ``rank`` of ``size`` > 1 MPI ranks a copy seeded from
-    ``SeedSequence(model.seed, spawn_key=(1 + rank, number of layers))``, next to the rank's
-    Dropout streams and distinct from them. Drawn from the model's generator, which also
-    draws the shuffles, shards of different sizes would consume different amounts of it and
-    the ranks' shuffles would drift apart."""
-    if size == 1:
-        return model.backend
-    return model.backend.fork(
-        np.random.SeedSequence(model.seed, spawn_key=(1 + rank, len(model.layers))))
 
 
 class RandomShift:

@@ -269,16 +269,13 @@ def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
 
 
 def own_mask_generators(model: Sequential, rank: int = 0) -> None:
-    """Give each Dropout layer a backend copy whose generator is seeded from
-    ``SeedSequence(model.seed, spawn_key=(1 + rank, layer index))``, so masks never draw from the
-    model's generator: the shuffles it draws are then the same on every backend (CuPy draws
-    masks on the device) and on every MPI rank, and no two layers share a mask stream. (Under
-    MPI the augmentation draws from a stream of each rank's own too:
-    ``augment.augment_backend``.)"""
+    """Give each Dropout layer a mask stream of its own for MPI rank ``rank``
+    (:func:`portanet.random_streams.dropout_stream`), so masks never draw from the model's
+    generator and no two layers share a stream."""
     from portanet.layers import Dropout
+    from portanet.random_streams import dropout_stream
 
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != rank:
-            layer.backend = model.backend.fork(
-                np.random.SeedSequence(model.seed, spawn_key=(1 + rank, i)))
+            layer.backend = dropout_stream(model, i, rank)
             layer._mask_rank = rank

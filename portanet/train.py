@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from portanet.augment import augment_backend
 from portanet.backend import Backend, on_model_device
 from portanet.callbacks import Callback, DivergedError, History, PrintEpochs, StopOnInterrupt
 from portanet.finite import all_finite, finite_flags, listed, weights_not_finite
@@ -51,6 +50,7 @@ from portanet.model import Sequential
 from portanet.optim import Halves, Optimizer, Schedule, get_optimizer, takes_halves
 from portanet.parallel.mpi import Communicator, Local
 from portanet.parallel.threads import MIN_ROWS, SplitStep, split_step
+from portanet.random_streams import augment_stream
 
 Rows = tuple[int, int]
 Augment = Callable[[Any, Backend], Any]
@@ -215,7 +215,7 @@ def _start(model: Sequential, X: Any, y: Any, loss: Loss, optimizer: Optimizer,
     split = split_step(model, threads, batch, comm.size)
     steps = len(_batches(data.n, batch, smallest_batch(model, sample, comm)))
     return _Run(loss, optimizer, data, batch, l2, augment, comm,
-                augment_backend(model, comm.rank, comm.size), split,
+                augment_stream(model, comm.rank, comm.size), split,
                 split.halves if split is not None and takes_halves(optimizer) else None,
                 validation, steps)
 

@@ -39,9 +39,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
-import numpy as np
-
 from portanet.layers.folding import fold_batchnorm
+from portanet.random_streams import half_dropout_stream
 
 MIN_ROWS = 64
 """The smallest batch split in two (32 rows a half): below it the threads' overhead wins."""
@@ -117,8 +116,7 @@ class SplitStep:
         for i, (layer, twin) in enumerate(zip(model.layers, self.replica.layers, strict=True)):
             twin.grads = {}
             if getattr(twin, "_mask_rank", None) is not None:  # Dropout: a stream of its own
-                twin.backend = model.backend.fork(
-                    np.random.SeedSequence(model.seed, spawn_key=(0, i)))
+                twin.backend = half_dropout_stream(model, i)
             if isinstance(layer, BatchNorm):
                 twin.gather, twin.updates_running = self._exchange.half(1), False
                 self._batch_norms.append(layer)
