@@ -18,8 +18,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from portanet import _moved
-from portanet._version import __version__
 from portanet.backend import Backend, BackendUnavailableError, get_backend
+from portanet.version import __version__
 
 _moved.install()
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from portanet._version import __version__
 from portanet.app import metrics
 from portanet.app.run_data import HeldOut
 from portanet.files import DiskFullError, atomic_write
 from portanet.inference import predict, predict_proba
 from portanet.model import Sequential, class_names_for
 from portanet.train import History
+from portanet.version import __version__
 
 
 def make_report(model: Sequential, held_out: HeldOut) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from portanet._version import __version__
 from portanet.backend import Backend
 from portanet.files import atomic_write, check_input_file
 from portanet.finite import not_finite
 from portanet.layers import LAYER_TYPES, AvgPool2D, Conv2D, Layer, MaxPool2D
 from portanet.model import Sequential
+from portanet.version import __version__
 
 FORMAT = "portanet-model"
 FORMAT_VERSION = 2

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from portanet._version import __version__
 from portanet.backend import Backend
 from portanet.backend.table import Seam
 from portanet.files import atomic_write, check_input_file, check_output_path
 from portanet.layers import LAYER_TYPES, Softmax, softmax
 from portanet.model import Sequential, class_names_for
+from portanet.version import __version__
 
 __all__ = ["INPUT_NAME", "INPUT_SCALING", "INSTALL_HINT", "OUTPUT_NAMES", "export_onnx",
            "export_saved", "onnx_model", "run_onnx"]
