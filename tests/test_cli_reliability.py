@@ -19,6 +19,7 @@ import portanet as pn
 from portanet import files as _files
 from portanet.app import cli, metrics, plots
 from portanet.data import FILES, TRAIN_IMAGES, get_spec, sources
+from portanet.data.verify import Place
 from portanet.files import DiskFullError, OutputPathError, check_output_path, check_run_files
 from tests.helpers import make_dataset
 
@@ -322,7 +323,7 @@ def test_a_bad_file_in_a_read_only_cache_is_not_said_to_be_removed(
     search = sources._Search(get_spec("mnist"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sources._use_place(search, sources._Place("cache", tmp_path, "folder", "cache"))
+        sources._use_place(search, Place("cache", tmp_path, "folder", "cache"))
     text = " ".join(str(w.message) for w in caught)
     assert "could not remove it (Read-only file system), so it stays and is not used" in text
     assert "removed it" not in text

