@@ -12,6 +12,8 @@
 
 Each subcommand is a pair: ``add_NAME(subparsers)`` declares its arguments and ``cmd_NAME(args)``
 carries them out and returns the exit status; :data:`SUBCOMMANDS` lists the pairs in help order.
+``portanet data`` and the data options live in :mod:`portanet.app.cli_data`, the MPI glue of
+``portanet train`` in :mod:`portanet.app.mpi_launch`.
 The work itself lives in the library (:mod:`portanet.data`, :mod:`portanet.app.recipes`,
 :mod:`portanet.app.report`, :mod:`portanet.app.progress`); this module only parses and prints.
 """
@@ -32,6 +34,7 @@ import numpy as np
 import portanet
 from portanet import data
 from portanet.app import arg_types, recipes
+from portanet.app.cli_data import DATASET_HELP, add_data, data_options
 from portanet.app.mpi_launch import abort_on_error, command_line_world
 from portanet.app.progress import EpochProgress
 from portanet.app.report import (
@@ -49,8 +52,6 @@ from portanet.backend.table import SEAMS
 from portanet.files import DiskFullError, check_input_file
 from portanet.parallel import mpi
 from portanet.train import DivergedError, History
-
-DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
 
 
 class UsageError(Exception):
@@ -364,68 +365,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if check(args.backend).ok else 1
 
 
-# --- data -------------------------------------------------------------------------------------
-
-
-def add_data(sub: Any) -> None:
-    parser = sub.add_parser("data", help="fetch, verify and locate MNIST / Fashion-MNIST")
-    parser.add_argument("dataset", nargs="?", default="mnist", choices=data.dataset_names(),
-                        metavar="NAME", help=DATASET_HELP + " (default: mnist)")
-    parser.add_argument("--verify", action="store_true",
-                        help="re-check the checksums of the local copies and report OK/bad per "
-                             "file (fetches nothing)")
-    parser.add_argument("--where", action="store_true",
-                        help="print where the data lives (fetches nothing)")
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help=f"a folder with the IDX files or an .npz to use first "
-                             f"(default: ${data.DATA_ENV})")
-    parser.set_defaults(func=cmd_data)
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    spec = data.get_spec(args.dataset)
-    if args.where or args.verify:
-        copies = data.sources.local_copies(spec, args.data_dir)
-        status = 0
-        if args.where:
-            status |= print_where(spec, copies)
-        if args.verify:
-            status |= print_verify(spec, copies)
-        return status
-    try:
-        found = data.sources.find(spec, args.data_dir)
-    except data.DatasetUnavailableError as exc:  # not a usage error: status 1, as for --verify
-        print(f"portanet data: {exc}", file=sys.stderr)
-        return 1
-    for name in data.FILES:
-        print(f"OK   {name}  ({found[name][0]})")
-    print(f"{spec.title} is ready: {len(found[data.TRAIN_IMAGES][1])} training and "
-          f"{len(found[data.TEST_IMAGES][1])} test images, verified.")
-    return 0
-
-
-def print_where(spec: data.DatasetSpec, copies: list[data.sources.Copy]) -> int:
-    print(f"cache folder: {data.cache_dir() / spec.name}")
-    good = {c.name: c.where for c in reversed(copies) if c.array is not None}  # first wins
-    absent = f"no verified copy here (run: portanet data {spec.name})"
-    for name in data.FILES:
-        print(f"{name}: {good.get(name, absent)}")
-    return 0 if len(good) == len(data.FILES) else 1
-
-
-def print_verify(spec: data.DatasetSpec, copies: list[data.sources.Copy]) -> int:
-    for copy in copies:
-        print(f"BAD  {copy.where}: {copy.problem}" if copy.problem else f"OK   {copy.where}")
-    missing = [name for name in data.FILES if not any(c.name == name for c in copies)]
-    for name in missing:
-        print(f"MISSING  {name} (run: portanet data {spec.name})")
-    if missing or any(copy.problem for copy in copies):
-        print(f"portanet data: {spec.title} is not complete and verified here", file=sys.stderr)
-        return 1
-    print(f"{spec.title}: every file verified")
-    return 0
-
-
 # --- argument parsing ------------------------------------------------------------------------
 
 
@@ -433,17 +372,6 @@ def backend_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None,
                    help="array backend (default: $PORTANET_BACKEND, else auto: CuPy on a "
                         "usable GPU, else NumPy)")
-
-
-def data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=arg_types.path,
-                   help="folder with the dataset files (else PORTANET_DATA, the cache, or a "
-                        "download)")
-    p.add_argument("--dataset-file", type=arg_types.path,
-                   help="your own .npz with x_train, y_train, x_test, y_test (28x28 uint8 "
-                        "images)")
-    p.add_argument("--limit", type=arg_types.count, default=0,
-                   help="use only the first N training and test images (quick runs)")
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_export,
