@@ -20,6 +20,7 @@ DATASET_HELP = "data set: " + ", ".join(data.dataset_names())
 
 
 def add_data(sub: Any) -> None:
+    """Declare ``portanet data`` and its arguments on the subparsers ``sub``."""
     parser = sub.add_parser("data", help="fetch, verify and locate MNIST / Fashion-MNIST")
     parser.add_argument("dataset", nargs="?", default="mnist", choices=data.dataset_names(),
                         metavar="NAME", help=DATASET_HELP + " (default: mnist)")
@@ -35,6 +36,8 @@ def add_data(sub: Any) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """Fetch and verify the data set, or with ``--where`` / ``--verify`` only look at the local
+    copies; the exit status."""
     spec = data.get_spec(args.dataset)
     if args.where or args.verify:
         copies = data.sources.local_copies(spec, args.data_dir)
@@ -57,6 +60,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def print_where(spec: data.DatasetSpec, copies: list[Copy]) -> int:
+    """Print the cache folder and where each file's first verified copy is; 1 if one has none."""
     print(f"cache folder: {data.cache_dir() / spec.name}")
     good = {c.name: c.where for c in reversed(copies) if c.array is not None}  # first wins
     absent = f"no verified copy here (run: portanet data {spec.name})"
@@ -66,6 +70,8 @@ def print_where(spec: data.DatasetSpec, copies: list[Copy]) -> int:
 
 
 def print_verify(spec: data.DatasetSpec, copies: list[Copy]) -> int:
+    """Print OK, BAD (with why) or MISSING for every local copy; 1 if a file is missing or a
+    copy is bad."""
     for copy in copies:
         print(f"BAD  {copy.where}: {copy.problem}" if copy.problem else f"OK   {copy.where}")
     missing = [name for name in data.FILES if not any(c.name == name for c in copies)]
@@ -79,6 +85,7 @@ def print_verify(spec: data.DatasetSpec, copies: list[Copy]) -> int:
 
 
 def data_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--data-dir``, ``--dataset-file`` and ``--limit`` to the parser ``p``."""
     p.add_argument("--data-dir", type=arg_types.path,
                    help="folder with the dataset files (else PORTANET_DATA, the cache, or a "
                         "download)")
