@@ -224,10 +224,23 @@ def format_report(report: dict[str, Any], digits: int = 4) -> str:
             "format_report expects the dict returned by classification_report"
         ) from exc
     many = len(rows) > FULL_TABLE_CLASSES
+    out = []
     if many:
         order = sorted(range(len(rows)), key=lambda i: (rows[i]["f1"], i))
         rows = [rows[i] for i in order[:FULL_TABLE_CLASSES]]
+        out.append(f"the {len(rows)} classes with the lowest F1 of {len(names):,} (report.json "
+                   f"has every class)")
+    out += _score_table(report, rows, names, digits)
+    out.append("")
+    out += _largest_confusions(cm, names) if many else _confusion_table(cm, names)
+    return "\n".join(out)
 
+
+def _score_table(report: dict[str, Any], rows: Sequence[dict[str, Any]], names: Sequence[str],
+                 digits: int) -> list[str]:
+    """The lines of precision, recall, F1 and support: a heading, one line per class of
+    ``rows``, a blank, then accuracy and the macro and weighted averages. The label column is
+    as wide as the longest of all class ``names``."""
     avg_labels = ("macro avg", "weighted avg")
     label_w = max([len(n) for n in names] + [len(s) for s in avg_labels] + [len("accuracy")])
     num_w = max(digits + 2, len("precision"))
@@ -237,32 +250,32 @@ def format_report(report: dict[str, Any], digits: int = 4) -> str:
         body = " ".join(c.rjust(num_w) for c in cells)
         return f"{label.rjust(label_w)}  {body}  {str(support).rjust(sup_w)}"
 
-    def fmt(x: float) -> str:
-        return f"{x:.{digits}f}"
+    def scores(r: dict[str, Any]) -> list[str]:
+        return [f"{r[key]:.{digits}f}" for key in ("precision", "recall", "f1")]
 
-    out = [f"the {len(rows)} classes with the lowest F1 of {len(names):,} (report.json has "
-           f"every class)"] if many else []
-    out += [
-        f"{'':{label_w}}  "
-        + " ".join(h.rjust(num_w) for h in ("precision", "recall", "f1"))
-        + f"  {'support'.rjust(sup_w)}"
-    ]
-    for r in rows:
-        cells = [fmt(r["precision"]), fmt(r["recall"]), fmt(r["f1"])]
-        out.append(line(r["class"], cells, r["support"]))
+    out = [f"{'':{label_w}}  " + " ".join(h.rjust(num_w) for h in ("precision", "recall", "f1"))
+           + f"  {'support'.rjust(sup_w)}"]
+    out += [line(r["class"], scores(r), r["support"]) for r in rows]
     out.append("")
-    out.append(line("accuracy", ["", "", fmt(report["accuracy"])], report["num_samples"]))
+    out.append(line("accuracy", ["", "", f"{report['accuracy']:.{digits}f}"],
+                    report["num_samples"]))
     for label, key in zip(avg_labels, ("macro_avg", "weighted_avg"), strict=True):
-        a = report[key]
-        out.append(line(label, [fmt(a["precision"]), fmt(a["recall"]), fmt(a["f1"])], a["support"]))
+        out.append(line(label, scores(report[key]), report[key]["support"]))
+    return out
 
-    out.append("")
-    if many:
-        out.append(f"largest confusions of {len(names):,} classes (report.json has the matrix)")
-        out += [f"  true {names[i]} predicted as {names[j]}: {count:,}"
-                for i, j, count in top_confusions(cm)] or ["  none: every image is right"]
-        return "\n".join(out)
-    out.append("confusion matrix (rows: true class, columns: predicted class)")
+
+def _largest_confusions(cm: Any, names: Sequence[str]) -> list[str]:
+    """The lines naming the largest off-diagonal counts of ``cm`` (for many classes)."""
+    return [f"largest confusions of {len(names):,} classes (report.json has the matrix)",
+            *([f"  true {names[i]} predicted as {names[j]}: {count:,}"
+               for i, j, count in top_confusions(cm)] or ["  none: every image is right"])]
+
+
+def _confusion_table(cm: Any, names: Sequence[str]) -> list[str]:
+    """The lines of the whole confusion matrix ``cm``, true classes as rows. Columns are headed
+    by the class names when they are short, else by the class indices (the rows then show
+    ``index name``)."""
+    out = ["confusion matrix (rows: true class, columns: predicted class)"]
     count_w = max(len(str(v)) for row in cm for v in row)
     short = max(len(n) for n in names) <= max(count_w, 5)
     col_heads = names if short else [str(i) for i in range(len(names))]
@@ -274,4 +287,4 @@ def format_report(report: dict[str, Any], digits: int = 4) -> str:
     for head, row in zip(row_heads, cm, strict=True):
         head = head.rjust(head_w) if short else head.ljust(head_w)
         out.append(head + " |" + "".join(" " + str(v).rjust(cell_w) for v in row))
-    return "\n".join(out)
+    return out
