@@ -272,53 +272,71 @@ def plot_misclassified(
     total = t.shape[0]
     if p.shape[0] != total:
         raise ValueError(f"y_true and y_pred lengths differ: {total} and {p.shape[0]}")
-    conf = np.asarray(confidence, dtype=np.float64)
-    if conf.ndim == 2 and conf.shape[0] == total:
-        conf = conf[np.arange(total), p]
-    if conf.shape != (total,):
-        raise ValueError(f"confidence must be (N,) or (N, K) with N = {total}, got {conf.shape}")
+    conf = _predicted_confidence(confidence, p)
     pics = _as_images(images, total)
+    wrong = np.flatnonzero(t != p)
+    order = wrong[np.argsort(-conf[wrong], kind="stable")][: max(0, n)]
+    if order.size == 0:
+        fig = _figure(5.0, 2.0)
+        fig.text(0.5, 0.5, f"No misclassified images\n({total} of {total} correct)",
+                 ha="center", va="center", fontsize=14)
+        return _save(fig, path)
 
     def name(c: int) -> str:
         return str(c) if class_names is None else str(class_names[c])
 
-    wrong = np.flatnonzero(t != p)
-    order = wrong[np.argsort(-conf[wrong], kind="stable")][: max(0, n)]
-
-    if order.size == 0:
-        fig = _figure(5.0, 2.0)
-        fig.text(
-            0.5,
-            0.5,
-            f"No misclassified images\n({total} of {total} correct)",
-            ha="center",
-            va="center",
-            fontsize=14,
-        )
-        return _save(fig, path)
-
-    if pics.dtype == np.uint8:
-        vmin, vmax = 0.0, 255.0
-    elif pics.min() >= 0 and pics.max() <= 1:
-        vmin, vmax = 0.0, 1.0
-    else:  # e.g. standardised inputs: one scale for all so they compare
-        vmin, vmax = float(pics[order].min()), float(pics[order].max())
-
-    cols = min(order.size, max(5, math.ceil(math.sqrt(order.size))))
-    rows = math.ceil(order.size / cols)
-    fig = _figure(max(1.45 * cols + 0.3, 5.0), 1.6 * rows + 0.7)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, idx in zip(axes.ravel(), order, strict=False):
-        ax.imshow(pics[idx], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-        label = f"true {name(t[idx])} / pred {name(p[idx])} ({conf[idx]:.2f})"
-        if len(label) > 24:
-            label = f"true {name(t[idx])}\npred {name(p[idx])} ({conf[idx]:.2f})"
-        ax.set_title(label, fontsize=8)
+    titles = [_mistake_title(name(t[i]), name(p[i]), conf[i]) for i in order]
+    fig = _image_grid(pics[order], titles, _grey_range(pics, order))
     if order.size < wrong.size:
         heading = f"{order.size} most confident of {wrong.size} mistakes ({total} images)"
     else:
         heading = f"All {wrong.size} mistakes ({total} images), most confident first"
     fig.suptitle(heading, fontsize=11)
     return _save(fig, path)
+
+
+def _predicted_confidence(confidence: Any, y_pred: np.ndarray) -> np.ndarray:
+    """``confidence`` as the ``(N,)`` probabilities of the predicted classes ``y_pred``: given
+    as such, or picked from ``(N, K)`` class probabilities."""
+    total = y_pred.shape[0]
+    conf = np.asarray(confidence, dtype=np.float64)
+    if conf.ndim == 2 and conf.shape[0] == total:
+        conf = conf[np.arange(total), y_pred]
+    if conf.shape != (total,):
+        raise ValueError(f"confidence must be (N,) or (N, K) with N = {total}, got {conf.shape}")
+    return conf
+
+
+def _grey_range(pics: np.ndarray, shown: np.ndarray) -> tuple[float, float]:
+    """The values drawn black and white: 0..255 for uint8, 0..1 for images in that range, else
+    (standardised inputs, say) the range of the ``shown`` images, one scale for all."""
+    if pics.dtype == np.uint8:
+        return 0.0, 255.0
+    if pics.min() >= 0 and pics.max() <= 1:
+        return 0.0, 1.0
+    return float(pics[shown].min()), float(pics[shown].max())
+
+
+def _mistake_title(true: str, predicted: str, confidence: float) -> str:
+    """One picture's title: the true and predicted class and the confidence, on two lines
+    when one would be too long."""
+    label = f"true {true} / pred {predicted} ({confidence:.2f})"
+    if len(label) > 24:
+        label = f"true {true}\npred {predicted} ({confidence:.2f})"
+    return label
+
+
+def _image_grid(pics: np.ndarray, titles: Sequence[str], grey: tuple[float, float]) -> Any:
+    """A figure of the images ``pics`` in grey (``grey``: the values drawn black and white), at
+    least five to a row, each with its title."""
+    count = len(pics)
+    cols = min(count, max(5, math.ceil(math.sqrt(count))))
+    rows = math.ceil(count / cols)
+    fig = _figure(max(1.45 * cols + 0.3, 5.0), 1.6 * rows + 0.7)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, pic, title in zip(axes.ravel(), pics, titles, strict=False):
+        ax.imshow(pic, cmap="gray", vmin=grey[0], vmax=grey[1], interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+    return fig
