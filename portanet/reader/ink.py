@@ -245,62 +245,94 @@ def judge(ink: np.ndarray) -> tuple[np.ndarray, str | None]:
     if specks:
         return ink, (f"no stroke-like content: the ink is scattered over {specks} specks "
                      f"(noise or texture?), not pen strokes")
-    h, w = ink.shape
-    f = max(1, ceil_div(max(h, w), ANALYSIS))
-    hp, wp = ceil_div(h, f) * f, ceil_div(w, f) * f
-    small = np.pad(ink, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).max(axis=(1, 3))
+    f, small = _block_maxima(ink)
     lines = _ruled_lines(small > LINE_INK, small > 0.5)  # faint ruled lines too
     labels, sizes = _components((small > 0.5) & ~lines)
     if sizes.size <= 1:
         return ink, "the ink is too faint to make out strokes"
-    share = np.bincount(_border(labels), minlength=sizes.size) / _border(labels).size
-    share[0] = 0.0
-    drop = np.flatnonzero(share >= FRAME_BORDER_SHARE)
-    if drop.size == sizes.size - 1:
+    frames = _frames(labels, sizes)
+    if frames.size == sizes.size - 1:
         return ink, ("the marks cover most of the image's border, like a background or a "
                      "frame, with nothing inside; crop the picture to the digit")
-    kept = sizes.copy()
-    kept[0] = 0
-    kept[drop] = 0
-    drop = np.union1d(drop, np.flatnonzero((kept > 0) & (kept < SPECK_SHARE * kept.max())))
-    drop = np.union1d(drop, _blots(labels, drop))
+    drop = _strays(labels, sizes, frames)
     if drop.size or lines.any():
         gone = np.isin(labels, drop) | lines
-        ink = np.where(np.repeat(np.repeat(gone, f, axis=0), f, axis=1)[:h, :w], 0.0, ink)
+        ink = np.where(_full_size(gone, f, ink.shape), 0.0, ink)
         labels = np.where(np.isin(labels, drop), 0, labels)
-    mask = labels > 0
     several = _digit_marks(labels, (small > LINE_INK) & ~lines)
     if len(several) > 1:
         return ink, _several(several, f)
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    mask = labels > 0
     # Only ink near the kept strokes counts: what fades out of a removed frame or speck, and
     # faint marks that never reach half strength (paper grain in a shadow, a faint ruled
     # line), would otherwise widen the crop.
-    near = _dilate(_dilate(mask))
-    ink = np.where(np.repeat(np.repeat(near, f, axis=0), f, axis=1)[:h, :w], ink, 0.0)
+    ink = np.where(_full_size(_dilate(_dilate(mask)), f, ink.shape), ink, 0.0)
+    return ink, _shape_problem(mask, f, ink.shape)
+
+
+def _block_maxima(ink: np.ndarray) -> tuple[int, np.ndarray]:
+    """The block side f and the copy of ``ink`` made of the maxima of its f x f blocks, at most
+    ANALYSIS px across."""
+    h, w = ink.shape
+    f = max(1, ceil_div(max(h, w), ANALYSIS))
+    hp, wp = ceil_div(h, f) * f, ceil_div(w, f) * f
+    small = np.pad(ink, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).max(axis=(1, 3))
+    return f, small
+
+
+def _full_size(mask: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask of the block-maxima copy blown up by ``f`` to the image's ``shape``."""
+    return np.repeat(np.repeat(mask, f, axis=0), f, axis=1)[: shape[0], : shape[1]]
+
+
+def _frames(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Labels of the components covering FRAME_BORDER_SHARE or more of the image's border."""
+    share = np.bincount(_border(labels), minlength=sizes.size) / _border(labels).size
+    share[0] = 0.0
+    return np.flatnonzero(share >= FRAME_BORDER_SHARE)
+
+
+def _strays(labels: np.ndarray, sizes: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Labels of what is not the digit: the ``frames``, specks (under SPECK_SHARE of the
+    largest other component) and blots."""
+    kept = sizes.copy()
+    kept[0] = 0
+    kept[frames] = 0
+    drop = np.union1d(frames, np.flatnonzero((kept > 0) & (kept < SPECK_SHARE * kept.max())))
+    return np.union1d(drop, _blots(labels, drop))
+
+
+def _shape_problem(mask: np.ndarray, f: int, shape: tuple[int, ...]) -> str | None:
+    """Why the kept ink ``mask`` (of the block-maxima copy, blocks of side ``f``, of an image of
+    ``shape``) is no digit: too small, a page, a solid area; None when it may be one."""
+    h, w = shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
     span = max(tall, wide)
     if span < MIN_EXTENT * max(mask.shape):
-        return ink, (
-            f"too little ink: the only marks span about {tall * f}x{wide * f} px of the {h}x{w} "
-            f"image (a speck or dust?); draw the digit larger or crop the picture close to it"
-        )
+        return (f"too little ink: the only marks span about {tall * f}x{wide * f} px of the "
+                f"{h}x{w} image (a speck or dust?); draw the digit larger or crop the picture "
+                f"close to it")
+    if _is_page(mask, rows, cols):
+        return (f"no stroke-like content: the ink is a filled {tall * f}x{wide * f} px "
+                f"rectangle with other marks inside, like a page on a table; crop the picture "
+                f"to the page")
+    thickness = 1  # the widest disc (square) that fits in the ink, by repeated erosion
+    while (mask := _erode(mask)).any():
+        thickness += 2
+    if thickness > MAX_THICKNESS * span:
+        return (f"no stroke-like content: the ink is a solid area about {thickness * f} px "
+                f"thick in a {span * f} px mark, not pen strokes; crop the picture to the digit")
+    return None
+
+
+def _is_page(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> bool:
+    """Whether the ink ``mask`` (spanning ``rows`` and ``cols``), its holes filled in, fills
+    PAGE_FILL of its box with holes under PAGE_HOLES of that: a page with marks on it."""
     holes = _components(~mask)[0]
     outside = np.isin(holes, _border(holes)) & (holes > 0)
     filled = ~outside  # the ink with its holes filled in
     area = np.count_nonzero(filled[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
     inside = np.count_nonzero(filled & ~mask)
-    if area >= PAGE_FILL * tall * wide and 0 < inside < PAGE_HOLES * area:
-        return ink, (
-            f"no stroke-like content: the ink is a filled {tall * f}x{wide * f} px rectangle "
-            f"with other marks inside, like a page on a table; crop the picture to the page"
-        )
-    thickness = 1  # the widest disc (square) that fits in the ink, by repeated erosion
-    while (mask := _erode(mask)).any():
-        thickness += 2
-    if thickness > MAX_THICKNESS * span:
-        return ink, (
-            f"no stroke-like content: the ink is a solid area about {thickness * f} px thick "
-            f"in a {span * f} px mark, not pen strokes; crop the picture to the digit"
-        )
-    return ink, None
+    tall, wide = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    return area >= PAGE_FILL * tall * wide and 0 < inside < PAGE_HOLES * area
