@@ -23,10 +23,10 @@ class ReLU(Layer):
         return elementwise(self.xp, self._masked, self._x, dout)
 
     def _masked(self, x: Any, dout: Any) -> Any:
-        # A 0/1 float mask times dout: several times faster on NumPy than xp.where with a
-        # scalar branch, and the standard forbids multiplying by a boolean array directly.
-        # The product goes into the mask, a new array of our own: no second allocation
-        # (where arrays are immutable, ``*=`` rebinds and the result is the same).
+        """``where(x > 0, dout, 0)`` as a 0/1 float mask times dout: several times faster on
+        NumPy than ``xp.where`` with a scalar branch (the standard forbids multiplying by a
+        boolean array directly). The product goes into the mask, a new array of our own: no
+        second allocation (where arrays are immutable, ``*=`` rebinds, same result)."""
         dx = self.xp.astype(x > 0, dout.dtype)
         dx *= dout
         return dx

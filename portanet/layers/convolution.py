@@ -19,6 +19,11 @@ output long, so adding the bias and summing its gradient would each be a whole p
 output, about a sixth of the layer's time. There the columns get a last row of ones and the
 weight matrix the bias as its last column: the product adds the bias, and the weight product
 in backward yields the bias gradient as its last row.
+
+``Conv2D.forward`` and ``backward`` read as the formulas; each of these tricks is a named
+helper (:func:`columns` and :func:`col2im`, :func:`product_plus_bias`,
+:func:`weight_and_bias_gradients`), checked against the plain formula it replaces in
+``tests/test_layer_tricks.py`` and ``tests/test_fast_paths.py``.
 """
 
 from __future__ import annotations
@@ -174,43 +179,32 @@ class Conv2D(Layer):
         of the padded input and Wmat (out, kh*kw*C) the weights."""
         xp = self.xp
         _, ho, wo = self.output_shape(tuple(x.shape[1:]))
-        x = inner(xp, x)
+        x = inner(xp, x)  # (C, H, W, N): the batch innermost (see portanet.layers.layout)
         if any(self._pads):
             x = pad(xp, x, self._pads)
         self._in_shape = tuple(x.shape)
         self._out_hw = (ho, wo)
         self._cols = columns(xp, x, self.kernel_size, self.stride, (ho, wo),
-                             ones_row=self.bias_in_product)
-        self._wmat = self._weight_matrix()
-        bias = xp.reshape(self.params["b"], (self.out_channels, 1))
-        if self.bias_in_product:
-            out = xp.concat([self._wmat, bias], axis=1) @ self._cols  # (out, Ho*Wo*N)
-        else:
-            out = self._wmat @ self._cols
-            out += bias
-        return outer(xp, xp.reshape(out, (self.out_channels, ho, wo, -1)))
+                             ones_row=self.bias_in_product)  # (kh*kw*C [+ 1], Ho*Wo*N)
+        self._wmat = self._weight_matrix()  # (out, kh*kw*C)
+        z = product_plus_bias(xp, self._wmat, self.params["b"], self._cols,
+                              self.bias_in_product)  # Wmat @ cols + b
+        return outer(xp, xp.reshape(z, (self.out_channels, ho, wo, -1)))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         """dout: (N, out, Ho, Wo) -> dx: (N, C, H, W) (None when ``need_dx`` is False): the
         columns' gradient ``Wmat.T @ dZ`` folded back onto the input (col2im); sets grads
         W (out, C, kh, kw) = ``dZ @ cols.T`` and b (out,) = dZ summed over N, Ho, Wo."""
         xp = self.xp
-        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
-        ho, wo = self._out_hw
-        d = xp.reshape(inner(xp, dout), (o, -1))  # (out, Ho*Wo*N)
-        # (C*kh*kw, out) = cols @ d.T: the long axis (Ho*Wo*N) is the inner one either way,
-        # but OpenBLAS splits this order well over threads and the other (d @ cols.T) badly.
-        grad = self._cols @ d.T
-        k = kh * kw * c
-        self.grads["W"] = xp.permute_dims(xp.reshape(grad[:k, :], (kh, kw, c, o)), (3, 2, 0, 1))
-        self.grads["b"] = grad[k, :] if self.bias_in_product else sum_along(
-            xp, d, 1, self.backend.device)
+        dz = xp.reshape(inner(xp, dout), (self.out_channels, -1))  # (out, Ho*Wo*N)
+        self.grads["W"], self.grads["b"] = weight_and_bias_gradients(
+            self.backend, self._cols, dz, self.params["W"].shape,
+            self.bias_in_product)  # dZ @ cols.T, sum of dZ
         if not need_dx:
             return None
-        dcols = xp.reshape(self._wmat.T @ d, (kh * kw, c, ho, wo, -1))
-        dx = xp.zeros(self._in_shape, dtype=dout.dtype, device=self.backend.device)
-        for k, key in enumerate(window_slices(self.kernel_size, self.stride, (ho, wo))):
-            dx = self.backend.add_to_slice(dx, key, dcols[k, ...])
+        dcols = self._wmat.T @ dz  # (kh*kw*C, Ho*Wo*N)
+        dx = col2im(self.backend, dcols, self._in_shape, self.kernel_size, self.stride,
+                    self._out_hw)  # (C, Hp, Wp, N): the padded input's gradient
         top, bottom, left, right = self._pads
         if top or bottom or left or right:
             dx = dx[:, top:dx.shape[1] - bottom, left:dx.shape[2] - right, :]
@@ -221,3 +215,51 @@ class Conv2D(Layer):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": padding}
+
+
+# --- speed tricks, each checked against the plain formula in tests/test_layer_tricks.py -------
+
+
+def product_plus_bias(xp: Any, wmat: Any, b: Any, cols: Any, ones_row: bool) -> Any:
+    """``wmat @ cols + b[:, None]``, (out, P), of wmat (out, K), b (out,) and the columns
+    (K, P). With ``ones_row`` the columns carry a last row of ones (K + 1 rows, see
+    :func:`columns`) and the bias rides in the product as a last column of wmat instead,
+    which saves a whole pass over the (long) output."""
+    bias = xp.reshape(b, (wmat.shape[0], 1))
+    if ones_row:
+        return xp.concat([wmat, bias], axis=1) @ cols
+    out = wmat @ cols
+    out += bias  # in place where arrays allow it: no second output-sized array
+    return out
+
+
+def weight_and_bias_gradients(backend: Backend, cols: Any, dz: Any, weight_shape: Shape,
+                              ones_row: bool) -> tuple[Any, Any]:
+    """``dW = dz @ cols.T`` as (out, C, kh, kw) and ``db = sum(dz, axis=1)`` (out,), of the
+    columns (kh*kw*C [+ 1], P) and dz (out, P). The product runs as ``cols @ dz.T``, which
+    OpenBLAS splits well over threads (the other order badly), and dW is handed back as a view
+    of it, in (kh, kw, C, out) memory order (:meth:`Conv2D.memory_order`). With ``ones_row``
+    (a last row of ones in the columns) db is the product's last row: no pass over dz; else a
+    product with ones
+    (:func:`sum_along`), several times faster than the reduction along the long axis P."""
+    xp = backend.xp
+    o, c, kh, kw = (int(n) for n in weight_shape)
+    grad = cols @ dz.T  # (kh*kw*C [+ 1], out)
+    k = kh * kw * c
+    dw = xp.permute_dims(xp.reshape(grad[:k, :], (kh, kw, c, o)), (3, 2, 0, 1))
+    db = grad[k, :] if ones_row else sum_along(xp, dz, 1, backend.device)
+    return dw, db
+
+
+def col2im(backend: Backend, dcols: Any, shape: Shape, kernel: tuple[int, int],
+           stride: tuple[int, int], out: tuple[int, int]) -> Any:
+    """The inverse gather of :func:`columns`: the (C, H, W, N) array of ``shape`` onto which
+    each kernel offset's rows of dcols (kh*kw*C, Ho*Wo*N) are added back at the positions
+    they were read from. The standard has no scatter; kh*kw slice additions
+    (``Backend.add_to_slice``) over runs of Wo*N contiguous numbers do it."""
+    xp, (kh, kw), c = backend.xp, kernel, shape[0]
+    dcols = xp.reshape(dcols, (kh * kw, c, *out, -1))
+    dx = xp.zeros(shape, dtype=dcols.dtype, device=backend.device)
+    for k, key in enumerate(window_slices(kernel, stride, out)):
+        dx = backend.add_to_slice(dx, key, dcols[k, ...])
+    return dx

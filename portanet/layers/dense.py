@@ -19,7 +19,8 @@ class Dense(Layer):
     ``dout.T @ X`` run fastest that way, and the gradient comes out in the same order, so updates
     stream through matching memory. CuPy keeps (in, out) order, which its elementwise kernels
     walk coalesced (:attr:`Backend.weights_transposed`). Only speed depends on this;
-    ``W.shape`` is (in, out) everywhere.
+    ``W.shape`` is (in, out) everywhere. The gradients' tricks (that memory order, and outer
+    products for one sample) are :func:`weight_gradient` and :func:`bias_gradient`.
 
     Args:
         in_features: number of input features (784 for flattened MNIST).
@@ -83,27 +84,38 @@ class Dense(Layer):
             )
         self._x = x
         z = x @ self.params["W"]
-        z += self.params["b"]  # in place where arrays allow it; saves a pass and an allocation
+        z += self.params["b"]  # Z = x @ W + b, the addition in place: saves a pass and a buffer
         return z
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         """dout: (N, D_out) -> dx: (N, D_in) = dout @ W.T (None when ``need_dx`` is False);
         sets grads W (D_in, D_out) = x.T @ dout, b (D_out,) = sum(dout, axis=0)."""
-        xp = self.xp
-        # dW = X.T @ dout, formed in W's memory order (see Backend.weights_transposed).
-        transposed = self._transposed
-        if dout.shape[0] == 1:
-            # Per-sample SGD: an outer product by broadcasting is several times cheaper than a
-            # matrix product with an inner dimension of 1; the bias gradient is dout itself.
-            self.grads["b"] = xp.reshape(dout, (self.out_features,))
-            if transposed:
-                self.grads["W"] = (xp.reshape(dout, (self.out_features, 1)) * self._x).T
-            else:
-                self.grads["W"] = xp.reshape(self._x, (self.in_features, 1)) * dout
-        else:
-            self.grads["b"] = xp.sum(dout, axis=0)
-            self.grads["W"] = (dout.T @ self._x).T if transposed else self._x.T @ dout
+        self.grads["b"] = bias_gradient(self.xp, dout)  # sum(dout, axis=0)
+        self.grads["W"] = weight_gradient(self.xp, self._x, dout, self._transposed)  # x.T @ dout
         return dout @ self.params["W"].T if need_dx else None
 
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features}
+
+
+# --- speed tricks, each checked against the plain formula in tests/test_layer_tricks.py -------
+
+
+def bias_gradient(xp: Any, dout: Any) -> Any:
+    """``sum(dout, axis=0)``, (D_out,), of dout (N, D_out); for one sample dout itself,
+    reshaped: no reduction at all (per-sample SGD takes this every step)."""
+    if dout.shape[0] == 1:
+        return xp.reshape(dout, (-1,))
+    return xp.sum(dout, axis=0)
+
+
+def weight_gradient(xp: Any, x: Any, dout: Any, transposed: bool) -> Any:
+    """``x.T @ dout``, (D_in, D_out), of x (N, D_in) and dout (N, D_out), formed in W's memory
+    order (row-major (D_out, D_in) when ``transposed``, see :class:`Dense`), so the update
+    streams through matching memory; for one sample an outer product by broadcasting, several
+    times cheaper than a matrix product with an inner dimension of 1."""
+    if dout.shape[0] == 1:
+        if transposed:
+            return (xp.reshape(dout, (-1, 1)) * x).T
+        return xp.reshape(x, (-1, 1)) * dout
+    return (dout.T @ x).T if transposed else x.T @ dout

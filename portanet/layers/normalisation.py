@@ -119,6 +119,7 @@ class BatchNorm(Layer):
         return xp.reshape(inner(xp, x), (x.shape[1], -1))
 
     def _untable(self, table: Any) -> Any:
+        """The (N, C) or (N, C, H, W) view of a table laid out as :meth:`_table` gives."""
         if len(self._shape) == 2:
             return table
         _, c, h, w = self._shape
@@ -128,6 +129,10 @@ class BatchNorm(Layer):
         """A (C,) array shaped to broadcast along the table's features."""
         return v if len(self._shape) == 2 else self.xp.reshape(v, (self.num_features, 1))
 
+    def _sample_axis(self) -> int:
+        """The table's axis over samples (and positions): -2 for (N, C), -1 for (C, H*W*N)."""
+        return -2 if len(self._shape) == 2 else -1
+
     def forward(self, x: Any) -> Any:
         """x: (N, C) or (N, C, H, W) -> y of the same shape,
         ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per feature C, with the batch's
@@ -136,67 +141,93 @@ class BatchNorm(Layer):
         xp = self.xp
         self.output_shape(tuple(x.shape[1:]))
         self._shape = tuple(x.shape)
-        t = self._table(x)
-        axis = -2 if x.ndim == 2 else -1  # the table's axis over samples (and positions)
+        t = self._table(x)  # (N, C), or (C, H*W*N) for images
         gamma, beta = self.params["gamma"], self.params["beta"]
         self._offset = None
         if self.training:
-            m = t.shape[axis]
-            total = sum_along(xp, t, axis, self.backend.device)
-            mean = total * (1.0 / m)
-            self._centred = t - self._per_feature(mean)  # on these rows' own mean
-            squares = xp.vecdot(self._centred, self._centred, axis=axis)
-            if self.gather is not None:  # the whole batch's mean and squares, one exchange
-                own_mean = mean
-                mean, squares, m = _merged(self.gather((total, squares), m))
-                self._offset = own_mean - mean  # t - mean = centred + offset
-            var = squares * (1.0 / m)
+            mean, var, m = self._batch_statistics(t)  # also sets _centred and _offset
             self._inv_std = 1.0 / xp.sqrt(var + self.eps)
             if self.updates_running:
-                mom = self.momentum
-                unbiased = var * (m / (m - 1)) if m > 1 else var
-                running = self.buffers
-                running["running_mean"] = (1.0 - mom) * running["running_mean"] + mom * mean
-                running["running_var"] = (1.0 - mom) * running["running_var"] + mom * unbiased
-            # y = xhat * gamma + beta with xhat = (centred + offset) * inv_std, in two passes.
+                self._update_running(mean, var, m)
             scale = gamma * self._inv_std
-            out = self._centred * self._per_feature(scale)
-            out += self._per_feature(beta if self._offset is None else beta + self._offset * scale)
-        else:
-            # Constants: y = x * scale + (beta - mean * scale), two passes; backward centres x
-            # itself if it is ever asked for a gradient in evaluation mode.
-            self._inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
-            self._centred, self._input = None, t
-            scale = gamma * self._inv_std
-            out = t * self._per_feature(scale)
-            out += self._per_feature(beta - self.buffers["running_mean"] * scale)
-        return self._untable(out)
+            # y = (t - mean) * scale + beta, with t - mean = centred + offset
+            shift = beta if self._offset is None else beta + self._offset * scale
+            return self._untable(self._scaled_and_shifted(self._centred, scale, shift))
+        # Evaluation: y = t * scale + (beta - running_mean * scale); backward centres t itself
+        # if it is ever asked for a gradient in evaluation mode.
+        self._inv_std = 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps)
+        self._centred, self._input = None, t
+        scale = gamma * self._inv_std
+        shift = beta - self.buffers["running_mean"] * scale
+        return self._untable(self._scaled_and_shifted(t, scale, shift))
 
     def backward(self, dout: Any, need_dx: bool = True) -> Any:
         """dout: (N, C) or (N, C, H, W) -> dx of the same shape (None when ``need_dx`` is
         False); sets grads gamma (C,) = sum(dout * xhat), beta (C,) = sum(dout), with
         ``xhat = (x - mean) / sqrt(var + eps)`` and the sums over N (and H, W)."""
         xp = self.xp
-        d = self._table(dout)
-        axis = -2 if len(self._shape) == 2 else -1
-        inv_std = self._inv_std
+        d, axis = self._table(dout), self._sample_axis()
         if self._centred is None:  # evaluation mode: centred by the running mean
             self._centred = self._input - self._per_feature(self.buffers["running_mean"])
-        d_sum = sum_along(xp, d, axis, self.backend.device)
-        d_centred = xp.vecdot(d, self._centred, axis=axis)
-        if self._offset is not None:  # sum(d * (t - mean)) over the whole batch's mean
+        d_sum = sum_along(xp, d, axis, self.backend.device)  # sum(d)
+        d_centred = xp.vecdot(d, self._centred, axis=axis)  # sum(d * (t - mean)), one pass
+        if self._offset is not None:  # t - mean = centred + offset
             d_centred = d_centred + self._offset * d_sum
         self.grads["beta"] = d_sum
-        self.grads["gamma"] = d_centred * inv_std  # sum(d * xhat)
+        self.grads["gamma"] = d_centred * self._inv_std  # sum(d * xhat)
         if not need_dx:
             return None
-        scale = self.params["gamma"] * inv_std
-        if not self.training:  # running statistics are constants
+        scale = self.params["gamma"] * self._inv_std
+        if not self.training:  # running statistics are constants: dx = d * scale
             return self._untable(d * self._per_feature(scale))
-        m = d.shape[axis]
+        return self._untable(self._batch_input_gradient(d, d_sum, d_centred, scale))
+
+    # --- speed tricks, each checked against the plain formula in tests/test_layer_tricks.py --
+
+    def _batch_statistics(self, t: Any) -> tuple[Any, Any, int]:
+        """The batch's mean and biased variance per feature of the table ``t``, and how many
+        values each is over; sets ``_centred`` (t less its own rows' mean) and, when the batch
+        is split, ``_offset`` (that mean less the whole batch's). The sum is a product with
+        ones (:func:`sum_along`) and the sum of squares one ``vecdot`` of the centred values,
+        one pass each; split, one exchange of (sum, squares) and the pairwise merge
+        (:func:`_merged`) give the whole batch's statistics without cancellation."""
+        xp, axis = self.xp, self._sample_axis()
+        m = t.shape[axis]
+        total = sum_along(xp, t, axis, self.backend.device)
+        mean = total * (1.0 / m)
+        self._centred = t - self._per_feature(mean)  # on these rows' own mean
+        squares = xp.vecdot(self._centred, self._centred, axis=axis)
+        if self.gather is not None:  # the whole batch's mean and squares, one exchange
+            own_mean = mean
+            mean, squares, m = _merged(self.gather((total, squares), m))
+            self._offset = own_mean - mean  # t - mean = centred + offset
+        return mean, squares * (1.0 / m), m
+
+    def _update_running(self, mean: Any, var: Any, m: int) -> None:
+        """``running = (1 - momentum) * running + momentum * batch``, with the unbiased
+        variance of ``m`` values, as PyTorch does."""
+        mom = self.momentum
+        unbiased = var * (m / (m - 1)) if m > 1 else var
+        running = self.buffers
+        running["running_mean"] = (1.0 - mom) * running["running_mean"] + mom * mean
+        running["running_var"] = (1.0 - mom) * running["running_var"] + mom * unbiased
+
+    def _scaled_and_shifted(self, values: Any, scale: Any, shift: Any) -> Any:
+        """``values * scale + shift`` per feature, in two passes over the table, the addition
+        in place: every other factor of the normalisation is folded into the (C,) constants."""
+        out = values * self._per_feature(scale)
+        out += self._per_feature(shift)
+        return out
+
+    def _batch_input_gradient(self, d: Any, d_sum: Any, d_centred: Any, scale: Any) -> Any:
+        """``dx = scale * (d - mean(d) - xhat * mean(d * xhat))`` of the table ``d`` (training
+        mode), the means over the whole batch (every part's sums added, one exchange, when
+        split), with the per-feature factors folded into (C,) constants: three passes over
+        the table, no ``xhat`` formed."""
+        m = d.shape[self._sample_axis()]
         if self.gather is not None:  # over the whole batch: every part's sums, added
             (d_sum, d_centred), m = _added(self.gather((d_sum, d_centred), m))
-        # dx = scale * (d - mean(d) - xhat * mean(d * xhat)), per-feature factors folded.
+        inv_std = self._inv_std
         k = scale * inv_std * inv_std * d_centred * (1.0 / m)
         shift = scale * d_sum * (1.0 / m)
         if self._offset is not None:
@@ -204,7 +235,7 @@ class BatchNorm(Layer):
         dx = d * self._per_feature(scale)
         dx -= self._centred * self._per_feature(k)
         dx -= self._per_feature(shift)
-        return self._untable(dx)
+        return dx
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}

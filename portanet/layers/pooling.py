@@ -36,6 +36,25 @@ def first_maximum_shares(xp: Any, parts: list[Any], top: Any, d: Any) -> list[An
     return shares
 
 
+def first_maximum_mask(xp: Any, tiles: Any, top: Any, kernel: tuple[int, int]) -> Any:
+    """For tiling windows, as :func:`first_maximum_shares` but in one piece: a boolean
+    (C*Ho, kh, Wo, kw, N) mask of ``tiles``, true at the first position of each window (in
+    row-major window order) that holds its maximum ``top`` (C*Ho, Wo, N). One comparison of the
+    whole input with the broadcast maximum, then kh*kw - 1 small logical steps clearing the
+    ties, instead of a comparison, a product and a subtraction per position."""
+    kh, kw = kernel
+    spread = (slice(None), None, slice(None), None, slice(None))
+    at = [(slice(None), i, slice(None), j, slice(None)) for i in range(kh) for j in range(kw)]
+    mask = tiles == top[spread]
+    free = ~mask[at[0]]  # windows whose maximum no earlier position holds
+    for k, key in enumerate(at[1:], start=2):
+        first = mask[key] & free
+        mask[key] = first
+        if k < len(at):
+            free = free ^ first  # free and not held here
+    return mask
+
+
 class _Pool2D(Layer):
     """Shared shape logic, window slicing and gradient assembly of the pooling layers."""
 
@@ -80,17 +99,21 @@ class _Pool2D(Layer):
 
     def _assemble(self, shares: list[Any]) -> Any:
         """dL/dx (N, C, H, W) from each window position's share of the output gradient."""
-        xp, (kh, kw) = self.xp, self.kernel_size
+        xp, kw = self.xp, self.kernel_size[1]
         if self._tiled:
             dx = xp.empty(self._in_shape, dtype=shares[0].dtype, device=self.backend.device)
             for k, share in enumerate(shares):
                 dx[:, k // kw, :, k % kw, :] = share
-            c, ho, wo, _ = self._out_shape
-            return outer(xp, xp.reshape(dx, (c, ho * kh, wo * kw, -1)))
+            return self._untiled(dx)
         dx = xp.zeros(self._in_shape, dtype=shares[0].dtype, device=self.backend.device)
         for key, share in zip(self._keys, shares, strict=True):
             dx = self.backend.add_to_slice(dx, key, share)
         return outer(xp, dx)
+
+    def _untiled(self, tiles: Any) -> Any:
+        """The (N, C, H, W) view of a (C*Ho, kh, Wo, kw, N) array of the tiled input's shape."""
+        (kh, kw), (c, ho, wo, _) = self.kernel_size, self._out_shape
+        return outer(self.xp, self.xp.reshape(tiles, (c, ho * kh, wo * kw, -1)))
 
     def _output_gradient(self, dout: Any) -> Any:
         """``dout`` (N, C, Ho, Wo) arranged like the window slices."""
@@ -128,24 +151,13 @@ class MaxPool2D(_Pool2D):
         input of its window that holds the maximum, summed where windows overlap."""
         xp = self.xp
         d = self._output_gradient(dout)
-        if not self._tiled:
+        if not self._tiled:  # each position's share, added back at its slice
             return self._assemble(first_maximum_shares(xp, self._parts, self._out, d))
-        # One comparison of the whole (C*Ho, kh, Wo, kw, N) input against the broadcast
-        # maximum, ties cleared after the first position that holds it, then one product.
-        (kh, kw), tiles = self.kernel_size, self._tile_view
-        spread = (slice(None), None, slice(None), None, slice(None))
-        at = [(slice(None), i, slice(None), j, slice(None)) for i in range(kh) for j in range(kw)]
-        mask = tiles == self._out[spread]
-        free = ~mask[at[0]]  # windows whose maximum no earlier position holds
-        for k, key in enumerate(at[1:], start=2):
-            first = mask[key] & free
-            mask[key] = first
-            if k < len(at):
-                free = free ^ first  # free and not held here
+        # Tiling windows: dx = mask * dout, dout spread over each (kh, kw) window.
+        mask = first_maximum_mask(xp, self._tile_view, self._out, self.kernel_size)
         dx = xp.astype(mask, d.dtype)
-        dx *= d[spread]  # into the new array (where arrays are immutable, *= rebinds)
-        c, ho, wo, _ = self._out_shape
-        return outer(xp, xp.reshape(dx, (c, ho * kh, wo * kw, -1)))
+        dx *= d[:, None, :, None, :]  # into the new array (immutable arrays: *= rebinds)
+        return self._untiled(dx)
 
 
 class AvgPool2D(_Pool2D):
