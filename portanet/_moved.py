@@ -24,7 +24,7 @@ MOVED = {
     "portanet.inputs": "portanet.input_checks",
     "portanet._checks": "portanet.number_checks",
     "portanet._files": "portanet.files",
-    "portanet.split": "portanet.parallel.threads",
+    "portanet.split": "portanet.parallel.engine",
     "portanet.distributed": "portanet.parallel.mpi",
     "portanet.images": "portanet.reader.digit",
     "portanet._ink": "portanet.reader.ink",

@@ -22,7 +22,7 @@ from portanet.input_checks import prepare_inputs, prepare_labels
 from portanet.layers import Softmax, softmax
 from portanet.losses import Loss, as_loss, softmax_cross_entropy
 from portanet.model import Sequential
-from portanet.parallel.threads import inference_forward
+from portanet.parallel.engine import inference_forward
 
 LossFn = Callable[[Any, Any], tuple[Any, Any]]
 

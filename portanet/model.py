@@ -67,7 +67,7 @@ class Sequential:
             self.input_shape, self.output_shape = _inferred_shapes(layers)
         for layer in layers:
             layer.build(self.backend, self.backend.rng)
-        own_mask_generators(self, rank=0)
+        own_mask_generators(self)
         self._slots = [
             (f"{i}.{key}", layer.params, layer.grads, key)
             for i, layer in enumerate(layers)
@@ -268,14 +268,15 @@ def class_names_for(model: Sequential, names: Sequence[str]) -> list[str]:
     return [*names, *(str(i) for i in range(len(names), k))]
 
 
-def own_mask_generators(model: Sequential, rank: int = 0) -> None:
-    """Give each Dropout layer a mask stream of its own for MPI rank ``rank``
-    (:func:`portanet.random_streams.dropout_stream`), so masks never draw from the model's
-    generator and no two layers share a stream."""
+def own_mask_generators(model: Sequential, worker: int = 0) -> None:
+    """Give each Dropout layer a mask stream of its own, that of data-parallel worker
+    ``worker`` (:func:`portanet.random_streams.dropout_stream`; one process is worker 0, MPI
+    rank r with one thread worker r), so masks never draw from the model's generator and no
+    two layers or workers share a stream."""
     from portanet.layers import Dropout
     from portanet.random_streams import dropout_stream
 
     for i, layer in enumerate(model.layers):
-        if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != rank:
-            layer.backend = dropout_stream(model, i, rank)
-            layer._mask_rank = rank
+        if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != worker:
+            layer.backend = dropout_stream(model, i, worker)
+            layer._mask_rank = worker

@@ -11,10 +11,14 @@ Optimizers with state (SGD with momentum, RMSProp, Adam) update all parameters a
 model's parameters become views of one flat array (:class:`portanet.flat.FlatParameters`) and
 the update runs once over it, about a dozen array operations per step instead of a dozen per
 parameter. ``optimizer.flat = False`` selects the per-parameter update, which computes the same
-numbers (``tests/test_optim.py`` checks that they are identical). A split-batch step
-(:mod:`portanet.parallel.threads`) hands :meth:`Optimizer.step` its two threads (``halves``),
-and the flat update then runs as two halves of the flat arrays at once, on backends whose arrays are
-updated in place: the same arithmetic on every element, so again the same numbers.
+numbers (``tests/test_optim.py`` checks that they are identical).
+
+An optimizer knows nothing of threads. :meth:`Optimizer.plan` hands out one step as independent
+pieces of work; the parallel engine (:mod:`portanet.parallel.engine`) runs them on its workers.
+The flat update splits into parts of the flat arrays (views, on backends whose arrays are
+updated in place): the same arithmetic on every element, so again the same numbers. A subclass
+that overrides :meth:`Optimizer.update` splits like the built-in ones; one that overrides
+:meth:`Optimizer.step` runs as one piece, its own step.
 
 L2 regularisation has one mechanism, weight decay: ``weight_decay * W`` added to the gradient of
 each parameter :func:`is_weight` names (weight matrices and kernels, not biases).
@@ -23,7 +27,6 @@ each parameter :func:`is_weight` names (weight matrices and kernels, not biases)
 
 from __future__ import annotations
 
-import inspect
 import math
 import weakref
 from collections.abc import Callable
@@ -34,18 +37,8 @@ from portanet import number_checks
 from portanet.backend.table import SCRATCH_MIN_SIZE, Capabilities  # noqa: F401 (re-exported)
 from portanet.flat import FlatParameters
 
-Halves = Callable[[Callable[[int], Any]], None]
-"""``halves(work)`` runs ``work(0)`` and ``work(1)`` at once and returns when both have
-(:meth:`portanet.parallel.threads.SplitStep.halves`)."""
-
-
-def takes_halves(optimizer: Optimizer) -> bool:
-    """Whether ``optimizer.step`` accepts ``halves`` (a subclass may override ``step`` with the
-    older ``(model, l2)`` signature; it then updates in one thread)."""
-    try:
-        return "halves" in inspect.signature(optimizer.step).parameters
-    except (TypeError, ValueError):
-        return False
+Work = Callable[[], Any]
+"""One piece of an optimizer step (:meth:`Optimizer.plan`)."""
 
 
 def is_weight(param: Any) -> bool:
@@ -107,33 +100,48 @@ class Optimizer:
     def lr(self, value: float) -> None:
         self._lr = number_checks.finite_positive("lr", value)
 
-    def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
+    def step(self, model: Any, l2: float = 0.0) -> None:
         """Apply one update to every parameter of ``model`` from its current gradients.
 
-        ``l2`` adds to ``weight_decay`` for this step (what ``fit(l2=...)`` uses). ``halves``
-        (``work -> None``, running ``work(0)`` and ``work(1)`` at once and waiting for both)
-        lets a flat update run as two halves (see the module docstring).
+        ``l2`` adds to ``weight_decay`` for this step (what ``fit(l2=...)`` uses).
         """
+        for work in self._pieces(model, l2, 1):
+            work()
+
+    def plan(self, model: Any, l2: float = 0.0, parts: int = 1) -> list[Work]:
+        """One :meth:`step` as pieces of work that together apply it, each to be run once, in
+        any order or at the same time (the parallel engine runs them on its threads).
+
+        ``parts`` pieces where the update splits: the flat update of an optimizer with state,
+        from its second step on (the first creates the state whole), on backends whose arrays
+        are updated in place; else one. A subclass that overrides :meth:`step` and not this
+        gets one piece, its own step.
+        """
+        if type(self).step is not Optimizer.step and type(self).plan is Optimizer.plan:
+            return [partial(self.step, model, l2)]
+        return self._pieces(model, l2, parts)
+
+    def _pieces(self, model: Any, l2: float, parts: int) -> list[Work]:
         if self._model is None or self._model() is not model:
             self._bind(model)
         self.steps += 1
-        backend = model.backend
-        self.xp = backend.xp
-        lr = self._lr
+        self.xp = model.backend.xp
         decay = self.weight_decay + l2
         if self.updates_flat:
-            self._flat_step(model, lr, decay, halves)
-            return
-        capabilities = backend.capabilities
+            return self._flat_pieces(model, self._lr, decay, parts)
+        return [partial(self._each_parameter, model, self._lr, decay)]
+
+    def _each_parameter(self, model: Any, lr: float, decay: float) -> None:
+        capabilities = model.backend.capabilities
         for name, params, grads, key in model.parameter_slots():
             p = params[key]
             params[key] = self._apply(capabilities, name, p, grads[key], lr,
                                       decay if decay and is_weight(p) else 0.0)
 
-    def _flat_step(self, model: Any, lr: float, decay: float, halves: Halves | None) -> None:
-        """One update of the flat parameter array from the gathered gradients; as two halves
-        on ``halves`` once the state exists (the first step creates it whole) and where the
-        arrays are updated in place, so that each half's views write through."""
+    def _flat_pieces(self, model: Any, lr: float, decay: float, parts: int) -> list[Work]:
+        """The update of the flat parameter array from the gathered gradients: in ``parts``
+        contiguous parts (views of the flat arrays, written through in place) once the state
+        exists and where arrays are updated in place, else whole."""
         flat = self._flat
         if flat is None:
             flat = self._flat = FlatParameters(model, is_weight)
@@ -143,15 +151,18 @@ class Optimizer:
         if decay:
             g = g + flat.decay(decay) * flat.values
         state = self._slot("*")
-        if halves is not None and state and model.backend.capabilities.in_place:
+        if parts > 1 and state and model.backend.capabilities.in_place:
             n = int(flat.values.shape[0])
-            cuts = (slice(0, n // 2), slice(n // 2, n))
-            parts = [{key: array[rows] for key, array in state.items()} for rows in cuts]
-            halves(lambda k: self.update(parts[k], flat.values[cuts[k]], g[cuts[k]], lr))
-            return
-        updated = self.update(state, flat.values, g, lr)
-        if updated is not flat.values or not model.backend.capabilities.in_place:
-            flat.hand_out(updated)
+            cuts = [slice(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+            return [partial(self.update, {key: array[rows] for key, array in state.items()},
+                            flat.values[rows], g[rows], lr) for rows in cuts]
+
+        def whole() -> None:
+            updated = self.update(state, flat.values, g, lr)
+            if updated is not flat.values or not model.backend.capabilities.in_place:
+                flat.hand_out(updated)
+
+        return [whole]
 
     def _apply(self, capabilities: Capabilities, name: str, p: Any, g: Any, lr: float,
                decay: float) -> Any:
@@ -400,7 +411,6 @@ class OneCycle(Optimizer):
         pct_start = number_checks.open_unit("pct_start", pct_start)
         self.optimizer = optimizer
         self.state = optimizer.state
-        self._inner_takes_halves = takes_halves(optimizer)
         self.max_lr = float(max_lr)
         self.total_steps = total_steps
         self.pct_start = float(pct_start)
@@ -419,10 +429,12 @@ class OneCycle(Optimizer):
             start, end, t = self.max_lr, self.final_lr, min((step - up) / down, 1.0)
         return float(end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
-    def step(self, model: Any, l2: float = 0.0, halves: Halves | None = None) -> None:
+    def step(self, model: Any, l2: float = 0.0) -> None:
+        for work in self.plan(model, l2):
+            work()
+
+    def plan(self, model: Any, l2: float = 0.0, parts: int = 1) -> list[Work]:
+        """The inner optimizer's pieces of one step, at this step's learning rate."""
         self.optimizer.lr = self.lr = self.lr_at(self.steps)
-        if halves is not None and self._inner_takes_halves:
-            self.optimizer.step(model, l2, halves)
-        else:
-            self.optimizer.step(model, l2)
         self.steps += 1
+        return self.optimizer.plan(model, l2, parts)

@@ -7,16 +7,16 @@ training has a stream of its own, a backend copy seeded from
 shuffles come out the same on every backend (CuPy draws masks on the device) and every MPI
 rank:
 
-=========================================================  ==============================
-stream                                                     spawn key
-=========================================================  ==============================
-Dropout layer ``i`` on MPI rank ``r`` (rank 0 in one        ``(1 + r, i)``
-process)
-the augmentation on rank ``r`` of several MPI ranks        ``(1 + r, number of layers)``
-Dropout layer ``i`` of a split step's second half           ``(0, i)``
-=========================================================  ==============================
+==========================================================  ==============================
+stream                                                      spawn key
+==========================================================  ==============================
+Dropout layer ``i`` of worker ``w`` (thread ``t`` of MPI     ``(1 + w, i)``
+rank ``r`` with ``T`` threads a rank: ``w = r * T + t``)
+the augmentation on rank ``r`` of several MPI ranks         ``(1 + r, number of layers)``
+==========================================================  ==============================
 
-In one process the augmentation draws from the model's own generator.
+One process with one thread is worker 0. The augmentation runs once per process, on the
+process's share of each batch; in one process it draws from the model's own generator.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ import numpy as np
 
 from portanet.backend import Backend
 
-SPLIT_HALF = 0
-"""The worker number of a split step's second half (its first half is the model itself)."""
-
 
 def stream(backend: Backend, seed: int, worker: int, index: int) -> Backend:
     """A copy of ``backend`` whose generator is seeded from
@@ -37,19 +34,9 @@ def stream(backend: Backend, seed: int, worker: int, index: int) -> Backend:
     return backend.fork(np.random.SeedSequence(seed, spawn_key=(worker, index)))
 
 
-def rank_worker(rank: int) -> int:
-    """The worker number of MPI rank ``rank``'s streams."""
-    return 1 + rank
-
-
-def dropout_stream(model: Any, layer_index: int, rank: int = 0) -> Backend:
-    """The backend Dropout layer ``layer_index`` draws its masks from on MPI rank ``rank``."""
-    return stream(model.backend, model.seed, rank_worker(rank), layer_index)
-
-
-def half_dropout_stream(model: Any, layer_index: int) -> Backend:
-    """The backend the second half of a split step's Dropout layer ``layer_index`` draws from."""
-    return stream(model.backend, model.seed, SPLIT_HALF, layer_index)
+def dropout_stream(model: Any, layer_index: int, worker: int = 0) -> Backend:
+    """The backend Dropout layer ``layer_index`` of worker ``worker`` draws its masks from."""
+    return stream(model.backend, model.seed, 1 + worker, layer_index)
 
 
 def augment_stream(model: Any, rank: int, size: int) -> Backend:
@@ -59,4 +46,4 @@ def augment_stream(model: Any, rank: int, size: int) -> Backend:
     different amounts of it and the ranks' shuffles would drift apart."""
     if size == 1:
         return model.backend
-    return stream(model.backend, model.seed, rank_worker(rank), len(model.layers))
+    return stream(model.backend, model.seed, 1 + rank, len(model.layers))

@@ -14,7 +14,6 @@ checks ride on reads that happen anyway (one per epoch, one at the end), never o
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -47,9 +46,9 @@ from portanet.input_checks import (
 )
 from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
-from portanet.optim import Halves, Optimizer, Schedule, get_optimizer, takes_halves
+from portanet.optim import Optimizer, Schedule, get_optimizer
+from portanet.parallel.engine import Engine, check_threads, threads_that_pay
 from portanet.parallel.mpi import Communicator, Local
-from portanet.parallel.threads import MIN_ROWS, SplitStep, split_step
 from portanet.random_streams import augment_stream
 
 Rows = tuple[int, int]
@@ -91,15 +90,14 @@ class _Run:
     """Where the augmentation draws: the model's backend in one process; under MPI a copy
     with a generator of this rank's own, so that shards of different sizes never move the
     shuffle generator, which every rank must keep in step."""
-    split: SplitStep | None
-    """Two half-batches on two threads per step, or None (see :mod:`portanet.parallel.threads`)."""
-    halves: Halves | None = None
-    """The split step's two threads for the optimizer's update, where its ``step`` takes
-    them."""
+    threads: int
+    """Workers in this process (see :mod:`portanet.parallel.engine`)."""
     validation: tuple[Any, Any] | None = None
     """``(X_val, y_val)`` on the device, evaluated after every epoch."""
     steps: int = 0
     """Steps per epoch."""
+    engine: Engine | None = None
+    """The data-parallel engine of the run's steps, made once the ranks agree."""
     last: Any = None
     """The last training batch's inputs (before augmentation): what fit checks the finished
     model's outputs on."""
@@ -156,10 +154,13 @@ def fit(
             one process (:class:`~portanet.parallel.mpi.Local`).
         augment: ``augment(batch, backend) -> batch`` applied to each training batch on the
             device, e.g. :class:`portanet.augment.RandomShift`; off by default.
-        threads: 2 runs each step as two half-batches on two threads
-            (:mod:`portanet.parallel.threads`; one process), 1 never; None (default) splits
-            where it pays: NumPy on two or more cores, a convolutional model, batches of 64 or
-            more. The results agree with one thread up to floating-point rounding.
+        threads: workers in this process (:mod:`portanet.parallel.engine`): each step's
+            batch is shared among this many threads, any positive number (more than the
+            cores works, perhaps slower); with ``comm`` the workers are ranks x threads. None
+            (default): as many as pay, up to the cores this process may use (NumPy, a
+            convolutional model, 32 rows a thread at least, one process), else 1. The results
+            agree with one worker up to floating-point rounding (BatchNorm included; Dropout
+            masks are each worker's own, equal in distribution).
 
     Raises:
         DivergedError: at the end of the first epoch whose loss (or validation loss) is not
@@ -177,7 +178,7 @@ def fit(
     callbacks = comm.begin(model, run.data.y, run.batch, epochs, callbacks)
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop, \
-            (run.split or contextlib.nullcontext()):
+            Engine(model, run.threads, comm) as run.engine:
         for epoch in range(epochs):
             if lr_schedule is not None:
                 run.optimizer.lr = scheduled_lr(lr_schedule, epoch, epochs)
@@ -212,12 +213,12 @@ def _start(model: Sequential, X: Any, y: Any, loss: Loss, optimizer: Optimizer,
     sample = tuple(data.X.shape[1:])
     check_batch_statistics(model, batch, data.n, sample, comm)
     check_augment(model, augment, data.X)
-    split = split_step(model, threads, batch, comm.size)
+    threads = check_threads(threads)
+    if threads is None:
+        threads = threads_that_pay(model, batch, comm.size)
     steps = len(_batches(data.n, batch, smallest_batch(model, sample, comm)))
     return _Run(loss, optimizer, data, batch, l2, augment, comm,
-                augment_stream(model, comm.rank, comm.size), split,
-                split.halves if split is not None and takes_halves(optimizer) else None,
-                validation, steps)
+                augment_stream(model, comm.rank, comm.size), threads, validation, steps)
 
 
 def _epoch(model: Sequential, run: _Run, epoch: int, epochs: int, shuffle: bool,
@@ -303,23 +304,16 @@ def _run_epoch(model: Sequential, run: _Run, order: Any, callbacks: list[Callbac
 
 
 def _step(model: Sequential, run: _Run, xb: Any, tb: Any, share: float) -> Any:
-    """Augment, forward, loss gradient, backward, (under MPI) average the gradients over the
-    ranks, weighting this rank's by its ``share`` of the global batch, update: one step on a
-    batch and its targets. Returns the logits (the loss value is computed from them
-    once per epoch)."""
+    """Augment, forward, loss gradient, backward on the engine's workers (each weighting its
+    gradient by its rows' part of the global batch, this process's being ``share``), add the
+    ranks' gradients up (under MPI), update: one step on a batch and its targets. Returns the
+    logits (the loss value is computed from them once per epoch)."""
     if run.augment is not None:
         xb = run.augment(xb, run.augment_backend)
-    if run.split is not None and xb.shape[0] >= MIN_ROWS:
-        logits = run.split.forward_backward(run.loss, xb, tb)
-    else:
-        logits = model.forward_unchecked(xb)
-        model.backward(run.loss.gradient(logits, tb), need_input_grad=False)
-    if run.comm.size > 1:
-        run.comm.average_gradients(model, share)
-    if run.halves is not None:
-        run.optimizer.step(model, l2=run.l2, halves=run.halves)
-    else:
-        run.optimizer.step(model, l2=run.l2)
+    logits = run.engine.forward_backward(run.loss, xb, tb, share)
+    if run.comm.size > 1:  # each rank's part is weighted already: add them up
+        run.comm.average_gradients(model, 1.0)
+    run.engine.update(run.optimizer, run.l2)
     return logits
 
 

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "seed_on_rank1": None,  # different initial weights on rank 1
     "raise_on_rank": None, "raise_at_step": 3,  # a rank that fails mid-training
     "shift": 0,  # > 0: the features as 1x4x5 images, shifted by up to this many pixels
+    "model": "mlp",  # "cnn": the features as 1x4x5 images through a convolution; "bn-cnn":
+    # with BatchNorm after it and after the hidden layer; "bn-cnn-local": BatchNorm(sync=False)
+    "threads": 1,  # workers per rank
 }
 
 
@@ -50,6 +53,18 @@ class FailAt(portanet.optim.SGD):
         super().step(model, l2)
 
 
+def model_layers(kind: str, hidden: int, images: bool) -> list[Any]:
+    """The layers before the dropout and the output layer."""
+    if kind == "mlp":
+        return ([portanet.Flatten()] if images else []) + [portanet.Dense(20, hidden),
+                                                             portanet.ReLU()]
+    sync = kind != "bn-cnn-local"
+    norm = kind.startswith("bn-")
+    return [portanet.Conv2D(1, 3, 2), *([portanet.BatchNorm(3, sync=sync)] if norm else []),
+            portanet.ReLU(), portanet.Flatten(), portanet.Dense(36, hidden),
+            *([portanet.BatchNorm(hidden, sync=sync)] if norm else []), portanet.ReLU()]
+
+
 def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
     """Train as the options say; returns the model and its history."""
     o = {**DEFAULTS, **options}
@@ -60,9 +75,7 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
         hidden = o["hidden_on_rank1"]
     if rank == 1 and o["seed_on_rank1"] is not None:
         seed = o["seed_on_rank1"]
-    layers: list[Any] = [portanet.Dense(20, hidden), portanet.ReLU()]
-    if o["shift"]:
-        layers.insert(0, portanet.Flatten())
+    layers = model_layers(o["model"], hidden, images=bool(o["shift"]))
     if o["dropout"]:
         layers.append(portanet.layers.Dropout(o["dropout"]))
     layers.append(portanet.Dense(hidden, 3))
@@ -74,10 +87,13 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
         optimizer = FailAt(o["raise_at_step"])
     X, y = data(o["samples"])
     augment = None
+    if o["shift"] or o["model"] != "mlp":
+        X = X.reshape(-1, 1, 4, 5)
     if o["shift"]:
-        X, augment = X.reshape(-1, 1, 4, 5), portanet.augment.RandomShift(o["shift"])
+        augment = portanet.augment.RandomShift(o["shift"])
     history = portanet.fit(model, X, y, optimizer=optimizer, epochs=o["epochs"],
-                           batch_size=o["batch"], l2=o["l2"], comm=comm, augment=augment)
+                           batch_size=o["batch"], l2=o["l2"], comm=comm, augment=augment,
+                           threads=o["threads"])
     return model, history
 
 

@@ -83,7 +83,7 @@ def assert_ranks_equal_one_process(out: Path, ranks: int, options: dict[str, Any
         for key, value in done[0][0].items():
             if key.startswith("w."):
                 np.testing.assert_array_equal(done[r][0][key], value, err_msg=f"rank {r} {key}")
-    model, history = mpi_worker.run({**options, "comm": False})
+    model, history = mpi_worker.run({**options, "comm": False, "threads": 1})
     # A few steps of float32 training, the gradient summed in another order: matmul-sized error.
     steps = tolerance("float32", "matmul", size=mpi_worker.DEFAULTS["hidden"] * 8)
     for name, value in model.state_dict().items():
@@ -101,6 +101,12 @@ def assert_ranks_equal_one_process(out: Path, ranks: int, options: dict[str, Any
     pytest.param(2, {"l2": 1e-3}, id="2-ranks-momentum-l2"),
     pytest.param(3, {"samples": 100, "batch": 24, "optimizer": "adam"}, id="3-ranks-uneven"),
     pytest.param(2, {"backend": "array_api_strict", "epochs": 1}, id="2-ranks-host-staged"),
+    pytest.param(2, {"model": "bn-cnn", "samples": 100}, id="2-ranks-batchnorm"),
+    pytest.param(3, {"model": "bn-cnn", "samples": 100, "batch": 25}, id="3-ranks-batchnorm"),
+    pytest.param(2, {"model": "bn-cnn", "threads": 2, "samples": 101},
+                 id="2-ranks-x-2-threads-batchnorm"),
+    pytest.param(2, {"model": "cnn", "threads": 2, "samples": 100}, id="2-ranks-x-2-threads-cnn"),
+    pytest.param(2, {"threads": 3, "batch": 30}, id="2-ranks-x-3-threads-mlp"),
 ])
 def test_ranks_train_like_one_process(ranks: int, options: dict[str, Any],
                                       tmp_path: Path) -> None:
@@ -493,3 +499,20 @@ def test_command_line_ranks_with_other_images_stop_before_training(tmp_path: Pat
     assert done.stderr.count("the training data on rank 1 differs from rank 0's") == 2, \
         done.stderr
     assert "trained" not in done.stdout and not (tmp_path / "report").exists()
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_per_worker_batchnorm_is_an_explicit_choice(tmp_path: Path) -> None:
+    """BatchNorm(sync=False): each rank normalises its own share (DDP's default); the ranks
+    still hold the same parameters, but not those of one process."""
+    options = {"model": "bn-cnn-local", "samples": 100}
+    done = launch(2, options, tmp_path)
+    assert done.returncode == 0, done.stderr
+    (rank0, _), (rank1, _) = results(tmp_path, 2)
+    params = [k for k in rank0 if k.startswith("w.") and "running" not in k]
+    for key in params:
+        np.testing.assert_array_equal(rank1[key], rank0[key], err_msg=key)
+    model, _ = mpi_worker.run({**options, "comm": False, "threads": 1})
+    one = model.state_dict()
+    assert max(float(np.abs(rank0[f"w.{k}"] - v).max()) for k, v in one.items()) > 1e-3

@@ -231,83 +231,51 @@ def test_flat_update_keeps_names_shapes_and_the_dense_layout() -> None:
     assert set(opt.state) == {"*"} and opt.state["*"]["m"].shape == flat.shape
 
 
-def sequential_halves(calls: list[int]) -> optim.Halves:
-    def halves(work: object) -> None:
-        calls.append(1)
-        work(1)  # the second half first: the halves must not depend on each other's order
-        work(0)
-    return halves
-
-
 @pytest.mark.parametrize("make", FLAT_CASES.values(), ids=FLAT_CASES.keys())
-def test_flat_update_in_two_halves_is_identical(backend: pn.Backend, make: object) -> None:
-    """The flat update run as two halves of the parameters (what a split-batch step hands the
-    optimizer) against the whole: bit for bit, parameters and optimizer state, over steps
-    with weight decay. The first step creates the state whole; later steps halve where the
-    arrays are updated in place."""
+def test_flat_update_in_pieces_is_identical(backend: pn.Backend, make: object) -> None:
+    """The flat update run as pieces of the parameters (what the parallel engine runs on its
+    threads, :meth:`Optimizer.plan`) against the whole: bit for bit, parameters and optimizer
+    state, over steps with weight decay, the pieces run last first. The first step creates
+    the state whole; later steps split where the arrays are updated in place."""
     rng = np.random.default_rng(1)
     grads = [{(i, key): rng.normal(size=p.shape).astype(np.float32)
               for i, layer in enumerate(small_cnn(backend).layers)
               for key, p in layer.params.items()} for _ in range(4)]
-    results, calls = [], []
-    for halves in (None, sequential_halves(calls)):
-        model, opt = small_cnn(backend), make()
+    results = []
+    for parts in (1, 2, 3):
+        model, opt, counts = small_cnn(backend), make(), []
         for g in grads:
             for (i, key), value in g.items():
                 model.layers[i].grads[key] = backend.asarray(value)
-            opt.step(model, l2=1e-3, halves=halves)
+            pieces = opt.plan(model, l2=1e-3, parts=parts)
+            counts.append(len(pieces))
+            for piece in reversed(pieces):  # the pieces must not depend on their order
+                piece()
+        split = parts if backend.capabilities.in_place else 1
+        assert counts == [1, split, split, split]
         results.append((model.state_dict(),
                         {k: backend.to_numpy(v) for k, v in opt.state["*"].items()}))
-    assert len(calls) == (3 if backend.capabilities.in_place else 0)
-    for whole, halved in zip(*results, strict=True):
-        assert whole.keys() == halved.keys()
+    for whole, pieces in zip(results[0], results[1], strict=True):
         for name in whole:
-            np.testing.assert_array_equal(whole[name], halved[name], err_msg=name)
+            np.testing.assert_array_equal(whole[name], pieces[name], err_msg=name)
+    for whole, pieces in zip(results[0], results[2], strict=True):
+        for name in whole:
+            np.testing.assert_array_equal(whole[name], pieces[name], err_msg=name)
 
 
-def test_split_training_updates_in_two_halves_on_two_threads() -> None:
-    """fit(threads=2) hands the optimizer the split step's two threads: the worker thread
-    updates part of the parameters."""
-    import threading
+def test_a_subclass_that_overrides_step_plans_one_piece_its_step() -> None:
+    class Counting(optim.SGD):
+        calls = 0
 
-    backend = pn.get_backend("numpy", "float32", seed=0)
-    seen: set[str] = set()
-    update = optim.Adam.update
-
-    def recording(self: optim.Adam, *args: object) -> object:
-        seen.add(threading.current_thread().name)
-        return update(self, *args)
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(256, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 256)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(optim.Adam, "update", recording)
-        pn.fit(small_cnn(backend), x, y, optimizer=optim.Adam(0.01), epochs=1, batch_size=128,
-               threads=2)
-    assert any(name.startswith("portanet-half") for name in seen)
-    assert threading.current_thread().name in seen
-
-
-def test_an_optimizer_whose_step_takes_no_halves_still_trains_split() -> None:
-    """A subclass overriding ``step(model, l2)`` (the signature before halves) trains with
-    threads=2 as before, its update in one thread."""
-    class Counting(optim.Adam):
-        def __init__(self) -> None:
-            super().__init__(0.01)
-            self.calls = 0
-
-        def step(self, model: pn.Sequential, l2: float = 0.0) -> None:  # type: ignore[override]
-            self.calls += 1
+        def step(self, model: pn.Sequential, l2: float = 0.0) -> None:
+            Counting.calls += 1
             super().step(model, l2)
 
-    backend = pn.get_backend("numpy", "float32", seed=0)
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(256, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 256)
-    opt = Counting()
-    assert not optim.takes_halves(opt) and optim.takes_halves(optim.Adam())
-    pn.fit(small_cnn(backend), x, y, optimizer=opt, epochs=1, batch_size=128, threads=2)
-    assert opt.calls == 2
-    inner = Counting()  # inside the one-cycle schedule, which itself takes halves
-    pn.fit(small_cnn(backend), x, y, optimizer=optim.OneCycle(inner, 0.01, 2), epochs=1,
-           batch_size=128, threads=2)
-    assert inner.calls == 2
+    model = small_cnn(pn.get_backend("numpy", seed=0))
+    for layer in model.layers:
+        for key, p in layer.params.items():
+            layer.grads[key] = p * 0.0
+    pieces = Counting(0.1, momentum=0.9).plan(model, parts=4)
+    assert len(pieces) == 1
+    pieces[0]()
+    assert Counting.calls == 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 import portanet as pn
-from portanet.random_streams import augment_stream, dropout_stream, half_dropout_stream
+from portanet.parallel.engine import Engine
+from portanet.random_streams import augment_stream, dropout_stream
 
 
 def first_draws(backend: pn.Backend) -> tuple[float, ...]:
@@ -25,18 +26,24 @@ def expected(spawn_key: tuple[int, int]) -> tuple[float, ...]:
 
 def test_the_spawn_keys_are_the_documented_ones() -> None:
     m = model()
-    assert first_draws(dropout_stream(m, 1, rank=0)) == expected((1, 1))
-    assert first_draws(dropout_stream(m, 1, rank=2)) == expected((3, 1))
-    assert first_draws(half_dropout_stream(m, 1)) == expected((0, 1))
+    assert first_draws(m.layers[1].backend) == expected((1, 1))  # one process: worker 0
+    assert first_draws(dropout_stream(m, 1, worker=0)) == expected((1, 1))
+    assert first_draws(dropout_stream(m, 1, worker=5)) == expected((6, 1))
     assert first_draws(augment_stream(m, rank=1, size=2)) == expected((2, 3))
     assert augment_stream(m, rank=0, size=1) is m.backend
 
 
+def test_every_worker_thread_has_its_own_stream() -> None:
+    m = model()
+    with Engine(m, 3) as engine:
+        drawn = [first_draws(replica.layers[1].backend) for replica in engine.replicas]
+    assert drawn == [expected((1, 1)), expected((2, 1)), expected((3, 1))]
+
+
 def test_no_two_streams_coincide_and_the_model_keeps_its_own() -> None:
     m = model()
-    streams = [dropout_stream(m, 1, r) for r in range(3)] + [half_dropout_stream(m, 1)] + [
+    streams = [dropout_stream(m, 1, w) for w in range(4)] + [
         augment_stream(m, r, 3) for r in range(3)]
     draws = {first_draws(s) for s in streams}
     assert len(draws) == len(streams)
-    assert first_draws(m.layers[1].backend) == expected((1, 1))  # the Dropout layer's own
     assert first_draws(m.backend) not in draws

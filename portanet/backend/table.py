@@ -45,8 +45,8 @@ class Capabilities:
             without a temporary (``state``: the caller's dict for reusable buffers); None for
             the portable form.
         split_batch: its elementwise operations run on one core and release the GIL, so
-            ``fit`` may run a convolutional step as two half-batches on two threads
-            (:mod:`portanet.parallel.threads`; NumPy).
+            ``fit(threads=None)`` shares a convolutional step among threads where it pays
+            (:mod:`portanet.parallel.engine`; NumPy).
     """
 
     in_place: bool = False

@@ -54,23 +54,33 @@ class BatchNorm(Layer):
     ``params``: "gamma" (ones) and "beta" (zeros); ``buffers``: "running_mean" (zeros) and
     "running_var" (ones), all of shape (C,).
 
+    Data-parallel training (:mod:`portanet.parallel.engine`, threads and MPI ranks) takes the
+    statistics over the whole global batch (``sync=True``, the default; PyTorch's
+    SyncBatchNorm), so K workers train the weights of one. ``sync=False`` keeps each worker's
+    own statistics, over its share of the batch (PyTorch DDP's default): cheaper, not equal
+    to one worker; each rank keeps the running statistics of its first worker.
+
     ``gather`` (None by default) lets the layer take its statistics over more rows than it sees:
-    a split-batch step (:mod:`portanet.parallel.threads`) sets it on the two halves' copies of
-    the layer to a function ``(sums, rows) -> [(sums, rows) of every part]`` (in one order, this
-    part's included) through which the parts exchange their per-feature sums, once forward and
-    once backward; ``updates_running`` is False on the copy that leaves the running statistics
-    to the other. Forward each part centres its rows on their own mean, and the parts' sums of
-    squared deviations are merged with the spread of their means (Chan, Golub and LeVeque's
-    pairwise update), so one exchange gives the whole batch's mean and variance without
-    cancellation; each part then shifts its centred values by its mean's offset from the whole
-    batch's, folded into per-feature constants.
+    the engine sets it on each worker's copy of the layer to a function ``(sums, rows) ->
+    [(sums, rows) of every part]`` (in one order, this part's included) through which the parts
+    exchange their per-feature sums, once forward and once backward; ``updates_running`` is
+    False on the copy that leaves the running statistics to the other. Forward each part centres
+    its rows on their own mean, and the parts' sums of squared deviations are merged with the
+    spread of their means (Chan, Golub and LeVeque's pairwise update), so one exchange gives the
+    whole batch's mean and variance without cancellation; each part then shifts its centred
+    values by its mean's offset from the whole batch's, folded into per-feature constants.
     """
 
     gather: Callable[[tuple[Any, ...], int], list[tuple[tuple[Any, ...], int]]] | None = None
     updates_running = True
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
+                 sync: bool = True) -> None:
         super().__init__()
+        if not isinstance(sync, bool):
+            raise ValueError(f"BatchNorm sync must be True (statistics over every worker's "
+                             f"rows) or False (each worker's own), got {sync!r}")
+        self.sync = sync
         self.num_features = positive_int("BatchNorm", "num_features", num_features)
         self.eps = number_checks.finite_positive("BatchNorm eps", eps)
         self.momentum = number_checks.finite_positive("BatchNorm momentum", momentum)
@@ -238,7 +248,10 @@ class BatchNorm(Layer):
         return dx
 
     def config(self) -> dict[str, Any]:
-        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+        config = {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+        if not self.sync:  # saved only when set, so files stay readable by older versions
+            config["sync"] = False
+        return config
 
 
 def _added(parts: list[tuple[tuple[Any, ...], int]]) -> tuple[tuple[Any, ...], int]:

@@ -1,4 +1,7 @@
-"""Data-parallel training over MPI (mpi4py): the same ``fit`` on K processes, equal to one.
+"""The ranks of the data-parallel engine: MPI (mpi4py), the same ``fit`` on K processes.
+
+:mod:`portanet.parallel.engine` runs each step on ranks x threads workers; this module is its
+rank level: the communicator, its collectives, the start-up agreement and failure handling.
 
     mpiexec -n 2 portanet train --model mlp1024         # the command line detects the world
     mpiexec -n 2 python my_script.py                    # with fit(..., comm=world())
@@ -8,10 +11,14 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
 - ``batch_size`` is the *global* batch. Every rank holds the whole training set, draws the same
   seeded shuffle and takes a contiguous share of each global batch: rank r of K gets rows
   ``[lo + c*r//K, lo + c*(r+1)//K)`` of a batch of c rows, so shares differ by at most one row.
-- After backward, each rank scales its gradients by ``its rows / global rows`` into one flat,
-  contiguous buffer and one Allreduce (sum) per step adds them up: the result is the gradient
-  of the mean loss over the global batch, as one process computes it, up to float rounding.
-  Every rank then applies the same optimizer step to the same weights.
+- Each worker weights its loss gradient by its rows' share of the global batch before
+  backward; after it, each rank packs its gradients into one flat, contiguous buffer and one
+  Allreduce (sum) per step adds them up: the result is the gradient of the mean loss over the
+  global batch, as one process computes it, up to float rounding. Every rank then applies the
+  same optimizer step to the same weights.
+- BatchNorm layers (``sync=True``, the default) take their statistics over the global batch:
+  their per-feature sums are allgathered over the ranks, once forward and once backward per
+  layer and step, so K ranks train the weights of one process for every model.
 - Every rank must start from identical weights: :meth:`Communicator.begin` allgathers a small
   fingerprint (layers, shapes, dtype, a hash of the weights, the data size and batch plan) and
   raises :class:`RankMismatchError` on *every* rank when they differ, never a hang. The labels
@@ -25,11 +32,12 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
 - Dropout: each rank draws its own masks. Every Dropout layer has a private copy of the
   backend, made when the model is built (``Sequential.__init__`` calls
   :func:`portanet.model.own_mask_generators`), whose generator is seeded from
-  ``SeedSequence(model.seed, spawn_key=(1 + r, i))`` for rank r and layer i: rank 0's (that of
-  one process) at first, re-seeded for their own rank by ``begin`` on the other ranks. The
+  ``SeedSequence(model.seed, spawn_key=(1 + w, i))`` for worker w and layer i
+  (:mod:`portanet.random_streams`): worker 0's (one process) at first, re-seeded for their
+  own worker by ``begin`` and the engine. The
   model's own generator, which draws the shuffles, is never touched by masks, so shuffles stay
   identical on all ranks. What holds then: weights stay identical on every rank after every
-  step, a run is reproducible for a given seed and K, and every sample's mask is an
+  step, a run is reproducible for a given seed, ranks and threads, and every sample's mask is an
   independent Bernoulli draw as in one process; the run is *not* equal to a 1-process run (the
   masks differ), only equal in distribution. Augmentation (``fit(augment=...)``) likewise
   draws from a generator of each rank's own (``spawn_key=(1 + r, number of layers)``): drawn
@@ -187,9 +195,9 @@ class Communicator:
         return lo + count * self.rank // self.size, lo + count * (self.rank + 1) // self.size
 
     def average_gradients(self, model: Any, share: float | None = None) -> None:
-        """Replace every gradient of ``model`` by its sample-weighted mean over all ranks, with
-        one Allreduce over one flat buffer. ``share`` is this rank's fraction of the global
-        batch (its :meth:`shard` over the batch's rows); default ``1 / size``."""
+        """Replace every gradient of ``model`` by its weighted sum over all ranks, with one
+        Allreduce over one flat buffer: ``share`` times each rank's (``fit`` weights each
+        worker's gradient before backward and passes 1.0); default ``1 / size``."""
         xp = model.backend.xp
         weight = 1.0 / self.size if share is None else float(share)
         flat = self._pack(model)
