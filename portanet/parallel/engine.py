@@ -170,6 +170,7 @@ class Engine:
             own_mask_generators(model, self.comm.rank * threads)
         self.replicas = [model] + [self._replica(t) for t in range(1, threads)]
         self._synced = training and self.workers > 1
+        self._alone = threads == 1 and not self._synced
         self._pool = (ThreadPoolExecutor(max_workers=threads - 1,
                                          thread_name_prefix="portanet-worker")
                       if threads > 1 else None)
@@ -207,6 +208,12 @@ class Engine:
         Every worker weights its loss gradient by its own share of the global batch, before
         backward: BatchNorm's backward adds sums over every worker, so they must be on one
         scale."""
+        if self._alone:  # one worker: the plain step, nothing to share (per-sample SGD)
+            logits = self.model.forward_unchecked(xb)
+            dlogits = loss.gradient(logits, tb)
+            self.model.backward(dlogits * share if share != 1.0 else dlogits,
+                                need_input_grad=False)
+            return logits
         n = int(xb.shape[0])
 
         def work(net: Any, rows: slice) -> Any:
@@ -230,6 +237,9 @@ class Engine:
     def update(self, optimizer: Any, l2: float) -> None:
         """One optimizer step: its pieces (:meth:`portanet.optim.Optimizer.plan`) at once on
         the worker threads."""
+        if self.threads == 1:
+            optimizer.step(self.model, l2)
+            return
         pieces = optimizer.plan(self.model, l2, self.threads)
         if len(pieces) == 1:
             pieces[0]()
