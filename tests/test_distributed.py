@@ -288,6 +288,25 @@ def test_scaling_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert len(list(tmp_path.glob("distributed-*.md"))) == 1
 
 
+@pytest.mark.mpi
+@pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+def test_threads_bench_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m bench.threads: each thread count against PyTorch (where installed), and
+    ranks under mpiexec, kept as JSON and Markdown."""
+    from bench import threads as bench
+
+    torch = importlib.util.find_spec("torch") is not None
+    assert bench.main(["--samples", "256", "--threads", "1", "3", "--ranks", "2", "--repeats",
+                       "1", "--data", "random", "--out", str(tmp_path),
+                       *([] if torch else ["--no-torch"])]) == 0
+    result = json.loads(next(tmp_path.glob("threads-*.json")).read_text())
+    assert [row["threads"] for row in result["threads"]] == [1, 3]
+    assert all(row["portanet_median"] > 0 for row in result["threads"])
+    assert all((row["ratio"] is not None) == torch for row in result["threads"])
+    assert [row["ranks"] for row in result["ranks"]] == [2]
+    assert "| 3 |" in next(tmp_path.glob("threads-*.md")).read_text()
+
+
 class _FakeWorld(distributed.Local):
     rank, size = 1, 2
 

@@ -220,8 +220,8 @@ def test_out_receives_at_most_six_files(tmp_path: Path) -> None:
     """The steps that write files (junit of the tests, bench's JSON and markdown) and the
     kit's own log and summary: at most 6 files, names the device tool takes back."""
     out = tmp_path / "out"
-    done = kit(tmp_path, "--cpu", "--steps", "probe,tests,bench,per-sample,cnn", "--out",
-               str(out), "--budget", "240")
+    done = kit(tmp_path, "--cpu", "--steps", "probe,tests,bench,per-sample,cnn,threads",
+               "--out", str(out), "--budget", "300")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     files = [p for p in out.rglob("*") if p.is_file()]
     assert 4 <= len(files) <= gpu_kit.MAX_OUT_FILES, files
@@ -229,8 +229,12 @@ def test_out_receives_at_most_six_files(tmp_path: Path) -> None:
     assert any(p.name.endswith("-gpu-check-tests.xml") for p in files)
     report = summary(out)
     assert statuses(report) == {"probe": "passed", "tests": "passed", "bench": "passed",
-                                "per-sample": "passed", "cnn": "passed"}
+                                "per-sample": "passed", "cnn": "passed", "threads": "passed"}
     assert "skipped" in report["steps"][1]["result"]["pytest"]  # no CuPy here
+    threads = report["steps"][-1]["result"]["rows"]
+    assert [row["threads"] for row in threads] == [1, 2]
+    markdown = next(p for p in files if p.name.endswith("-gpu-check.md")).read_text()
+    assert "## CPU threads" in markdown and "| 2 |" in markdown
     assert report["kernels"]["compiled"] == 0
 
 

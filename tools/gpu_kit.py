@@ -35,7 +35,8 @@ RESERVE = 5.0  # seconds kept back at the end of the budget for the last summary
 STOP_GRACE = (("SIGINT", 4.0), ("SIGTERM", 2.0), ("SIGKILL", 2.0))  # how a step is ended
 STOP_SECONDS = sum(wait for _, wait in STOP_GRACE)
 OFFLINE_ENV = "PORTANET_OFFLINE"
-STEP_NAMES = ("probe", "check", "tests", "cnn-fast", "mpi", "bench", "cnn", "per-sample")
+STEP_NAMES = ("probe", "check", "tests", "cnn-fast", "mpi", "bench", "cnn", "per-sample",
+              "threads")
 MAX_OUT_FILES = 6
 
 # The tests that exercise CuPy: every test on the backend fixture's cupy parameter (marked gpu
@@ -174,6 +175,12 @@ def plan(args: argparse.Namespace, work: Path, junit: Path, has_data: bool) -> l
               "--no-torch", "--data", "random", "--out", str(work / "per-sample"),
               "--no-summary", "--wait-max", "0"],
              timeout=60, needs=15),
+        Step("threads", "the CPU: a cnn-fast epoch at 1, 2, 4, 8 and 16 threads, portanet "
+                        "against PyTorch at the same count",
+             [py, "-m", "bench.threads", "--no-ranks", "--repeats", "1",
+              *(["--threads", "1", "2", "--samples", "512", "--data", "random"] if cpu else
+                ["--threads", "1", "2", "4", "8", "16", "--samples", "15360"])],
+             timeout=150, needs=30),
     ]
     if args.steps:
         wanted = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -337,6 +344,8 @@ def read_result(kit: Kit, step: Step) -> dict[str, Any]:
         return {"last_line": "; ".join(keep) if keep else (text[-1] if text else "")}
     if step.name == "per-sample" and found:
         return {"rows": found.get("per_sample", {}).get("rows", [])}
+    if step.name == "threads" and found:
+        return {"rows": found.get("threads", []), "cores": found.get("cores")}
     return {}
 
 
@@ -416,6 +425,14 @@ def summary_markdown(report: dict[str, Any]) -> str:
                 figure = row.get("us_per_sample")
                 cell = f"{figure:.1f}" if figure is not None else str(row.get("skipped"))[:80]
                 lines.append(f"| {row.get('impl')} | {row.get('backend')} | {cell} |")
+        if s["name"] == "threads" and s["result"].get("rows"):
+            lines += ["", f"## CPU threads ({s['result'].get('cores')} usable cores)", "",
+                      "| threads | portanet s | PyTorch s | ratio |", "|---:|---:|---:|---:|"]
+            for row in s["result"]["rows"]:
+                torch_s, ratio = row.get("torch_median"), row.get("ratio")
+                lines.append(f"| {row.get('threads')} | {row.get('portanet_median'):.2f} | "
+                             f"{'-' if torch_s is None else f'{torch_s:.2f}'} | "
+                             f"{'-' if ratio is None else f'{ratio:.2f}'} |")
     return "\n".join(lines) + "\n"
 
 
