@@ -38,14 +38,20 @@ from portanet.app.cli_data import DATASET_HELP, add_data, data_options
 from portanet.app.mpi_launch import abort_on_error, command_line_world
 from portanet.app.progress import EpochProgress
 from portanet.app.report import (
-    class_names_for,
     default_out_dir,
     make_report,
     print_report,
     print_written,
     write_report,
 )
-from portanet.app.run_data import Splits, check_labels, held_out, load_data, on_device
+from portanet.app.run_data import (
+    Splits,
+    check_labels,
+    held_out,
+    load_data,
+    on_device,
+    saved_labels,
+)
 from portanet.app.self_check import CheckRow, candidates
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
 from portanet.backend.table import SEAMS
@@ -241,9 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from portanet.reader.digit import load_digit
     check_input_file(args.model_path, what="the model")
     model, extra = load_model(args.model_path, args.backend)
-    dataset = arg_types.saved_dataset(args.model_path, extra)
-    named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())
-    names = class_names_for(model, named)
+    names = saved_labels(model, args.model_path, extra)
     failures = 0
     for path in args.images:
         try:

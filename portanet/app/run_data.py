@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from portanet import data
-from portanet.model import Sequential
+from portanet.app.arg_types import saved_dataset
+from portanet.model import Sequential, class_names_for
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -166,3 +167,14 @@ def check_labels(loaded: Splits, model: Sequential) -> None:
         if k is not None and y.size and not 0 <= int(y.min()) <= int(y.max()) < k:
             raise ValueError(f"the {what} labels of {loaded.name} run from {int(y.min())} to "
                              f"{int(y.max())}, but the model predicts classes 0 to {k - 1}")
+
+
+def saved_labels(model: Sequential, model_path: str, extra: dict[str, Any]) -> list[str]:
+    """The name of each class a saved model predicts: the class names in its metadata, else
+    those of the data set it names, numbered beyond the named ones (``portanet predict`` and
+    ``portanet draw`` answer with these)."""
+    named = extra.get("class_names")
+    if not named:
+        dataset = saved_dataset(model_path, extra)
+        named = data.get_spec(dataset).classes if dataset else ()
+    return class_names_for(model, list(named))

@@ -276,8 +276,7 @@ def make_server(model_path: str, *, host: str = "127.0.0.1", port: int = DEFAULT
         import PIL  # noqa: F401
     except ImportError:
         raise DrawError(_PILLOW_HINT) from None
-    from portanet import data
-    from portanet.app import arg_types, report
+    from portanet.app.run_data import saved_labels
     from portanet.saving import npz
 
     if not 0 <= port <= 65535:
@@ -285,9 +284,7 @@ def make_server(model_path: str, *, host: str = "127.0.0.1", port: int = DEFAULT
                         f"(0: any free one)")
     model = npz.load(model_path, backend=backend)
     extra = npz.load_metadata(model_path)["extra"]
-    dataset = arg_types.saved_dataset(model_path, extra)
-    named = extra.get("class_names") or (data.get_spec(dataset).classes if dataset else ())
-    reader = Reader(model, report.class_names_for(model, list(named)))
+    reader = Reader(model, saved_labels(model, model_path, extra))
     try:
         return DrawServer(reader, host, port, max_body)
     except OSError as exc:
