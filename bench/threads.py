@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import shutil
@@ -150,13 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="folder for threads-<time>.json and .md")
     args = p.parse_args(argv)
     X, y = data(args.samples, args.data)
+    torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     print(f"threads: one {args.preset} epoch of {args.samples:,} images; {cores} usable cores; "
-          f"load {os.getloadavg()[0]:.2f}", flush=True)
+          f"load {os.getloadavg()[0]:.2f}"
+          + ("" if torch or args.no_torch else "; PyTorch is not installed: portanet only"),
+          flush=True)
     result = {"preset": args.preset, "samples": args.samples, "cores": cores,
               "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{os.cpu_count()} CPUs, {sys.platform}",
-              "threads": thread_rows(args.preset, args.threads, X, y, args.repeats,
-                                     not args.no_torch),
+              "threads": thread_rows(args.preset, args.threads, X, y, args.repeats, torch),
               "ranks": [] if args.no_ranks else rank_rows(args.preset, args.ranks,
                                                           args.samples, args.data),
               "load_at_end": os.getloadavg()[0]}
