@@ -27,7 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "raise_on_rank": None, "raise_at_step": 3,  # a rank that fails mid-training
     "shift": 0,  # > 0: the features as 1x4x5 images, shifted by up to this many pixels
     "model": "mlp",  # "cnn": the features as 1x4x5 images through a convolution; "bn-cnn":
-    # with BatchNorm after it and after the hidden layer; "bn-cnn-local": BatchNorm(sync=False)
+    # with BatchNorm after it and after the hidden layer; "bn-cnn-local": BatchNorm(sync=False);
+    # "cnn-fast": that preset's network on 28x28 images (the features tiled)
     "threads": 1,  # workers per rank
 }
 
@@ -87,7 +88,12 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
         optimizer = FailAt(o["raise_at_step"])
     X, y = data(o["samples"])
     augment = None
-    if o["shift"] or o["model"] != "mlp":
+    if o["model"] == "cnn-fast":
+        from portanet.app.recipes import PRESETS
+
+        model = PRESETS["cnn-fast"].build(backend, seed=seed)
+        X = np.tile(X.reshape(-1, 1, 4, 5), (1, 1, 7, 6))[:, :, :, :28]
+    elif o["shift"] or o["model"] != "mlp":
         X = X.reshape(-1, 1, 4, 5)
     if o["shift"]:
         augment = portanet.augment.RandomShift(o["shift"])

@@ -107,6 +107,10 @@ def assert_ranks_equal_one_process(out: Path, ranks: int, options: dict[str, Any
                  id="2-ranks-x-2-threads-batchnorm"),
     pytest.param(2, {"model": "cnn", "threads": 2, "samples": 100}, id="2-ranks-x-2-threads-cnn"),
     pytest.param(2, {"threads": 3, "batch": 30}, id="2-ranks-x-3-threads-mlp"),
+    pytest.param(3, {"model": "cnn-fast", "samples": 100, "epochs": 1},
+                 id="3-ranks-cnn-fast"),
+    pytest.param(2, {"model": "cnn-fast", "threads": 2, "samples": 100, "epochs": 1},
+                 id="2-ranks-x-2-threads-cnn-fast"),
 ])
 def test_ranks_train_like_one_process(ranks: int, options: dict[str, Any],
                                       tmp_path: Path) -> None:

@@ -36,12 +36,20 @@ def mlp(backend: pn.Backend | str, seed: int = 0) -> pn.Sequential:
                          backend=backend, seed=seed)
 
 
-MODELS = {"mlp": mlp, "cnn": small_cnn, "batchnorm-cnn": bn_cnn}
+def cnn_fast(backend: pn.Backend | str, seed: int = 0) -> pn.Sequential:
+    """The ``cnn-fast`` preset's network (28x28 images)."""
+    from portanet.app.recipes import PRESETS
+
+    backend = pn.get_backend(backend, seed=seed) if isinstance(backend, str) else backend
+    return PRESETS["cnn-fast"].build(backend, seed=seed)
 
 
-def images(n: int = 69, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+MODELS = {"mlp": mlp, "cnn": small_cnn, "batchnorm-cnn": bn_cnn, "cnn-fast": cnn_fast}
+
+
+def images(n: int = 69, seed: int = 0, side: int = 8) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, n)
+    return rng.normal(size=(n, 1, side, side)).astype(np.float32), rng.integers(0, 3, n)
 
 
 def test_shares_are_contiguous_and_differ_by_one_row_at_most() -> None:
@@ -116,7 +124,7 @@ def test_batchnorm_parts_agree_on_badly_scaled_and_uneven_parts(backend: pn.Back
 
 
 def trained(make: Any, threads: int, backend: str = "numpy", **kw: Any) -> dict[str, np.ndarray]:
-    x, y = images(203)  # batches of 50: the last, of 53 rows, shared unevenly
+    x, y = images(203, side=28 if make is cnn_fast else 8)  # the last batch: 53 rows, uneven
     model = make(backend)
     pn.fit(model, x, y, optimizer=kw.pop("optimizer", optim.SGD(0.1, momentum=0.9)), epochs=2,
            batch_size=50, threads=threads, **kw)
@@ -176,6 +184,8 @@ def test_each_worker_draws_its_own_dropout_masks() -> None:
                                 model.backend.asarray(x), np.eye(3, dtype=np.float32)[y])
         drawn = [layer._mask for layer in masks]
         assert not np.array_equal(drawn[0], drawn[1]) and not np.array_equal(drawn[1], drawn[2])
+        kept = [float(np.mean(mask != 0)) for mask in drawn]  # 810 draws each, p = 0.5
+        assert all(0.42 < share < 0.58 for share in kept), kept  # equal in distribution
 
 
 def test_dropout_runs_repeat_for_a_seed_and_a_number_of_workers() -> None:
