@@ -280,3 +280,19 @@ def test_evaluate_and_predict_use_the_threads_that_pay(monkeypatch: pytest.Monke
     assert split[0]["accuracy"] == plain[0]["accuracy"]
     assert split[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-5)
     np.testing.assert_allclose(split[1], plain[1], rtol=1e-5, atol=1e-6)
+
+
+def test_threads_under_an_mpi_below_serialized_are_refused() -> None:
+    class FakeMPI:
+        THREAD_SERIALIZED = 2
+
+        @staticmethod
+        def Query_thread() -> int:  # noqa: N802 (mpi4py's name)
+            return 1  # MPI_THREAD_FUNNELED
+
+    class Funneled(Local):
+        size, MPI = 2, FakeMPI
+
+    with pytest.raises(ValueError, match="MPI_THREAD_SERIALIZED"):
+        Engine(small_cnn("numpy"), 2, Funneled())
+    Engine(small_cnn("numpy"), 1, Funneled())  # one thread calls MPI from one thread only

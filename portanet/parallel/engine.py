@@ -164,6 +164,7 @@ class Engine:
 
         self.model, self.threads = model, threads
         self.comm = Local() if comm is None else comm
+        _check_thread_level(self.comm, threads)
         self.workers = self.comm.size * threads
         self.meeting = Meeting(self.comm, model.backend)
         if training and threads > 1:  # the model is thread 0 of its rank's workers
@@ -322,6 +323,19 @@ class Engine:
                 raise
 
         return guarded
+
+
+def _check_thread_level(comm: Any, threads: int) -> None:
+    """Threads under MPI call MPI from whichever thread meets last, one at a time: refuse an
+    MPI library initialised below ``MPI_THREAD_SERIALIZED``, before any work."""
+    mpi = getattr(comm, "MPI", None)
+    if mpi is None or threads == 1 or comm.size == 1:
+        return
+    if mpi.Query_thread() < mpi.THREAD_SERIALIZED:
+        raise ValueError(
+            f"threads={threads} under MPI needs an MPI library initialised with at least "
+            f"MPI_THREAD_SERIALIZED, but this one runs at a lower level; use threads=1, or let "
+            f"mpi4py initialise MPI (its default asks for MPI_THREAD_MULTIPLE)")
 
 
 def _first_real(errors: list[BaseException]) -> BaseException:
