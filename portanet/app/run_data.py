@@ -79,7 +79,9 @@ def load_data(dataset: str, *, dataset_file: str | None = None, data_dir: str | 
     else:
         spec = data.get_spec(dataset)
         (x, y), test = data.load_dataset(spec.name, data_dir)
-        loaded = Splits(spec.name, spec.name, (x, y), test, spec.classes)
+        names, (y, test_y) = spec_classes(spec, y, test[1], classes=classes)
+        test = (test[0], test_y)
+        loaded = Splits(spec.name, spec.name, (x, y), test, names)
     for n in (train_subset, limit):
         x, y = (x[:n], y[:n]) if n else (x, y)
     if limit:
@@ -133,6 +135,44 @@ def label_classes(where: str, *labels: np.ndarray, classes: Sequence[str] | None
     return names, [np.searchsorted(values, y).astype(np.int64) for y in labels], note
 
 
+def spec_classes(spec: data.DatasetSpec, *labels: np.ndarray,
+                 classes: Sequence[str] | None = None
+                 ) -> tuple[tuple[str, ...], list[np.ndarray]]:
+    """The class names and labels of a known data set's ``labels`` for a model saved with
+    ``classes``: the data set's own without ``classes``, else each label becomes the model's
+    class of the same name (MNIST's "3" is the model's class named "3", wherever it stands). A
+    model whose classes are plain numbers 0..K-1 and share no name with the data set's (a
+    model of a file of Fashion-MNIST labels) takes the labels as class numbers.
+
+    Raises:
+        ValueError: a class of the data set that occurs in ``labels`` is not one the model
+            predicts (a model of labels 1..10 on MNIST's 0): the line says which, and how to
+            evaluate the model on its own data.
+    """
+    if classes is None or tuple(map(str, classes)) == spec.classes:
+        return spec.classes, list(labels)
+    classes = tuple(map(str, classes))
+    plain = classes == tuple(str(i) for i in range(len(classes)))
+    if plain and not set(classes) & set(spec.classes):
+        return spec.classes, list(labels)
+    index = np.asarray([classes.index(c) if c in classes else -1 for c in spec.classes])
+    mapped = [index[y] for y in labels]
+    for y, to in zip(labels, mapped, strict=True):
+        if (to < 0).any():
+            missing = spec.classes[int(y[to < 0][0])]
+            raise ValueError(
+                f"{spec.title}'s class {missing!r} is not a class the model predicts "
+                f"({_shown(classes)}): the model was trained on other labels; evaluate it on "
+                f"its own data with --dataset-file FILE.npz, or on a data set of those classes")
+    return classes, [y.astype(np.int64) for y in mapped]
+
+
+def _shown(classes: Sequence[str]) -> str:
+    """Class names for a message: all of them up to 12, else the first two and the last."""
+    return ", ".join(classes) if len(classes) <= 12 else \
+        f"{classes[0]}, {classes[1]}, ..., {classes[-1]}"
+
+
 def _by_name(where: str, y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """Labels as the indices of the classes named by their values; ``where`` names them."""
     values = np.asarray([int(c) for c in classes], dtype=np.int64)
@@ -141,10 +181,8 @@ def _by_name(where: str, y: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     index = order[at]
     unknown = values[index] != y
     if unknown.any():
-        shown = ", ".join(classes) if len(classes) <= 12 else \
-            f"{classes[0]}, {classes[1]}, ..., {classes[-1]}"
         raise ValueError(f"{where} include {int(y[unknown][0])}, which is not a class the model "
-                         f"predicts ({shown})")
+                         f"predicts ({_shown(classes)})")
     return index.astype(np.int64)
 
 
