@@ -6,7 +6,8 @@ an earlier save of the same target left behind when it was killed; a full disk i
 :class:`DiskFullError` line naming the file and the space it needs. :func:`check_output_path`
 and :func:`check_output_dir` let a command refuse a bad output path before any work is done, and
 :func:`check_run_files` is the one rule for a whole run: no file it writes is a file it reads or
-another file it writes.
+another file it writes. The checks live in :mod:`portanet.file_checks` and share this module's
+partial-file name (:func:`_new_temp`), so what a check passes the write can do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,10 +32,14 @@ __all__ = ["DiskFullError", "InputPathError", "OutputPathError", "atomic_write",
            "check_input_file", "check_output_dir", "check_output_path", "check_run_files"]
 
 PathLike = str | os.PathLike[str]
-Inputs = Mapping[str, PathLike | None] | Iterable[PathLike | None]
-Labelled = Iterable[tuple[str, PathLike]]
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _PART_SUFFIX = ".part"
+TEMP_EXTRA = len(".") + len(".XXXXXXXX") + len(_PART_SUFFIX)
+"""How much longer than the target's name the name of its partial file is (15 characters)."""
+NAME_MAX = 255
+"""Bytes in one file name where the file system does not say (Linux, macOS, Windows)."""
+PATH_MAX = 4096
+"""Bytes in a path, the final NUL included, where the system does not say (Linux)."""
 
 
 class OutputPathError(OSError, ValueError):
@@ -173,11 +178,17 @@ def _remove_stale_parts(target: Path) -> list[Path]:
     return removed
 
 
+def _new_temp(target: Path) -> tuple[int, str]:
+    """Create the partial file beside ``target`` that a write of it uses: ``.NAME.XXXXXXXX.part``,
+    :data:`TEMP_EXTRA` characters longer than ``NAME``. :func:`atomic_write` writes through it
+    and :func:`check_output_path` creates (and removes) one to prove the write will work."""
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_PART_SUFFIX)
+
+
 def _locked_temp(target: Path) -> tuple[int, str]:
     """A new partial file beside ``target``, locked so that no other save removes it as stale."""
     while True:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                   suffix=_PART_SUFFIX)
+        fd, tmp = _new_temp(target)
         if fcntl is None:
             return fd, tmp
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -276,6 +287,11 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _folder_error(shown: Path, folder: Path, exc: OSError) -> OutputPathError:
+    if exc.errno == errno.ENAMETOOLONG:
+        why = (f"allows no name this long (the temporary name it is written through is "
+               f"{TEMP_EXTRA} characters longer); choose a shorter name")
+        return _with_errno(OutputPathError(f"cannot write {_short(shown)}: the folder "
+                                           f"{_short(folder)} {why}"), exc)
     if exc.errno == errno.EROFS:
         why = "is on a read-only file system"
     elif isinstance(exc, PermissionError):
@@ -284,157 +300,25 @@ def _folder_error(shown: Path, folder: Path, exc: OSError) -> OutputPathError:
         why = "cannot be created: a file is in the way"
     else:
         why = f"cannot be written ({exc.strerror or exc})"
-    error = OutputPathError(f"cannot write {shown}: the folder {folder} {why}; choose another path")
+    return _with_errno(OutputPathError(f"cannot write {shown}: the folder {folder} {why}; "
+                                       f"choose another path"), exc)
+
+
+def _with_errno(error: OutputPathError, exc: OSError) -> OutputPathError:
     error.errno = exc.errno  # kept for callers, but not in the one-line message
     return error
 
 
-def _check_writable_folder(shown: Path, folder: Path) -> None:
-    """Refuse if files cannot be created in ``folder``; ``shown`` is what the message says is
-    being written. A missing ``folder`` is created by the write, so then its deepest existing
-    ancestor must be a writable folder."""
-    existing, missing = folder, None
-    while not os.path.lexists(existing) and existing.parent != existing:
-        existing, missing = existing.parent, existing
-    if not existing.is_dir():
-        raise OutputPathError(
-            f"cannot write {shown}: {existing} is {_kind(existing.stat().st_mode)}, so the "
-            f"folder {missing or folder} cannot be created; move it or choose another path"
-        )
-    # The honest test, which knows what access() and the permission bits do not (root ignores
-    # them; read-only mounts, ACLs): make an unnamed file there and drop it.
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise _folder_error(shown, existing, exc) from exc
+def _short(path: PathLike, keep: int = 100) -> str:
+    """``path`` as a message shows it: a very long one as its start and end."""
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-keep // 2:]}"
 
 
-def _labelled(inputs: Inputs | Labelled) -> list[tuple[str, PathLike]]:
-    """``(label, path)`` pairs from a mapping, a list of pairs or a list of paths."""
-    if isinstance(inputs, Mapping):
-        return [(label, p) for label, p in inputs.items() if p]
-    pairs = [item if isinstance(item, tuple) else (f"the input {item}", item) for item in inputs]
-    return [(label, p) for label, p in pairs if p]
-
-
-def check_output_path(path: PathLike, inputs: Inputs | Labelled = (), *,
-                      what: str = "the output") -> Path:
-    """Check, before any work, that :func:`atomic_write` can write ``path`` without losing
-    anything; return the file that will be written (links followed).
-
-    Args:
-        path: the output file.
-        inputs: files the command reads; the output must not be any of them (compared by
-            resolved path and by device and inode, so through links and hard links; an input
-            need not exist). A mapping or a list of ``(label, path)`` pairs gives each a label
-            for the message, e.g. ``{"the dataset file (--dataset-file)": args.dataset_file}``.
-            ``None`` and empty entries are skipped.
-        what: how the message names the output, e.g. ``"--save"``.
-
-    Raises:
-        OutputPathError: one line naming the path, the problem and the fix, for an empty path,
-            a link loop, an existing folder, FIFO or device, a file that is one of ``inputs``
-            (the same resolved path, or the same inode), an existing file this process may not
-            write (``access(W_OK)``: read-only for this user, or immutable), a parent that is
-            a file, or a folder that cannot be written.
-    """
-    if not str(path):
-        raise OutputPathError(f"{what}: the path is empty; give a file name such as model.npz")
-    path = Path(path)
-    target = _resolve(path)
-    _refuse_non_regular(path, target)
-    for label, source in _labelled(inputs):
-        if _same_file(target, source):
-            raise OutputPathError(
-                f"{what} {path} is the same file as {label} ({source}); writing it would "
-                f"destroy that input: choose another file name"
-            )
-    if os.path.lexists(target) and not os.access(target, os.W_OK):
-        raise OutputPathError(
-            f"{what} {path} is read-only (or immutable); portanet will not replace a "
-            f"protected file: make it writable or choose another file name")
-    _check_writable_folder(path, target.parent)
-    return target
-
-
-def _same_file(target: Path, other: PathLike) -> bool:
-    """Whether writing ``target`` (links already followed) changes the file ``other``: the
-    same resolved path (which need not exist yet), or the same device and inode (a hard link)."""
-    try:
-        if Path(os.path.realpath(other)) == target:
-            return True
-        return os.path.samestat(target.stat(), os.stat(other))
-    except (OSError, ValueError):
-        return False
-
-
-def check_run_files(writes: Labelled, reads: Labelled = ()) -> list[Path]:
-    """The one rule for a run's files, checked before any work: every file in ``writes`` can
-    be written (:func:`check_output_path`), none is a file in ``reads``, and no two are the
-    same file. Each entry is ``(label, path)``, e.g. ``("--save", "m.npz")`` or
-    ``("the data folder", ".../train-images-idx3-ubyte")``; read paths need not exist (a file a
-    later search would read is protected too). Returns the files that will be written.
-
-    Raises:
-        OutputPathError: one line naming both files and the fix.
-    """
-    reads = list(reads)
-    done: list[tuple[str, Path, Path]] = []
-    for label, path in writes:
-        target = check_output_path(path, reads, what=label)
-        for other_label, other_path, other in done:
-            if _same_file(target, other):
-                raise OutputPathError(
-                    f"{other_label} {other_path} and {label} {path} are the same file; the "
-                    f"second write would replace the first: choose another file name or folder")
-        done.append((label, Path(path), target))
-    return [target for _, _, target in done]
-
-
-def check_output_dir(
-    folder: PathLike, names: Iterable[str] = (), inputs: Inputs = (), *,
-    what: str = "the output folder",
-) -> Path:
-    """Check, before any work, that the files ``names`` can be written into ``folder`` (which
-    may not exist yet); return ``folder``.
-
-    Raises:
-        OutputPathError: ``folder`` exists and is not a folder, a file is in the way of
-            creating it, it cannot be written, or one of ``names`` inside it fails
-            :func:`check_output_path` (a folder or FIFO of that name, or one of ``inputs``).
-    """
-    if not str(folder):
-        raise OutputPathError(f"{what}: the path is empty; give a folder name such as runs/x")
-    folder = Path(folder)
-    resolved = _resolve(folder)
-    if resolved.exists() and not resolved.is_dir():
-        raise OutputPathError(
-            f"{what} {folder} is {_kind(resolved.stat().st_mode)}, not a folder; choose a "
-            f"folder name (it is created if missing)"
-        )
-    _check_writable_folder(folder, resolved)
-    for name in names:
-        check_output_path(folder / name, inputs, what=f"{what} {folder}:")
-    return folder
-
-
-def check_input_file(path: PathLike, *, what: str = "the input file") -> Path:
-    """Check that ``path`` is an existing regular file (through links) before reading it: a
-    FIFO would block the reader forever, and a folder or ``/dev/null`` gives a baffling error.
-
-    Raises:
-        FileNotFoundError: nothing is at ``path`` (the message names ``what`` and the path).
-        InputPathError: ``path`` is empty, or a folder, FIFO, device or socket.
-    """
-    if not str(path):
-        raise InputPathError(f"{what}: the path is empty")
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(f"{what} {path} does not exist") from None
-    if not stat.S_ISREG(mode):
-        raise InputPathError(f"{what} {path} is {_kind(mode)}, not a regular file; give the "
-                             f"path of a file")
-    return path
+# The checks before any work live in their own module; they are part of this one's API.
+from portanet.file_checks import (  # noqa: E402  (they use the helpers above)
+    check_input_file,
+    check_output_dir,
+    check_output_path,
+    check_run_files,
+)

@@ -265,9 +265,12 @@ def test_output_paths_checks_name_the_problem(tmp_path: Path, monkeypatch) -> No
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)  # a folder the write creates
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # the partial file of an existing one
     with pytest.raises(OutputPathError, match=r"folder .* is on a read-only file system; choose"):
         check_output_path(tmp_path / "m.npz")
+    with pytest.raises(OutputPathError, match=r"folder .* is on a read-only file system; choose"):
+        check_output_path(tmp_path / "new" / "m.npz")
 
 
 def _as_nobody(action) -> str:

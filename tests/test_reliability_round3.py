@@ -1,0 +1,135 @@
+"""Issue 32, part A: a check that performs what the write will do (the partial file's name, the
+rights to replace), SIGTERM as clean as Ctrl-C, an interrupted run that keeps the good model,
+and one line instead of a traceback (stdout a broken pipe or a full disk, unreadable inputs,
+long names, the draw server's huge images and vanished clients)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from portanet.app import cli
+from portanet.files import TEMP_EXTRA, atomic_write, check_output_path
+from tests.helpers import make_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "small.npz", n_train=200, n_test=60)
+
+
+def train(dataset: Path | str, *extra: str) -> int:
+    return cli.main(["train", "--dataset-file", str(dataset), "--model", "linear", "--backend",
+                     "numpy", "--epochs", "1", "--validation", "0", "--quiet", *extra])
+
+
+def one_line(capsys: pytest.CaptureFixture[str], *needles: str, work: bool = False) -> str:
+    """The last command printed one error line holding ``needles`` (and, unless ``work``, loaded
+    no data)."""
+    captured = capsys.readouterr()
+    line = captured.err.strip()
+    assert line and line.count("\n") == 0 and "Traceback" not in line, captured.err
+    for needle in needles:
+        assert needle in line, line
+    assert work or "data:" not in captured.out
+    return line
+
+
+def as_nobody(action: Callable[[], object]) -> str:
+    """``action()`` run in a forked child as the user 'nobody' (root ignores permission bits):
+    ``ok: result`` or ``refused: message``."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to test permissions with while running as root")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                result = f"ok: {action()}"
+            except (OSError, ValueError) as exc:
+                result = f"refused: {exc}"
+            os.write(write_end, result.encode())
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the child running as nobody failed"
+    return text
+
+
+# --- cause 1: the check performs what the write will do -----------------------------------------
+
+
+def test_a_name_whose_partial_file_is_too_long_is_refused_before_training(
+        dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 245 characters: a file of that name can exist, its partial file (15 longer) cannot.
+    name = "model_" + "a" * 235 + ".npz"
+    assert train(dataset, "--save", str(tmp_path / name), "--out", str(tmp_path / "r")) == 2
+    one_line(capsys, "--save", f"temporary file whose name is {TEMP_EXTRA} longer",
+             "at most 240 bytes")
+    assert cli.main(["export", str(dataset), str(tmp_path / ("model_" + "a" * 235 + ".onnx"))]
+                    ) == 2
+    one_line(capsys, "the ONNX file", "at most 240 bytes")
+    # The longest name the check passes is one the write can write.
+    longest = tmp_path / ("b" * (255 - TEMP_EXTRA))
+    assert check_output_path(longest) == longest
+    atomic_write(longest, lambda f: f.write(b"x"))
+    assert longest.read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [longest.name]  # no probe left
+
+
+def test_names_and_paths_over_the_system_limits_are_one_line(
+        dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(dataset, "--save", str(tmp_path / ("a" * 300 + ".npz"))) == 2
+    one_line(capsys, "--save", "304 bytes long, over the limit of 255 for one name")
+    deep = tmp_path.joinpath(*["d"] * 2100, "m.npz")
+    assert train(dataset, "--save", str(deep)) == 2
+    one_line(capsys, "--save", "over the system's limit of 4,095; choose a shorter path")
+    assert cli.main(["evaluate", str(deep)]) == 2
+    one_line(capsys, "the model", "give a shorter or corrected path")
+
+
+def test_another_users_writable_file_in_a_sticky_folder_is_refused_before_work() -> None:
+    """access(W_OK) passes for a 666 file, but in a sticky folder like /tmp only its owner may
+    rename over it: the check knows the rule the write meets."""
+    base = Path(tempfile.mkdtemp(prefix="portanet-sticky-"))
+    try:
+        base.chmod(0o1777)
+        theirs = base / "m.npz"
+        theirs.write_bytes(b"root's model")
+        theirs.chmod(0o666)
+        refused = as_nobody(lambda: check_output_path(theirs, what="--save"))
+        assert refused == (f"refused: --save {theirs} belongs to another user in {base}, a "
+                           f"shared folder (sticky bit, like /tmp) where only a file's owner may "
+                           f"replace it; choose another file name")
+        # the write meets the same rule, which the check now states first
+        assert "permission denied" in as_nobody(
+            lambda: atomic_write(theirs, lambda f: f.write(b"nobody's")))
+        assert as_nobody(lambda: check_output_path(base / "mine.npz")).startswith("ok")
+        assert theirs.read_bytes() == b"root's model"
+        assert sorted(p.name for p in base.iterdir()) == ["m.npz"]
+    finally:
+        shutil.rmtree(base)
