@@ -48,7 +48,7 @@ from portanet.losses import Loss, l2_penalty, softmax_cross_entropy
 from portanet.model import Sequential
 from portanet.optim import Optimizer, Schedule, get_optimizer
 from portanet.parallel.engine import Engine, check_threads, threads_that_pay
-from portanet.parallel.mpi import Communicator, Local
+from portanet.parallel.mpi import Communicator, communicator
 from portanet.random_streams import augment_stream
 
 Rows = tuple[int, int]
@@ -170,12 +170,13 @@ def fit(
             :func:`check_batch_statistics`).
     """
     l2, callbacks = check_fit_arguments(model, epochs, l2, callbacks, validation_data)
-    comm = Local() if comm is None else comm
+    comm = communicator(comm)
     run = _start(model, X, y, resolve_loss(model, loss), get_optimizer(optimizer), batch_size,
                  validation_data, l2, augment, comm, threads)
     callbacks += [PrintEpochs()] if verbose else []
     # The same model and plan on every rank; callbacks on rank 0 only.
-    callbacks = comm.begin(model, run.data.y, run.batch, epochs, callbacks)
+    callbacks = comm.begin(model, run.data.y, run.batch, epochs, callbacks,
+                           optimizer=run.optimizer, l2=l2, lr_schedule=lr_schedule)
     history = History()
     with StopOnInterrupt(stop_on_interrupt and comm.size == 1) as stop, \
             Engine(model, run.threads, comm) as run.engine:

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "hidden_on_rank1": None,  # a different model on rank 1
     "seed_on_rank1": None,  # different initial weights on rank 1
     "raise_on_rank": None, "raise_at_step": 3,  # a rank that fails mid-training
+    "lr_on_rank1": None,  # another learning rate on rank 1
     "shift": 0,  # > 0: the features as 1x4x5 images, shifted by up to this many pixels
     "model": "mlp",  # "cnn": the features as 1x4x5 images through a convolution; "bn-cnn":
     # with BatchNorm after it and after the hidden layer; "bn-cnn-local": BatchNorm(sync=False);
@@ -42,15 +43,17 @@ def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class FailAt(portanet.optim.SGD):
-    """SGD that raises on its ``step``-th update (a rank going wrong mid-training)."""
+    """SGD that raises on its ``step``-th update (a rank going wrong mid-training); every rank
+    uses it, so the ranks agree on the optimizer, and only the failing one is given a step
+    (private: not a setting the ranks compare)."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int | None) -> None:
         super().__init__(0.1)
-        self.fail_at = step
+        self._fail_at = step
 
     def step(self, model: Any, l2: float = 0.0) -> None:
-        if self.steps + 1 == self.fail_at:
-            raise RuntimeError(f"simulated failure at step {self.fail_at}")
+        if self.steps + 1 == self._fail_at:
+            raise RuntimeError(f"simulated failure at step {self._fail_at}")
         super().step(model, l2)
 
 
@@ -84,8 +87,10 @@ def run(options: dict[str, Any]) -> tuple[portanet.Sequential, Any]:
     model = portanet.Sequential(layers, backend=backend, seed=seed)
     optimizer = (portanet.optim.SGD(0.1, momentum=0.9) if o["optimizer"] == "momentum"
                  else portanet.optim.Adam(0.01))
-    if o["raise_on_rank"] == rank:
-        optimizer = FailAt(o["raise_at_step"])
+    if o["raise_on_rank"] is not None:
+        optimizer = FailAt(o["raise_at_step"] if o["raise_on_rank"] == rank else None)
+    if rank == 1 and o["lr_on_rank1"] is not None:
+        optimizer.lr = o["lr_on_rank1"]
     X, y = data(o["samples"])
     augment = None
     if o["model"] == "cnn-fast":

@@ -178,6 +178,8 @@ def test_a_failing_rank_stops_every_rank(tmp_path: Path) -> None:
     ({"hidden_on_rank1": 8}, "the model on rank 1 differs from rank 0's: layer 0: Dense(in_"),
     ({"seed_on_rank1": 4}, "the initial weights on rank 1 differ from rank 0's"),
     ({"samples": 97}, "leave a last batch of 1"),
+    ({"lr_on_rank1": 0.001}, "the training settings on rank 1 differ from rank 0's: "
+                             "optimizer.lr 0.001  versus rank 0's  optimizer.lr 0.1"),
 ])
 def test_mismatch_is_a_clear_error_on_every_rank(options: dict[str, Any], message: str,
                                                  tmp_path: Path) -> None:

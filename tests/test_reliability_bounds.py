@@ -5,13 +5,18 @@ headers declare 10**12 images)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import portanet as pn
 from portanet.app import cli, run_data
+from portanet.optim import SGD, Adam, OneCycle, linear_decay
+from portanet.parallel import mpi as distributed
+from tests.helpers import separable_data
 
 # --- evaluate on a built-in data set: labels by the model's class names ------------------------
 
@@ -68,3 +73,84 @@ def test_plain_numbers_on_a_named_data_set_keep_the_labels(fake_mnist: tuple) ->
     assert loaded.class_names == pn.data.get_spec("fashion-mnist").classes
     with pytest.raises(ValueError, match="Fashion-MNIST's class 'T-shirt/top' is not a class"):
         run_data.load_data("fashion-mnist", classes=["cat", "dog"])
+
+
+# --- MPI ranks agree on the training settings ---------------------------------------------------
+
+
+def _two_ranks(**rank1: Any) -> distributed.Communicator:
+    """A 2-rank world in one process whose rank 1 trains with the settings ``rank1`` (fit's
+    keyword names: optimizer, l2, lr_schedule) and is otherwise this rank."""
+
+    class TwoRanks(distributed.Local):
+        size = 2
+
+        def allgather(self, value: Any) -> list[Any]:
+            return [value, {**value, "training": distributed.describe_training(**rank1)}]
+
+    return TwoRanks()
+
+
+def _halving(lr: float, epoch: int, epochs: int) -> float:
+    return lr / 2**epoch
+
+
+def _fit(comm: Any, **settings: Any) -> None:
+    X, y = separable_data(n=32, features=6, classes=3)
+    model = pn.Sequential([pn.Dense(6, 3)], backend="numpy", seed=0)
+    pn.fit(model, X, y, epochs=1, batch_size=8, comm=comm, **settings)
+
+
+@pytest.mark.parametrize(("mine", "theirs", "named"), [
+    ({"optimizer": SGD(0.5)}, {"optimizer": SGD(0.001)}, "optimizer.lr 0.001  versus rank 0's  "
+                                                         "optimizer.lr 0.5"),
+    ({"optimizer": SGD(0.1)}, {"optimizer": Adam(0.1)}, "optimizer portanet.optim.Adam  versus"),
+    ({"optimizer": SGD(0.1, momentum=0.9)}, {"optimizer": SGD(0.1, momentum=0.8)},
+     "optimizer.momentum 0.8"),
+    ({"optimizer": Adam(betas=(0.9, 0.99))}, {"optimizer": Adam()}, "optimizer.beta2 0.999"),
+    ({"optimizer": Adam()}, {"optimizer": Adam(eps=1e-6)}, "optimizer.eps 1e-06"),
+    ({"optimizer": SGD(0.1)}, {"optimizer": SGD(0.1, weight_decay=1e-4)},
+     "optimizer.weight_decay 0.0001"),
+    ({"optimizer": SGD(0.1), "l2": 1e-3}, {"optimizer": SGD(0.1)}, "l2 0.0  versus rank 0's  l2 "
+                                                                    "0.001"),
+    ({"optimizer": SGD(0.1), "lr_schedule": linear_decay(0.1)},
+     {"optimizer": SGD(0.1), "lr_schedule": linear_decay(0.2)}, "linear_decay.<locals>."
+                                                                 "schedule(final_lr=0.0, lr=0.2)"),
+    ({"optimizer": OneCycle(Adam(), 0.01, 40)}, {"optimizer": OneCycle(Adam(), 0.01, 4)},
+     "optimizer.total_steps 4  versus rank 0's  optimizer.total_steps 40"),
+    ({"optimizer": OneCycle(Adam(), 0.01, 4)}, {"optimizer": OneCycle(SGD(), 0.01, 4)},
+     "optimizer.optimizer portanet.optim.SGD"),
+])
+def test_ranks_with_other_training_settings_are_stopped_before_work(
+        mine: dict[str, Any], theirs: dict[str, Any], named: str) -> None:
+    with pytest.raises(distributed.RankMismatchError,
+                       match="the training settings on rank 1 differ from rank 0's") as raised:
+        _fit(_two_ranks(**theirs), **mine)
+    assert named in str(raised.value) and "the same optimizer" in str(raised.value)
+
+
+def test_ranks_with_the_same_settings_agree() -> None:
+    def settings(lr: float) -> dict[str, Any]:
+        return {"optimizer": OneCycle(Adam(), 0.01, 4), "l2": 1e-4,
+                "lr_schedule": partial(_halving, lr)}
+
+    assert distributed.describe_training(**settings(0.1)) == \
+        distributed.describe_training(**settings(0.1))
+    assert distributed.describe_training(**settings(0.1)) != \
+        distributed.describe_training(**settings(0.2))
+    comm = _two_ranks(optimizer=SGD(0.01))
+    model = pn.Sequential([pn.Dense(6, 3)], backend="numpy", seed=0)
+    X, y = separable_data(n=32, features=6, classes=3)
+    assert comm.begin(model, y, 8, 1, (), optimizer=SGD(0.01)) == []  # rank 0: callbacks
+    with pytest.raises(distributed.RankMismatchError,
+                       match="optimizer portanet.optim.SGD  versus rank 0's  optimizer none"):
+        comm.begin(model, y, 8, 1)  # an old caller, without the settings, is compared too
+
+
+def test_fit_refuses_a_raw_mpi4py_communicator_before_work() -> None:
+    Intracomm = type("Intracomm", (), {"__module__": "mpi4py.MPI"})  # noqa: N806
+    with pytest.raises(TypeError, match=r"comm is mpi4py's Intracomm; .*"
+                                        r"comm=portanet\.parallel\.mpi\.world\(\)"):
+        _fit(Intracomm())
+    with pytest.raises(TypeError, match="comm must be a portanet.parallel.mpi.Communicator"):
+        _fit(object())

@@ -20,7 +20,8 @@ Semantics (what :func:`portanet.fit` does with ``comm=world()``):
   their per-feature sums are allgathered over the ranks, once forward and once backward per
   layer and step, so K ranks train the weights of one process for every model.
 - Every rank must start from identical weights: :meth:`Communicator.begin` allgathers a small
-  fingerprint (layers, shapes, dtype, a hash of the weights, the data size and batch plan) and
+  fingerprint (layers, shapes, dtype, a hash of the weights, the data size and batch plan, the
+  optimizer's configuration, ``l2`` and the schedule: :mod:`portanet.parallel.agreement`) and
   raises :class:`RankMismatchError` on *every* rank when they differ, never a hang. The labels
   are hashed there; :meth:`Communicator.check_same_inputs` compares a checksum of the training
   images too (``portanet train`` calls it once, on the host arrays, before the model is built).
@@ -67,6 +68,14 @@ import numpy as np
 
 from portanet.model import own_mask_generators
 from portanet.number_checks import ceil_div
+from portanet.parallel.agreement import (  # noqa: F401 (re-exported)
+    RankMismatchError,
+    check_same,
+    describe_model,
+    describe_training,
+    inputs_digest,
+    weights_digest,
+)
 
 # Set by mpiexec/mpirun/srun for each process: MPICH/Hydra and Intel MPI (PMI_*), Open MPI
 # (OMPI_*), MVAPICH (MV2_*), PMIx launchers (PMIX_RANK) and Slurm's srun with PMI.
@@ -77,12 +86,6 @@ INSTALL_HINT = 'pip install "portanet[mpi]" (that is: pip install mpi4py mpich)'
 
 class MPIUnavailableError(ImportError):
     """Running under an MPI launcher, but mpi4py cannot be imported."""
-
-
-class RankMismatchError(ValueError):
-    """Ranks disagree on the model or the training plan. Raised on every rank alike."""
-
-    on_every_rank = True
 
 
 def launched_by_mpi() -> bool:
@@ -150,9 +153,12 @@ class Communicator:
     # --- what fit calls -----------------------------------------------------------------------
 
     def begin(self, model: Any, y: Any, batch: int, epochs: int,
-              callbacks: Sequence[Any] = ()) -> list[Any]:
-        """Start of :func:`portanet.fit`: check that every rank has the same model and plan
-        (raises :class:`RankMismatchError` on every rank otherwise), re-seed the Dropout layers'
+              callbacks: Sequence[Any] = (), *, optimizer: Any = None, l2: float = 0.0,
+              lr_schedule: Any = None) -> list[Any]:
+        """Start of :func:`portanet.fit`: check that every rank has the same model, plan and
+        training settings (``optimizer``'s configuration, ``l2``, ``lr_schedule``: see
+        :func:`~portanet.parallel.agreement.describe_training`; raises
+        :class:`RankMismatchError` on every rank otherwise), re-seed the Dropout layers'
         generators for this rank, and return the callbacks this rank runs (all on rank 0, none
         elsewhere). One process has nothing to check."""
         if self.size == 1:
@@ -161,8 +167,9 @@ class Communicator:
         labels = hashlib.sha256(np.ascontiguousarray(model.backend.to_numpy(y))).hexdigest()
         mine = {"model": describe_model(model), "weights": weights_digest(model),
                 "plan": f"{n} samples (labels {labels[:12]}), global batch {batch}, "
-                        f"{epochs} epochs"}
-        _check_same(self.allgather(mine))
+                        f"{epochs} epochs",
+                "training": describe_training(optimizer, l2, lr_schedule)}
+        check_same(self.allgather(mine))
         tail = n - (ceil_div(n, batch) - 1) * batch
         if min(batch, tail) < self.size:
             raise RankMismatchError(
@@ -333,66 +340,30 @@ def world() -> Communicator:
     return _WORLD
 
 
+def communicator(comm: Any) -> Communicator:
+    """``comm`` as ``fit`` takes it: a :class:`Communicator`, or ``None`` for one process.
+
+    Raises:
+        TypeError: anything else, before any work; mpi4py's own communicators (``MPI.COMM_WORLD``)
+            with the pointer to :func:`world`, which wraps them.
+    """
+    if comm is None:
+        return Local()
+    if isinstance(comm, Communicator):
+        return comm
+    kind = f"{type(comm).__module__}.{type(comm).__qualname__}"
+    if kind.startswith("mpi4py"):
+        raise TypeError(f"comm is mpi4py's {type(comm).__name__}; fit takes portanet's "
+                        f"communicator over it: comm=portanet.parallel.mpi.world() (from "
+                        f"portanet.parallel.mpi import world), which wraps MPI.COMM_WORLD")
+    raise TypeError(f"comm must be a portanet.parallel.mpi.Communicator such as "
+                    f"portanet.parallel.mpi.world(), or None for one process; got {kind}")
+
+
 def started_world() -> Communicator | None:
     """The communicator :func:`world` made in this process, or None before its first call
     (for error handling, which must not start MPI itself)."""
     return _WORLD
-
-
-# --- checks ---------------------------------------------------------------------------------
-
-
-def describe_model(model: Any) -> list[str]:
-    """One line per layer: its type, configuration, parameter shapes and the dtype."""
-    lines = []
-    for i, layer in enumerate(model.layers):
-        shapes = ", ".join(f"{k} {tuple(p.shape)}" for k, p in layer.params.items())
-        lines.append(f"layer {i}: {layer!r}" + (f" [{shapes}]" if shapes else ""))
-    lines.append(f"dtype {model.backend.dtype_name}")
-    return lines
-
-
-def weights_digest(model: Any) -> str:
-    """SHA-256 of every parameter's bytes, in order (host copies, once per fit)."""
-    digest = hashlib.sha256()
-    for name, array in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def inputs_digest(*arrays: np.ndarray) -> str:
-    """SHA-256 of host arrays' shapes, dtypes and bytes (MNIST's 47 MB of images: ~0.1 s)."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
-def _check_same(everyone: list[dict[str, Any]]) -> None:
-    """Raise RankMismatchError (on every rank: all see the same list) naming what differs."""
-    root = everyone[0]
-    for rank, mine in enumerate(everyone[1:], start=1):
-        if mine["model"] != root["model"]:
-            diff = next((f"{a}  versus rank 0's  {b}" for a, b in zip(mine["model"],
-                         root["model"], strict=False) if a != b),
-                        f"{len(mine['model']) - 1} layers versus rank 0's "
-                        f"{len(root['model']) - 1}")
-            raise RankMismatchError(
-                f"the model on rank {rank} differs from rank 0's: {diff}. Every MPI rank must "
-                f"build the same model (same layers, widths and dtype) before fit")
-        if mine["weights"] != root["weights"]:
-            raise RankMismatchError(
-                f"the initial weights on rank {rank} differ from rank 0's (same layers and "
-                f"shapes). Build the model with the same seed on every rank, e.g. "
-                f"Sequential(..., seed=0), or load the same saved file")
-        if mine["plan"] != root["plan"]:
-            raise RankMismatchError(
-                f"rank {rank} would train on {mine['plan']}, rank 0 on {root['plan']}. Every "
-                f"rank must load the same training data and call fit with the same batch_size "
-                f"and epochs")
 
 
 def _transposed(array: Any) -> bool:
