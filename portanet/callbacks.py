@@ -1,11 +1,12 @@
 """What a :func:`portanet.fit` run reports and how it ends: the per-epoch :class:`History`,
-:class:`Callback` hooks, :class:`DivergedError` and the Ctrl-C handling."""
+:class:`Callback` hooks, :class:`DivergedError` and the Ctrl-C and SIGTERM handling."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,24 +83,64 @@ class PrintEpochs(Callback):
         print(line, flush=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, Slurm, ``docker stop`` and systemd send), raised by the
+    handler :func:`sigterm_raises` installs. A :class:`KeyboardInterrupt`, so every ``finally``
+    block and every cleanup of an interrupted write runs as for Ctrl-C."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM)")
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While active (main thread only), SIGTERM raises :class:`Terminated` instead of ending
+    the process at once, so partial files are removed and :func:`portanet.fit` stops after
+    the current step as for Ctrl-C. The ``portanet`` command runs inside it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class StopOnInterrupt:
     """While active, the first Ctrl-C asks the loop to stop after the current step; a second
-    Ctrl-C interrupts at once. Only in the main thread (signals can't be caught elsewhere)."""
+    Ctrl-C interrupts at once. SIGTERM does the same where :func:`sigterm_raises` is active
+    (elsewhere it keeps its own handling). Only in the main thread (signals can't be caught
+    elsewhere). :attr:`last_signal` is the signal of the latest stop request in this process."""
+
+    last_signal: int | None = None
 
     def __init__(self, enabled: bool) -> None:
         self.requested = False
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        StopOnInterrupt.last_signal = signum
+        self._restore()  # a second signal acts at once
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def __enter__(self) -> StopOnInterrupt:
         if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            StopOnInterrupt.last_signal = None
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+            if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+                self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled and not self.requested:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()

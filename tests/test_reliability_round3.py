@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import portanet as pn
 from portanet.app import cli
 from portanet.files import TEMP_EXTRA, atomic_write, check_output_path
 from tests.helpers import make_dataset
@@ -133,3 +138,82 @@ def test_another_users_writable_file_in_a_sticky_folder_is_refused_before_work()
         assert sorted(p.name for p in base.iterdir()) == ["m.npz"]
     finally:
         shutil.rmtree(base)
+
+
+# --- causes 2 and 8: SIGTERM as clean as Ctrl-C; an interrupted run keeps the good model -------
+
+
+def interrupted_run(dataset: Path, tmp_path: Path, sig: int, *extra: str
+                    ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``portanet train`` of many epochs into ``tmp_path``, sent ``sig`` after its first epoch."""
+    command = [sys.executable, "-m", "portanet", "train", "--dataset-file", str(dataset),
+               "--model", "mlp512", "--hidden", "32", "--epochs", "1000", "--validation", "0",
+               "--backend", "numpy", "--out", str(tmp_path / "run"), *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=ENV)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("epoch"):
+            process.send_signal(sig)
+            break
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, "".join(lines) + stdout,
+                                       stderr), tmp_path / "run"
+
+
+def test_sigterm_stops_training_after_the_step_and_keeps_the_good_model(
+        dataset: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep.npz"
+    keep.write_bytes(b"yesterday's good model")
+    done, out = interrupted_run(dataset, tmp_path, signal.SIGTERM, "--save", str(keep))
+    assert done.returncode == 143, done.stderr
+    assert "interrupted: stopped after" in done.stdout and "Traceback" not in done.stderr
+    assert keep.read_bytes() == b"yesterday's good model"
+    beside = tmp_path / "keep.interrupted.npz"
+    assert f"kept the existing {keep}; the part-trained model is saved beside it, to " \
+           f"{beside}" in done.stdout
+    assert pn.load(beside).num_parameters() > 0 and (out / "report.json").exists()
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_ctrl_c_replaces_the_model_only_when_asked(dataset: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep.npz"
+    keep.write_bytes(b"yesterday's model, not wanted")
+    done, _ = interrupted_run(dataset, tmp_path, signal.SIGINT, "--save", str(keep),
+                              "--overwrite-interrupted")
+    assert done.returncode == 130, done.stderr
+    assert f"model saved to {keep}" in done.stdout
+    assert pn.load(keep).num_parameters() > 0
+    assert not (tmp_path / "keep.interrupted.npz").exists()
+
+
+def test_sigterm_while_saving_leaves_no_partial_file(dataset: Path, tmp_path: Path) -> None:
+    """SIGTERM arriving in the middle of the write: the partial file is removed, the old model
+    stays, one line, status 143 (before: killed at once, a hidden .part left behind)."""
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"old model")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import numpy as np
+        from portanet.app import cli
+        real = np.savez
+        def savez(f, **arrays):
+            f.write(b"x" * 100_000)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGTERM)
+            real(f, **arrays)
+        np.savez = savez
+        sys.exit(cli.main(["train", "--dataset-file", {str(dataset)!r}, "--model", "linear",
+                           "--backend", "numpy", "--epochs", "1", "--validation", "0",
+                           "--quiet", "--save", {str(target)!r},
+                           "--out", {str(tmp_path / "run")!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "portanet train: terminated (SIGTERM)"
+    assert "Traceback" not in done.stderr
+    assert target.read_bytes() == b"old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]

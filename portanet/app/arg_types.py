@@ -21,7 +21,7 @@ OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "m
 
 __all__ = ["OUTPUT_FILES", "batch_size", "check_files", "check_memory", "count", "dropout",
            "files_read", "files_written", "finite_non_negative", "finite_positive", "hidden",
-           "memory_bound", "path", "saved_dataset"]
+           "interrupted_path", "memory_bound", "path", "saved_dataset"]
 
 
 def _number(text: str, kind: type) -> float:
@@ -139,9 +139,23 @@ def files_read(args: argparse.Namespace) -> list[tuple[str, str | os.PathLike[st
     return reads
 
 
+def interrupted_path(save: str | os.PathLike[str]) -> str:
+    """Where an interrupted run saves when ``save`` exists: ``keep.npz`` -> ``keep.interrupted.npz``
+    beside it, so the good model stays."""
+    head, name = os.path.split(os.fspath(save))
+    stem, dot, suffix = name.rpartition(".")
+    return os.path.join(head, f"{stem}.interrupted.{suffix}" if dot and stem else
+                        f"{name}.interrupted")
+
+
 def files_written(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """Every file the command will write: ``--save``, then each file ``--out`` receives."""
-    writes = [("--save", args.save)] if getattr(args, "save", None) is not None else []
+    """Every file the command will write: ``--save`` (and, where a file is there already, its
+    copy for an interrupted run), then each file ``--out`` receives."""
+    save = getattr(args, "save", None)
+    writes = [("--save", save)] if save is not None else []
+    if save is not None and not getattr(args, "overwrite_interrupted", True) \
+            and os.path.exists(save):
+        writes.append(("--save's copy for an interrupted run", interrupted_path(save)))
     if getattr(args, "out", None) is not None:
         writes += [(f"--out's {name}", os.path.join(args.out, name)) for name in OUTPUT_FILES]
     return writes

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -33,7 +34,7 @@ import numpy as np
 
 import portanet
 from portanet import data
-from portanet.app import arg_types, recipes
+from portanet.app import arg_types, cli_exit, recipes
 from portanet.app.cli_data import DATASET_HELP, add_data, data_options
 from portanet.app.mpi_launch import abort_on_error, command_line_world
 from portanet.app.progress import EpochProgress
@@ -93,7 +94,11 @@ def add_train(sub: Any) -> None:
     train.add_argument("--validation", type=arg_types.count, default=5000,
                        help="hold out the last N training images for validation (0: none)")
     train.add_argument("--save", type=arg_types.path,
-                       help="save the trained model to this .npz file")
+                       help="save the trained model to this .npz file (an interrupted run "
+                            "keeps an existing one and saves beside it, as NAME.interrupted.npz)")
+    train.add_argument("--overwrite-interrupted", action="store_true",
+                       help="with --save: an interrupted run (Ctrl-C, SIGTERM) replaces an "
+                            "existing file too")
     train.add_argument("--out", type=arg_types.path,
                        help="folder for report.json and the pictures (default "
                             "runs/DATE-DATASET-MODEL)")
@@ -147,16 +152,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     saved: list[Path] = []
     try:  # the model first: a full disk then costs the pictures, not the model
         if args.save is not None:
-            saved.append(portanet.save(model, args.save, dataset=loaded.dataset,
-                                       class_names=list(loaded.class_names),
-                                       recipe=recipe.as_dict(), test_accuracy=report["accuracy"]))
-            print(f"model saved to {saved[0]}")
+            saved.append(save_model(args, model, loaded, recipe.as_dict(), report["accuracy"],
+                                    history.interrupted))
         print_written(*write_report(Path(args.out), model, report, test, config=config,
                                     timings=timings, history=history))
     except DiskFullError as exc:
         exc.kept[:0] = saved
         raise
-    return 130 if history.interrupted else 0
+    return cli_exit.interrupted_status() if history.interrupted else 0
+
+
+def save_model(args: argparse.Namespace, model: portanet.Sequential, loaded: Splits,
+               recipe: dict[str, Any], accuracy: float, interrupted: bool) -> Path:
+    """Save the trained model to ``--save``; an interrupted run keeps a model already there and
+    saves beside it (:func:`arg_types.interrupted_path`) unless ``--overwrite-interrupted``."""
+    keep = interrupted and not args.overwrite_interrupted and os.path.exists(args.save)
+    path = arg_types.interrupted_path(args.save) if keep else args.save
+    saved = portanet.save(model, path, dataset=loaded.dataset,
+                          class_names=list(loaded.class_names), recipe=recipe,
+                          test_accuracy=accuracy)
+    if keep:
+        print(f"interrupted: kept the existing {args.save}; the part-trained model is saved "
+              f"beside it, to {saved} (--overwrite-interrupted replaces it instead)")
+    else:
+        print(f"model saved to {saved}")
+    return saved
 
 
 def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *, quiet: bool,
@@ -324,8 +344,6 @@ def add_info(sub: Any) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import os
-
     import array_api_compat
 
     print(f"portanet {portanet.__version__} (Python {platform.python_version()}, "
@@ -394,7 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``portanet`` command; returns the exit status."""
+    """Entry point of the ``portanet`` command; returns the exit status. How a command ends
+    (errors in one line, SIGTERM, standard output that fails) is :mod:`portanet.app.cli_exit`."""
+    return cli_exit.run(lambda run: _parse_and_run(run, argv),
+                        (UsageError, BackendUnavailableError, data.DatasetUnavailableError))
+
+
+def _parse_and_run(run: cli_exit.Run, argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -403,15 +427,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return args.func(args)
-    except DiskFullError as exc:  # after the work: what was written before it is kept
-        print(f"portanet {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except (UsageError, BackendUnavailableError, data.DatasetUnavailableError,
-            FileNotFoundError, ValueError) as exc:
-        print(f"portanet {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nportanet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    run.name = f"portanet {args.command}"
+    return args.func(args)
