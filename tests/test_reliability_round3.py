@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import portanet as pn
@@ -217,3 +218,113 @@ def test_sigterm_while_saving_leaves_no_partial_file(dataset: Path, tmp_path: Pa
     assert "Traceback" not in done.stderr
     assert target.read_bytes() == b"old model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+# --- cause 7: one line instead of a traceback ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A saved model of the small data set and a PNG of a stroke for predict."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("saved")
+    assert train(dataset, "--save", str(folder / "m.npz"), "--out", str(folder / "run")) == 0
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 12:16] = 255
+    Image.fromarray(image).save(folder / "digit.png")
+    return folder / "m.npz", folder / "digit.png"
+
+
+def commands(dataset: Path, model: Path, image: Path, out: Path) -> dict[str, list[str]]:
+    return {
+        "train": ["train", "--dataset-file", str(dataset), "--model", "linear", "--backend",
+                  "numpy", "--epochs", "1", "--validation", "0", "--save", str(out / "t.npz"),
+                  "--out", str(out / "run")],
+        "evaluate": ["evaluate", str(model), "--dataset-file", str(dataset), "--backend",
+                     "numpy"],
+        "predict": ["predict", str(model), str(image), "--backend", "numpy"],
+        "export": ["export", str(model), str(out / "m.onnx")],
+        "info": ["info"],
+        "check": ["check", "--help"],
+        "data": ["data", "--where"],
+        "draw": ["draw", "--help"],
+    }
+
+
+@pytest.mark.parametrize("stdout", ["broken pipe", "full disk"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "info", "check",
+                                     "data", "draw"])
+def test_every_command_ends_in_one_line_when_standard_output_fails(
+        command: str, stdout: str, dataset: Path, saved: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    """``portanet info | head -1`` and ``portanet predict ... > /dev/full``: the work goes on,
+    then a broken pipe ends quietly (141) and a full disk says so in one line (1)."""
+    argv = commands(dataset, *saved, tmp_path)[command]
+    if stdout == "broken pipe":
+        reader, target = os.pipe()
+        os.close(reader)  # the reader is gone before the first line: every write fails
+    else:
+        target = os.open("/dev/full", os.O_WRONLY)
+    try:
+        done = subprocess.run([sys.executable, "-m", "portanet", *argv], stdout=target,
+                              stderr=subprocess.PIPE, text=True, env=ENV, timeout=300)
+    finally:
+        os.close(target)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    if stdout == "broken pipe":
+        assert (done.returncode, done.stderr) == (141, "")
+    else:
+        assert done.returncode == 1
+        line = done.stderr.strip()
+        assert line.count("\n") == 0 and "cannot write to standard output (No space left on " \
+                                          "device)" in line, done.stderr
+        assert line.startswith(f"portanet {command}:" if "--help" not in argv else "portanet:")
+    written = {"train": tmp_path / "t.npz", "export": tmp_path / "m.onnx"}.get(command)
+    assert written is None or written.exists()  # the work went on
+
+
+def as_nobody_cli(*argv: str) -> tuple[int, str]:
+    """``portanet argv`` run as the user 'nobody': its status and what it printed on stderr."""
+    import io
+
+    def command() -> str:
+        sys.stderr = io.StringIO()
+        status = cli.main(list(argv))
+        return f"{status} {sys.stderr.getvalue()}"
+
+    text = as_nobody(command)
+    assert text.startswith("ok: "), text
+    status, printed = text[4:].split(" ", 1)
+    return int(status), printed
+
+
+def test_unreadable_models_and_data_are_one_line(dataset: Path, saved: tuple[Path, Path]
+                                                 ) -> None:
+    base = Path(tempfile.mkdtemp(prefix="portanet-unreadable-"))
+    try:
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir(mode=0o700)  # root's: 'nobody' may not look inside
+        shutil.copy(saved[0], locked / "m.npz")
+        shutil.copy(dataset, locked / "d.npz")
+        private = base / "private.npz"
+        shutil.copy(saved[0], private)
+        private.chmod(0o600)
+        (base / "out").mkdir(mode=0o777)
+        (base / "out").chmod(0o777)
+        data = ["--dataset-file", str(dataset), "--backend", "numpy"]
+        for argv, words in [
+            (["evaluate", str(locked / "m.npz"), *data], "permission denied on a folder"),
+            (["evaluate", str(private), *data], "is not readable (permission denied)"),
+            (["predict", str(locked / "m.npz"), str(saved[1])], "permission denied"),
+            (["train", "--dataset-file", str(locked / "d.npz"), "--model", "linear",
+              "--out", str(base / "out")], "permission denied"),
+            (["train", "--data-dir", str(locked), "--model", "linear", "--epochs", "1",
+              "--limit", "100", "--out", str(base / "out")], "permission denied"),
+        ]:
+            status, printed = as_nobody_cli(*argv)
+            assert status == 2 and printed.count("\n") == 1 and words in printed, printed
+            assert "Traceback" not in printed and "chmod" in printed, printed
+    finally:
+        shutil.rmtree(base)
