@@ -5,6 +5,13 @@ headers declare 10**12 images)."""
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
+import re
+import struct
+import tracemalloc
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,9 +21,10 @@ import pytest
 
 import portanet as pn
 from portanet.app import cli, run_data
+from portanet.data import bounds, idx, verify
 from portanet.optim import SGD, Adam, OneCycle, linear_decay
 from portanet.parallel import mpi as distributed
-from tests.helpers import separable_data
+from tests.helpers import assert_load_refused_within, separable_data
 
 # --- evaluate on a built-in data set: labels by the model's class names ------------------------
 
@@ -154,3 +162,142 @@ def test_fit_refuses_a_raw_mpi4py_communicator_before_work() -> None:
         _fit(Intracomm())
     with pytest.raises(TypeError, match="comm must be a portanet.parallel.mpi.Communicator"):
         _fit(object())
+
+
+# --- files bound what they allocate before allocating ------------------------------------------
+
+MB = 1 << 20
+
+
+def _npy(shape: tuple[int, ...], dtype: str, data: bytes = b"") -> bytes:
+    """An ``.npy`` member: a header declaring ``shape`` and ``dtype``, then ``data``."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def _model_file(path: Path, out: int, data: bytes = b"\0" * 64) -> Path:
+    """A model file whose metadata and headers consistently declare Dense(784, out), with
+    ``data`` bytes of weights."""
+    metadata = {"format": "portanet-model", "format_version": 2, "dtype": "float32",
+                "input_shape": [784], "extra": {},
+                "layers": [{"type": "Dense", "in_features": 784, "out_features": out}]}
+    raw = np.frombuffer(json.dumps(metadata).encode(), np.uint8)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__portanet__.npy", _npy(raw.shape, "u1", raw.tobytes()))
+        archive.writestr("0.W.npy", _npy((784, out), "<f4", data))
+        archive.writestr("0.b.npy", _npy((out,), "<f4", data))
+    return path
+
+
+def _patched(source: Path, target: Path, **fields: int) -> Path:
+    """``source`` with every zip entry's header fields changed: ``flags`` (or-ed in),
+    ``method``, ``size`` (the central directory's uncompressed size)."""
+    data = bytearray(source.read_bytes())
+    for signature, at in ((b"PK\x01\x02", {"flags": 8, "method": 10, "size": 24}),
+                          (b"PK\x03\x04", {"flags": 6, "method": 8})):
+        i = data.find(signature)
+        while i >= 0:
+            for field, offset in at.items():
+                if field == "flags" and "flags" in fields:
+                    old = struct.unpack_from("<H", data, i + offset)[0]
+                    struct.pack_into("<H", data, i + offset, old | fields["flags"])
+                elif field in fields:
+                    struct.pack_into("<H" if field != "size" else "<I", data, i + offset,
+                                     fields[field])
+            i = data.find(signature, i + 4)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_model_declaring_a_petabyte_layer_is_refused_from_its_headers(tmp_path: Path) -> None:
+    huge = _model_file(tmp_path / "huge.npz", 10**12)
+    assert_load_refused_within(huge, r"0\.W\.npy declares shape \(784, 1000000000000\) float32 "
+                                     r"\(2\.79 PiB\) but holds 64 bytes", MB)
+    # a size field that claims the data is there: more than the stored bytes can be
+    claims = _patched(_model_file(tmp_path / "m.npz", 10**6), tmp_path / "claims.npz",
+                      size=0xFFFFFFF0)
+    assert_load_refused_within(claims, r"\.npy claims 4 GiB from [\d,]+ bytes stored, more "
+                                       r"than its compression can hold", MB)
+
+
+def test_a_model_larger_than_the_memory_is_refused_before_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.npz"
+    pn.save(pn.Sequential([pn.Dense(784, 100)], backend="numpy"), str(path))
+    monkeypatch.setattr(bounds, "physical_memory", lambda: 100_000)
+    assert_load_refused_within(path, r"its weights would take 314,000 bytes, more than this "
+                                     r"machine's 100,000 bytes of memory", MB)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"flags": 1}, r"0\.W\.npy is encrypted \(a password-protected archive\).* not a portanet "
+                   r"model file"),
+    ({"method": 9}, r"0\.W\.npy is compressed with deflate64 \(zip method 9\), which cannot be "
+                    r"read here"),
+    ({"method": 93}, r"compressed with zstandard"),
+])
+def test_encrypted_or_deflate64_members_are_one_line(
+        fields: dict[str, int], message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.npz"
+    pn.save(pn.Sequential([pn.Dense(784, 10)], backend="numpy"), str(good))
+    path = _patched(good, tmp_path / "odd.npz", **fields)
+    assert_load_refused_within(path, message, MB)
+    assert cli.main(["evaluate", str(path), "--backend", "numpy"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "Traceback" not in line and re.search(message, line), line
+
+
+def _dataset(path: Path, x_train: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", x_train)
+        archive.writestr("y_train.npy", _npy((2,), "u1", b"\0\1"))
+        archive.writestr("x_test.npy", _npy((2, 28, 28), "u1", bytes(2 * 784)))
+        archive.writestr("y_test.npy", _npy((2,), "u1", b"\0\1"))
+    return path
+
+
+def test_a_data_file_declaring_a_trillion_images_is_refused_from_its_headers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _dataset(tmp_path / "d.npz", _npy((10**12, 28, 28), "u1", bytes(784)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"x_train\.npy declares shape \(1000000000000, 28, "
+                                             r"28\) uint8 \(713 TiB\) but holds 784 bytes"):
+            pn.data.load_npz(path)
+        assert tracemalloc.get_traced_memory()[1] < MB
+    finally:
+        tracemalloc.stop()
+    model = saved_model(tmp_path / "m.npz", [str(i) for i in range(10)])
+    assert cli.main(["evaluate", str(model), "--dataset-file", str(path)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "713 TiB" in line, line
+    # a data folder's mnist.npz: a copy that fails, with the reason, never an allocation
+    spec = pn.data.get_spec("mnist")
+    copies, _ = verify._scan_npz(spec, path, [pn.data.TRAIN_IMAGES])
+    assert "declares shape (1000000000000, 28, 28)" in copies[0].problem
+    assert copies[0].array is None
+
+
+def test_a_gzipped_idx_file_is_bounded_by_its_compressed_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = struct.pack(">HBB3I", 0, 8, 3, 4_000_000_000, 28, 28)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(8 * MB)))  # 8 MiB of zeros in 8 KiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(pn.data.IDXFormatError,
+                           match=r"declares shape \(4000000000, 28, 28\) \(3,136,000,000,016 "
+                                 r"bytes\), more than [\d,]+ bytes of gzip data can hold"):
+            idx.read_idx(path)
+        assert tracemalloc.get_traced_memory()[1] < 2 * MB  # the 8 MiB never decompressed
+    finally:
+        tracemalloc.stop()
+    small = tmp_path / "small.gz"
+    idx.write_idx(small, np.arange(60, dtype=np.uint8).reshape(3, 4, 5), compress=True)
+    assert idx.read_idx(small).shape == (3, 4, 5)
+    monkeypatch.setattr(bounds, "physical_memory", lambda: 50)
+    with pytest.raises(pn.data.IDXFormatError, match="its data would take 76 bytes, more than"):
+        idx.read_idx(small)

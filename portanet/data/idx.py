@@ -10,6 +10,8 @@ Files may be gzipped; that is recognised from their content, not their name.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import struct
 import zlib
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from portanet.data import bounds
 from portanet.files import atomic_write
 
 UBYTE = 0x08
@@ -63,7 +66,7 @@ def parse_idx(data: bytes, source: str = "<bytes>", *, magic: int | None = None)
             f"{source}: truncated header ({len(data)} bytes, the {ndim} sizes need {header})"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise IDXFormatError(
@@ -80,17 +83,38 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
 
 
 def read_idx_bytes(path: Path) -> bytes:
-    """The uncompressed bytes of a file that may be gzipped.
+    """The uncompressed bytes of a file that may be gzipped. A gzipped file is decompressed as
+    far as its IDX header declares (and a little beyond, to see trailing bytes), once that
+    size is known to fit what the compressed bytes can expand to and this machine's memory:
+    a small file cannot make it decompress gigabytes.
 
     Raises:
-        IDXFormatError: the file is gzipped but the gzip stream is corrupt or truncated.
+        IDXFormatError: the file is gzipped but the gzip stream is corrupt or truncated, or
+            its header declares more than it can hold or than fits in memory.
         OSError: the file cannot be read.
     """
     data = path.read_bytes()
     if data[:2] != GZIP_MAGIC:
         return data
+    most = bounds.DEFLATE_MAX_RATIO * len(data) + 1024
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            head = stream.read(4)
+            ndim = head[3] if len(head) == 4 and head[:2] == b"\0\0" else 0
+            head += stream.read(4 * ndim)
+            declared = most
+            if ndim and len(head) == 4 + 4 * ndim:
+                declared = len(head) + math.prod(struct.unpack(f">{ndim}I", head[4:]))
+            if declared > most:
+                raise IDXFormatError(
+                    f"{path}: the header declares shape "
+                    f"{struct.unpack(f'>{ndim}I', head[4:])} ({declared:,} bytes), more than "
+                    f"{len(data):,} bytes of gzip data can hold; the file is damaged or edited")
+            try:
+                bounds.check_fits_memory(str(path), declared, "its data")
+            except ValueError as exc:
+                raise IDXFormatError(str(exc)) from None
+            return head + stream.read(declared - len(head)) + stream.read(1 << 16)
     except (OSError, EOFError, zlib.error) as exc:
         raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from portanet.backend import Backend, get_backend, host_array
-from portanet.data import sources
+from portanet.data import bounds, sources
 from portanet.data.idx import IDXFormatError
 from portanet.data.sources import DatasetUnavailableError
 from portanet.data.specs import (
@@ -104,11 +104,14 @@ def load_npz(path: str | os.PathLike[str]) -> tuple[Split, Split]:
     """Your own data: an ``.npz`` holding ``x_train, y_train, x_test, y_test``.
 
     Images are uint8 28x28 (or rows of 784), labels integers 0..K-1; nothing is verified beyond
-    that, since the data is yours.
+    that, since the data is yours. Shapes and dtypes are checked from the arrays' headers, and
+    what they declare bounded by the file's size and this machine's memory
+    (:mod:`portanet.data.bounds`), before any array is read.
 
     Raises:
         DatasetUnavailableError: there is no file at ``path``.
-        ValueError: the file is not a readable ``.npz`` or lacks one of the four arrays.
+        ValueError: the file is not a readable ``.npz``, lacks one of the four arrays, or
+            declares arrays it cannot hold.
     """
     path = Path(path)
     not_npz = (f"{path} is not an .npz file of arrays (one written by numpy.savez with "
@@ -123,28 +126,43 @@ def load_npz(path: str | os.PathLike[str]) -> tuple[Split, Split]:
         raise ValueError(f"{path} is a single array (an .npy file), not an .npz archive; write "
                          f"the four arrays with numpy.savez(path, "
                          f"{', '.join(f'{k}={k}' for k in NPZ_ARRAYS)})")
-    try:
-        with archive:
+    with archive:
+        try:
+            headers = bounds.npy_headers(str(path), archive.zip, path.stat().st_size)
+        except (OSError, EOFError, zipfile.BadZipFile):
+            raise ValueError(not_npz) from None
+        _check_npz_headers(path, headers)
+        try:
             arrays = {key: archive[key] for key in NPZ_ARRAYS}
-    except KeyError as exc:
-        raise ValueError(f"{path} lacks the array {exc}; it needs {', '.join(NPZ_ARRAYS)}"
-                         ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        raise ValueError(not_npz) from None
-    for key in ("x_train", "x_test"):
-        x = arrays[key]
-        if x.dtype != np.uint8 or x.shape[1:] not in ((784,), IMAGE_SHAPE):
-            raise ValueError(f"{path}: {key} must be uint8 images of shape (N, 28, 28) or "
-                             f"(N, 784), got {x.dtype} of shape {x.shape}")
-    for key, x in (("y_train", "x_train"), ("y_test", "x_test")):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            raise ValueError(not_npz) from None
+    for key in ("y_train", "y_test"):
         y = arrays[key]
-        if y.dtype.kind not in "iu" or y.shape != (len(arrays[x]),):
-            raise ValueError(f"{path}: {key} must be integer labels, one per image of {x} "
-                             f"({len(arrays[x])}), got {y.dtype} of shape {y.shape}")
         if y.size and int(y.min()) < 0:
             raise ValueError(f"{path}: {key} has the negative label {int(y.min())}; labels "
                              f"run from 0 to K-1")
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _check_npz_headers(path: Path, headers: dict[str, tuple[Any, tuple[int, ...], np.dtype]]
+                       ) -> None:
+    """The four arrays of a ``--dataset-file`` are there, with the shapes and dtypes a run
+    takes, from their headers (before any array is read)."""
+    missing = [key for key in NPZ_ARRAYS if key not in headers]
+    if missing:
+        raise ValueError(f"{path} lacks the array {missing[0]!r}; it needs "
+                         f"{', '.join(NPZ_ARRAYS)}")
+    for key in ("x_train", "x_test"):
+        _, shape, dtype = headers[key]
+        if dtype != np.uint8 or shape[1:] not in ((784,), IMAGE_SHAPE):
+            raise ValueError(f"{path}: {key} must be uint8 images of shape (N, 28, 28) or "
+                             f"(N, 784), got {dtype} of shape {shape}")
+    for key, x in (("y_train", "x_train"), ("y_test", "x_test")):
+        _, shape, dtype = headers[key]
+        n = headers[x][1][0]
+        if dtype.kind not in "iu" or shape != (n,):
+            raise ValueError(f"{path}: {key} must be integer labels, one per image of {x} "
+                             f"({n}), got {dtype} of shape {shape}")
 
 
 MAX_CLASSES = 1000

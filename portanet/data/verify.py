@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from portanet.data import bounds
 from portanet.data.download import sha256_hex
 from portanet.data.idx import (
     IMAGES_MAGIC,
@@ -100,6 +101,11 @@ def _scan_npz(
         return [Copy(name, str(path), path, problem="not an .npz archive") for name in names], []
     copies = []
     with archive:
+        try:  # what the arrays declare, bounded before any is read
+            bounds.npy_headers(str(path), archive.zip, path.stat().st_size)
+        except (ValueError, OSError) as exc:
+            problem = str(exc).removeprefix(f"{path}: ")
+            return [Copy(name, str(path), path, problem=problem) for name in names], []
         keys = next((k for k in NPZ_KEYS if set(k.values()) <= set(archive.files)), None)
         if keys is None:
             wanted = " or ".join(", ".join(k.values()) for k in NPZ_KEYS)

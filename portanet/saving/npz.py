@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from portanet.backend import Backend
+from portanet.data import bounds
 from portanet.files import atomic_write, check_input_file
 from portanet.finite import not_finite
 from portanet.layers import LAYER_TYPES, AvgPool2D, Conv2D, Layer, MaxPool2D
@@ -175,21 +176,30 @@ def _members(path: Path, archive: zipfile.ZipFile) -> dict[str, Member]:
         raise _FileError(f"{path} holds {', '.join(twice)} more than once, so which array "
                          f"counts is ambiguous; the file is damaged or was edited")
     members: dict[str, Member] = {}
+    size = path.stat().st_size
     for info in infos:
         if not info.filename.endswith(".npy"):
             raise _FileError(f"{path} holds {info.filename!r}, which is not an array; it is "
                              f"not a portanet model file")
-        with archive.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
+        problem = bounds.member_problem(info)
+        if problem is not None:
+            raise _FileError(f"{path}: {problem}; it is not a portanet model file as saved")
+        shape, dtype, header = bounds.npy_header(archive, info)
+        problem = bounds.member_size_problem(info, header, shape, dtype, size)
         if dtype.hasobject:
             raise _FileError(f"{path}: {info.filename} holds Python objects, which a model "
                              f"file never does; it is not a portanet model file")
-        members[info.filename[: -len(".npy")]] = (info, tuple(shape), dtype)
+        if problem is not None:
+            raise _FileError(f"{path}: {problem}; the file is truncated, damaged or was edited")
+        members[info.filename[: -len(".npy")]] = (info, shape, dtype)
     if not members:
         raise _FileError(f"{path} is not a portanet model file (an .npz with no arrays)")
+    need = sum(bounds.declared_bytes(shape, dtype) for name, (_, shape, dtype) in
+               members.items() if name != METADATA_KEY)
+    try:
+        bounds.check_fits_memory(str(path), need, "its weights")
+    except ValueError as exc:
+        raise _FileError(str(exc)) from None
     return members
 
 
