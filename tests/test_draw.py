@@ -459,3 +459,70 @@ def test_strokes_trace_the_digit() -> None:
     assert strokes(digit, 280) == [[(round(3.5 * cell - 140), round(5.5 * cell - 140)),
                                     (round(6.5 * cell - 140), round(5.5 * cell - 140))],
                                    [(round(10.5 * cell - 140), round(5.5 * cell - 140))] * 2]
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A small PNG file whose header declares ``width`` x ``height`` grey pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("width", "height", "declared"), [
+    (100_000, 100_000, "a size over Pillow's own limit"),
+    (7_000, 7_000, "7,000 x 7,000 pixels"),
+])
+def test_an_image_declaring_a_huge_size_is_refused_undecoded(
+        mlp_server: Any, width: int, height: int, declared: str) -> None:
+    status, answer = request(mlp_server, "POST", "/predict", declared_png(width, height))
+    assert status == 413, answer
+    assert answer == {"error": f"the image declares {declared}, over the limit of "
+                               f"{draw.MAX_PIXELS:,} pixels; scale it down or crop it to the "
+                               f"digit first"}
+
+
+def test_a_client_that_goes_away_mid_answer_costs_no_traceback(
+        mlp_server: Any, mnist: Any, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The client resets the connection while the answer is computed: the server's write
+    fails, and it says nothing (it printed two tracebacks)."""
+    gone, done = threading.Event(), threading.Event()
+    real_answer, real_finish = mlp_server.reader.answer, draw._Handler.finish
+
+    def answer_later(body: bytes) -> Any:
+        gone.wait(30)
+        return real_answer(body)
+
+    def finish(handler: Any) -> None:
+        try:
+            real_finish(handler)
+        finally:
+            done.set()
+
+    monkeypatch.setattr(mlp_server.reader, "answer", answer_later)
+    monkeypatch.setattr(draw._Handler, "finish", finish)
+    body = rendered(mnist[1][0][0])
+    client = socket.create_connection(mlp_server.server_address[:2], timeout=30)
+    client.sendall(b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: "
+                   + str(len(body)).encode() + b"\r\n\r\n" + body)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct_linger_reset())
+    client.close()  # a reset, as a closed tab or a dropped network gives
+    gone.set()
+    assert done.wait(30)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception" not in err, err
+    assert request(mlp_server, "GET", "/")[0] == 200  # still serving
+
+
+def struct_linger_reset() -> bytes:
+    """SO_LINGER on with a zero timeout: close() sends a reset."""
+    import struct
+
+    return struct.pack("ii", 1, 0)

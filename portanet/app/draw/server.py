@@ -8,8 +8,11 @@ canvas as PNG, or a dropped file as it is) and answers JSON:
   "images": [{"caption", "pixels": values -100..100 scaled to the image's largest}]} | null}``
 - 422: ``{"refusal": why}``: an image, but no digit the reader accepts (too little ink,
   several marks, noise; whatever :mod:`portanet.reader.digit` refuses), so no guess;
-- 400 (not an image, empty body), 411 (no length), 413 (over the cap), 403 (a foreign
-  ``Host`` on a loopback server): ``{"error": why}``.
+- 400 (not an image, empty body), 411 (no length), 413 (over the cap, or an image declaring
+  more than :data:`MAX_PIXELS` pixels, refused from its header), 403 (a foreign ``Host`` on a
+  loopback server): ``{"error": why}``.
+
+A client that goes away before its answer (a closed tab, a reset) costs nothing: no traceback.
 
 Nothing in a request names a file: the body is written to a fresh temporary folder and read
 with :func:`portanet.reader.digit.load_digit`, the code ``portanet predict`` runs on a file.
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +45,9 @@ from portanet.model import Sequential
 DEFAULT_PORT = 8028
 #: Request bodies larger than this are refused (413) before they are read.
 MAX_BODY = 10 * 2**20
+#: Images declaring more pixels than this are refused (413) from their header, undecoded: a
+#: small file may declare 100000x100000 pixels (a decompression bomb).
+MAX_PIXELS = 40_000_000
 #: An MLP's first layer is shown as the input weights of this many most active units.
 MLP_UNITS = 12
 #: A CNN's first layer shows at most this many feature maps.
@@ -55,6 +62,11 @@ class DrawError(ValueError):
 
 class NotAnImage(ValueError):
     """The request body is not an image (HTTP 400)."""
+
+
+class TooLarge(ValueError):
+    """An image whose declared size is over :data:`MAX_PIXELS` (HTTP 413), refused from its
+    header before anything is decoded."""
 
 
 class Refused(ValueError):
@@ -82,6 +94,7 @@ class Reader:
 
         Raises:
             NotAnImage: Pillow does not recognise ``body`` as an image.
+            TooLarge: it declares more than :data:`MAX_PIXELS` pixels (nothing is decoded).
             Refused: the reader finds no digit in it (the reason is the message).
         """
         digit = read_digit(body)
@@ -104,7 +117,7 @@ def read_digit(body: bytes) -> np.ndarray:
     """The 28x28 digit in the image ``body``, prepared by :func:`portanet.reader.digit.load_digit`.
 
     Raises:
-        NotAnImage, Refused: as :meth:`Reader.answer`.
+        NotAnImage, TooLarge, Refused: as :meth:`Reader.answer`.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -112,10 +125,19 @@ def read_digit(body: bytes) -> np.ndarray:
     if not body:
         raise NotAnImage("the request has no body: POST the bytes of a PNG or JPEG image")
     try:
-        Image.open(io.BytesIO(body)).close()  # reads the header only
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(body)) as image:  # reads the header only
+                width, height = image.size
+        declared = f"{width:,} x {height:,} pixels"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        width, height, declared = MAX_PIXELS, 2, "a size over Pillow's own limit"
     except (UnidentifiedImageError, OSError) as exc:
         raise NotAnImage("the body is not an image Pillow recognises (send PNG, JPEG or "
                          "another common image format)") from exc
+    if width * height > MAX_PIXELS:
+        raise TooLarge(f"the image declares {declared}, over the limit of {MAX_PIXELS:,} "
+                       f"pixels; scale it down or crop it to the digit first")
     with tempfile.TemporaryDirectory(prefix="portanet-draw-") as folder:
         path = Path(folder) / "drawing"
         path.write_bytes(body)
@@ -203,15 +225,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(length))
         try:
-            self._json(HTTPStatus.OK, self.server.reader.answer(body))
+            answer = self.server.reader.answer(body)
         except NotAnImage as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except TooLarge as exc:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(exc)})
         except Refused as exc:
             self._json(HTTPStatus.UNPROCESSABLE_ENTITY, {"refusal": str(exc)})
         except Exception as exc:  # the server keeps serving; the page shows the message
             traceback.print_exc()
             self._json(HTTPStatus.INTERNAL_SERVER_ERROR,
                        {"error": f"the server failed on this image: {exc!r}"})
+        else:
+            self._json(HTTPStatus.OK, answer)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):  # the client went away: nobody to answer
+            self.close_connection = True
 
     def _host_ok(self) -> bool:
         """On a loopback address, answer only requests addressed to one (DNS rebinding)."""
