@@ -328,3 +328,20 @@ def test_unreadable_models_and_data_are_one_line(dataset: Path, saved: tuple[Pat
             assert "Traceback" not in printed and "chmod" in printed, printed
     finally:
         shutil.rmtree(base)
+
+
+def test_the_copy_an_interrupted_run_would_write_is_checked_before_work(
+        dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from portanet.app.arg_types import interrupted_path
+
+    assert interrupted_path("runs/keep.npz") == os.path.join("runs", "keep.interrupted.npz")
+    assert interrupted_path("model") == "model.interrupted"
+    keep = tmp_path / "keep.npz"
+    keep.write_bytes(b"yesterday's good model")
+    (tmp_path / "keep.interrupted.npz").mkdir()  # where an interrupted run would save
+    assert train(dataset, "--save", str(keep), "--out", str(tmp_path / "run")) == 2
+    one_line(capsys, "keep.interrupted.npz is a folder, not a regular file")
+    # asked to overwrite, there is no copy to check
+    assert train(dataset, "--save", str(keep), "--out", str(tmp_path / "run"),
+                 "--overwrite-interrupted") == 0
+    assert pn.load(keep).num_parameters() > 0
