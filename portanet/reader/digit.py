@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from portanet.reader import ink as ink_module
 from portanet.reader.ink import SEVERAL, judge, otsu
 
 __all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
@@ -62,6 +63,10 @@ MIN_SIDE = 8
 #: side (far wider than any pen stroke), on a copy at most BACKGROUND_ANALYSIS px across.
 BACKGROUND_SCALE = 0.5
 BACKGROUND_ANALYSIS = 128
+#: The light is uneven, and the paper's local brightness is divided out, where that
+#: brightness varies across the picture by this share of the ink's contrast or more (a plain
+#: scan: under 0.05; the gentlest scene, a soft shadow from the top: about 0.5).
+UNEVEN_LIGHT = 0.2
 
 _PILLOW_HINT = 'reading images needs Pillow: pip install "portanet[images]" (or pip install pillow)'
 
@@ -120,15 +125,6 @@ def _to_grey(image: Any) -> np.ndarray:
     return x
 
 
-def _slide(a: np.ndarray, k: int, axis: int, reduce: Any) -> np.ndarray:
-    """``reduce`` (np.max or np.min) over a centred window of ``k`` along ``axis``, edges
-    repeated."""
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (k // 2, k - 1 - k // 2)
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, pad, mode="edge"), k, axis)
-    return reduce(windows, axis=-1)
-
-
 def _background(x: np.ndarray, dark_on_light: bool) -> np.ndarray:
     """The paper's local brightness (the board's, for light ink): a grey-level closing (for
     dark ink; an opening for light ink) with a square BACKGROUND_SCALE of the picture's
@@ -139,13 +135,12 @@ def _background(x: np.ndarray, dark_on_light: bool) -> np.ndarray:
     shadow) stays in it; dividing it out makes the paper uniform before the ink is judged.
     Dark areas narrower than the square (a frame, the table round a page) are not
     background and still reach the frame checks."""
-    small = _analysis_copy(x)
+    ndi = ink_module.ndi()
     # A 3x3 mean first, so the max (min) filter rides on the paper, not on its grain.
-    small = _slide(_slide(small, 3, 0, np.mean), 3, 1, np.mean)
+    small = ndi.uniform_filter(_analysis_copy(x), 3, mode="nearest")
     k = max(3, int(BACKGROUND_SCALE * min(small.shape)))
-    first, second = (np.max, np.min) if dark_on_light else (np.min, np.max)
-    for op in (first, second):  # closing (max then min) or opening (min then max)
-        small = _slide(_slide(small, k, 0, op), k, 1, op)
+    close = ndi.grey_closing if dark_on_light else ndi.grey_opening
+    small = close(small, size=(k, k), mode="nearest")
     h, w = x.shape
     if small.shape == (h, w):
         return small
@@ -159,13 +154,14 @@ def _background(x: np.ndarray, dark_on_light: bool) -> np.ndarray:
 def _analysis_copy(x: np.ndarray) -> np.ndarray:
     """``x`` at most BACKGROUND_ANALYSIS px across: medians of f x f blocks, so grain,
     specks and strokes thinner than half a block do not reach the estimate of the paper."""
+    from skimage.measure import block_reduce
+
     h, w = x.shape
     f = max(1, -(-max(h, w) // BACKGROUND_ANALYSIS))
     if f == 1:
         return x
-    hp, wp = -(-h // f) * f, -(-w // f) * f
-    blocks = np.pad(x, ((0, hp - h), (0, wp - w)), mode="edge").reshape(hp // f, f, wp // f, f)
-    return np.median(blocks.transpose(0, 2, 1, 3).reshape(hp // f, wp // f, f * f), axis=2)
+    padded = np.pad(x, ((0, -h % f), (0, -w % f)), mode="edge")
+    return block_reduce(padded, (f, f), np.median)
 
 
 def _majority_dark(x: np.ndarray) -> bool:
@@ -175,22 +171,22 @@ def _majority_dark(x: np.ndarray) -> bool:
     page in shadow) does not make the shaded paper the "dark" majority."""
     small = _analysis_copy(x)
     k = max(3, int(BACKGROUND_SCALE * min(small.shape)))
-    departure = small - _slide(_slide(small, k, 0, np.mean), k, 1, np.mean)
+    departure = small - ink_module.ndi().uniform_filter(small, k, mode="nearest")
     low, high = float(departure.min()), float(departure.max())
     if high - low < 1e-12:
         return False
     scaled = (departure - low) / (high - low)
-    return np.count_nonzero(scaled < otsu(scaled)) * 2 > scaled.size
+    return np.count_nonzero(scaled <= otsu(scaled)) * 2 > scaled.size
 
 
 def _global_ink_map(x: np.ndarray, dark_on_light: bool, threshold: float) -> np.ndarray:
     """Ink in [0, 1] for one polarity against one background level for the whole picture
     (the median of the background side of Otsu's ``threshold``)."""
     if dark_on_light:
-        background = float(np.median(x[x >= threshold]))
+        background = float(np.median(x[x > threshold]))
         ink = (background - x) / max(background - float(x.min()), 1e-12)
     else:
-        background = float(np.median(x[x < threshold]))
+        background = float(np.median(x[x <= threshold]))
         ink = (x - background) / max(float(x.max()) - background, 1e-12)
     return _soft_floor(np.clip(ink, 0.0, 1.0))
 
@@ -201,11 +197,11 @@ def _soft_floor(ink: np.ndarray) -> np.ndarray:
     return np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
 
 
-def _ink_map(x: np.ndarray, dark_on_light: bool) -> np.ndarray:
+def _ink_map(x: np.ndarray, dark_on_light: bool, background: np.ndarray) -> np.ndarray:
     """Ink in [0, 1] for one polarity: how much darker (lighter) each pixel is than the paper
     (board) around it, relative to that paper's brightness, so uneven lighting does not
-    turn dark paper into ink; 1 at the strongest ink."""
-    background = _background(x, dark_on_light)
+    turn dark paper into ink; 1 at the strongest ink. ``background``: the paper's
+    brightness (:func:`_background`)."""
     if dark_on_light:
         ink = (background - x) / np.maximum(background, 1e-3)
     else:
@@ -236,24 +232,45 @@ def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
             f" {contrast:.3f} of the background brightness {background:.2f}); draw the digit"
             " with a darker pen or a higher-contrast photo"
         )
-    # First the polarity whose ink is the minority of the departures from the local mean,
-    # against the paper's local brightness (uneven lighting); then, as before local
-    # estimates, each polarity against one global background level: a frame wider than the
-    # local window, or a page on a table, is judged there.
-    dark = not _majority_dark(x)
-    threshold = otsu(x)
-    global_dark = np.count_nonzero(x < threshold) * 2 <= x.size
-    attempts = [(dark, lambda d: _ink_map(x, d))] + [
-        (d, lambda d: _global_ink_map(x, d, threshold)) for d in (global_dark, not global_dark)]
     problems = []
-    for dark_on_light, ink_map in attempts:
-        ink, problem = judge(ink_map(dark_on_light))
+    for dark_on_light, ink_map, even in _readings(x):
+        ink, problem = judge(ink_map(dark_on_light), even=even)
         if problem is None:
             return ink, dark_on_light
         if problem.startswith(SEVERAL):  # not worth another reading: say so now
             raise ValueError(f"{source} holds {problem}")
         problems.append(problem)
     raise ValueError(f"no digit found in {source}: {problems[0]}")
+
+
+def _readings(x: np.ndarray) -> list[tuple[bool, Any, bool]]:
+    """The ways to read the ink, in order: (dark on light, the ink map's function of it,
+    whether it reads against one paper level).
+
+    Where the paper's local brightness varies by under UNEVEN_LIGHT of the ink's contrast (a
+    plain scan), each polarity against one global background level (Otsu's threshold), the
+    minority first, as the reader always did. Where the light is uneven (a gradient, a
+    spotlight, a shadow, a page on a table), first the polarity whose ink is the minority of
+    the departures from the local mean, against the paper's local brightness; then each
+    polarity against the global level (a frame wider than the local window is judged there).
+    """
+    threshold = otsu(x)
+    global_dark = np.count_nonzero(x <= threshold) * 2 <= x.size
+    globally = [(d, lambda d: _global_ink_map(x, d, threshold), True)
+                for d in (global_dark, not global_dark)]
+    if _light_spread(x, _background(x, global_dark), global_dark) < UNEVEN_LIGHT:
+        return globally
+    dark = not _majority_dark(x)
+    paper = _background(x, dark)
+    return [(dark, lambda d: _ink_map(x, d, paper), False)] + globally
+
+
+def _light_spread(x: np.ndarray, paper: np.ndarray, dark_on_light: bool) -> float:
+    """How much the paper's brightness varies across the picture (2nd to 98th percentile)
+    against the contrast of the ink to the typical paper."""
+    low, middle, high = np.percentile(paper, [2, 50, 98])
+    contrast = middle - float(x.min()) if dark_on_light else float(x.max()) - middle
+    return float(high - low) / max(contrast, 1e-6)
 
 
 def is_dark_on_light(image: np.ndarray) -> bool:
@@ -266,29 +283,6 @@ def is_dark_on_light(image: np.ndarray) -> bool:
     return _find_ink(_to_grey(image), "the image")[1]
 
 
-def _stroke_width(ink: np.ndarray) -> float:
-    """Rough stroke width in pixels: twice the inked area over the number of edge pixels
-    (a stroke of width w and length L has area w*L and about 2*L edge pixels)."""
-    solid = ink > 0.5 * ink.max()
-    padded = np.pad(solid, 1)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & solid
-    edge = int(solid.sum() - interior.sum())
-    return 2.0 * solid.sum() / edge if edge else float(max(ink.shape))
-
-
-def _max_filter(x: np.ndarray, k: int) -> np.ndarray:
-    """Grey-level dilation with a k x k square; the result grows by k - 1 in each direction."""
-    h, w = x.shape
-    padded = np.pad(x, k - 1)
-    rows = padded[: h + k - 1, :].copy()
-    for i in range(1, k):
-        np.maximum(rows, padded[i : i + h + k - 1, :], out=rows)
-    out = rows[:, : w + k - 1].copy()
-    for j in range(1, k):
-        np.maximum(out, rows[:, j : j + w + k - 1], out=out)
-    return out
-
-
 def _thicken(ink: np.ndarray) -> np.ndarray:
     """Widen pen strokes that would be thinner than MIN_STROKE px once scaled to 20 px.
 
@@ -297,10 +291,13 @@ def _thicken(ink: np.ndarray) -> np.ndarray:
     """
     scale = BOX / max(ink.shape)
     wanted = MIN_STROKE / scale  # in input pixels
-    width = _stroke_width(ink)
+    width = ink_module.stroke_width(ink > 0.5 * ink.max())
     if width >= wanted:
         return ink
-    return _max_filter(ink, int(np.ceil(wanted - width)) + 1)
+    k = int(np.ceil(wanted - width)) + 1  # a k x k grey dilation; the picture grows by k - 1
+    h, w = ink.shape
+    grown = ink_module.ndi().maximum_filter(np.pad(ink, k - 1), size=k, mode="constant")
+    return grown[k // 2 : k // 2 + h + k - 1, k // 2 : k // 2 + w + k - 1]
 
 
 def _resize(x: np.ndarray, longer: int, method: str) -> np.ndarray:
