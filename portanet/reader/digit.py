@@ -64,9 +64,11 @@ MIN_SIDE = 8
 BACKGROUND_SCALE = 0.5
 BACKGROUND_ANALYSIS = 128
 #: The light is uneven, and the paper's local brightness is divided out, where that
-#: brightness varies across the picture by this share of the ink's contrast or more (a plain
-#: scan: under 0.05; the gentlest scene, a soft shadow from the top: about 0.5).
-UNEVEN_LIGHT = 0.2
+#: brightness varies across the picture by this share of the ink's contrast or more.
+#: Measured (bench/digits.py): plain scans, blurred, thin or thick pens, broken strokes under
+#: 0.1, low-resolution digits touching the border up to 0.39 (their strokes are as wide as
+#: the closing's square); the gentlest lighting scene (a spotlight) 0.51.
+UNEVEN_LIGHT = 0.45
 
 _PILLOW_HINT = 'reading images needs Pillow: pip install "portanet[images]" (or pip install pillow)'
 

@@ -35,12 +35,15 @@ PAGE_HOLES = 0.35
 BLOB_THICKNESS = 0.5
 BLOB_STROKES = 1.5
 #: ... or further than this many stroke widths from it (a compact piece of a low-resolution
-#: digit lies within about 3 stroke widths of the rest; the scenes' ink blot 3.7 or more).
-BLOB_GAP = 3.5
+#: digit lies within about 2 stroke widths of the rest; the scenes' ink blot 2.7 or more).
+BLOB_GAP = 2.5
 #: A straight run of ink at least this share of the image across, reaching this much beyond
 #: the other ink on both ends, is a ruled line (or a margin), not a stroke: it is removed.
 LINE_SPAN = 0.9
 LINE_BEYOND = 0.05
+#: ... and thinner than this share of the picture across it (a ruled line on a photo of a
+#: page: about 1%; a stroke of a digit that fills the picture: 8% or more).
+LINE_THIN = 0.04
 #: Ink this strong or stronger is looked at for ruled lines (they are often faint).
 LINE_INK = 0.05
 #: Two marks are pieces of one digit unless the gap between their nearest pixels is over
@@ -101,7 +104,7 @@ def thickness(mask: np.ndarray, labels: np.ndarray | None = None) -> Any:
 def stroke_width(mask: np.ndarray) -> float:
     """Rough stroke width in pixels: twice the inked area over the number of edge pixels
     (a stroke of width w and length L has area w*L and about 2*L edge pixels)."""
-    edge = int(np.count_nonzero(mask & ~ndi().binary_erosion(mask, EIGHT)))
+    edge = int(np.count_nonzero(mask & ~ndi().binary_erosion(mask)))  # 4-neighbour interior
     return 2.0 * np.count_nonzero(mask) / edge if edge else float(max(mask.shape))
 
 
@@ -123,8 +126,9 @@ def _line_opening(mask: np.ndarray, length: int) -> np.ndarray:
 
 
 def _ruled_lines(mask: np.ndarray, strong: np.ndarray) -> np.ndarray:
-    """Ruled lines and margins in an ink mask: straight runs across LINE_SPAN of the image
-    that reach LINE_BEYOND of it past the other ``strong`` ink on both ends, widened by a
+    """Ruled lines and margins in an ink mask: straight runs across LINE_SPAN of the image,
+    thinner than LINE_THIN of it, that reach LINE_BEYOND of it past the other ``strong`` ink
+    on both ends, widened by a
     pixel (their anti-aliased edges), except where a stroke crosses them (ink just above and
     below)."""
     lines = np.zeros_like(mask)
@@ -138,8 +142,9 @@ def _ruled_lines(mask: np.ndarray, strong: np.ndarray) -> np.ndarray:
         used = np.flatnonzero(rest.any(axis=0))
         for label, box in enumerate(ndi().find_objects(labels), start=1):
             start, stop = box[1].start, box[1].stop - 1
+            thick = np.count_nonzero(labels[box] == label) / (stop - start + 1)
             if stop - start + 1 >= LINE_SPAN * n and start <= used[0] - LINE_BEYOND * n \
-                    and stop >= used[-1] + LINE_BEYOND * n:
+                    and stop >= used[-1] + LINE_BEYOND * n and thick <= LINE_THIN * m.shape[0]:
                 lines |= _uncrossed(m, labels == label).T if transpose else \
                     _uncrossed(m, labels == label)
     return lines & mask
@@ -297,28 +302,33 @@ def judge(ink: np.ndarray, even: bool = False) -> tuple[np.ndarray, str | None]:
         return ink, ("the marks cover most of the image's border, like a background or a "
                      "frame, with nothing inside; crop the picture to the digit")
     drop = _strays(labels, sizes, frames)
-    if drop.size or lines.any():
-        gone = np.isin(labels, drop) | lines
+    gone = np.isin(labels, drop) | lines
+    if gone.any():
         ink = np.where(_full_size(gone, f, ink.shape), 0.0, ink)
         labels = np.where(np.isin(labels, drop), 0, labels)
     several = _digit_marks(labels, (small > LINE_INK) & ~lines)
     if len(several) > 1:
         return ink, _several(several, f)
     mask = labels > 0
-    plain = even and not (drop.size or lines.any())
-    return _near_strokes(ink, small, mask, f, plain), _shape_problem(mask, f, ink.shape)
+    return _near_strokes(ink, small, mask, gone, f, even), _shape_problem(mask, f, ink.shape)
 
 
-def _near_strokes(ink: np.ndarray, small: np.ndarray, mask: np.ndarray, f: int,
-                  plain: bool) -> np.ndarray:
-    """Only the ink near the kept strokes ``mask`` (of the block-maxima copy ``small``)
-    counts: what fades out of a removed frame or speck, and faint marks that never reach half
-    strength (a stain's rim, paper grain in a shadow, a faint ruled line), would otherwise
-    widen the crop. On a ``plain`` page (even light, nothing removed) the ink connected to
-    the strokes (a blurred stroke's tails) stays; elsewhere, what lies within 2 px of them."""
-    if plain:
+def _near_strokes(ink: np.ndarray, small: np.ndarray, mask: np.ndarray, gone: np.ndarray,
+                  f: int, even: bool) -> np.ndarray:
+    """Only the ink near the kept strokes ``mask`` (of the block-maxima copy, blocks of side
+    ``f``) counts: what fades out of a removed frame, line or speck (``gone``), and faint
+    marks that never reach half strength (a stain's rim, paper grain in a shadow), would
+    otherwise widen the crop. In ``even`` light: where nothing is gone, the ink of ``small``
+    (the block-maxima copy) connected to the strokes (a blurred stroke's tails, not a stain's
+    rim); else, as the reader always did, the ink in the strokes' box widened by 2 px. In
+    uneven light, the ink within 2 px of the strokes."""
+    if even and not gone.any():
         joined, _ = components(small > 0)
         near = np.isin(joined, np.unique(joined[mask]))
+    elif even:
+        top, left, bottom, right = _box(mask)
+        near = np.zeros_like(mask)
+        near[max(0, top - 2) : bottom + 3, max(0, left - 2) : right + 3] = True
     else:
         near = ndi().binary_dilation(mask, EIGHT, iterations=2)
     return np.where(_full_size(near, f, ink.shape), ink, 0.0)
