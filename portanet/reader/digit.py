@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from portanet.reader import ink as ink_module
-from portanet.reader.ink import SEVERAL, judge, otsu
+from portanet.reader.ink import SEVERAL, SMALL, judge, otsu
 
 __all__ = ["load_digit", "prepare_digit", "is_dark_on_light", "MAX_MEGAPIXELS"]
 
@@ -241,6 +241,8 @@ def _find_ink(x: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
             return ink, dark_on_light
         if problem.startswith(SEVERAL):  # not worth another reading: say so now
             raise ValueError(f"{source} holds {problem}")
+        if problem.startswith(SMALL):  # a small digit: another reading would take the paper
+            raise ValueError(f"no digit found in {source}: {problem}")
         problems.append(problem)
     raise ValueError(f"no digit found in {source}: {problems[0]}")
 

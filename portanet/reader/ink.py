@@ -37,6 +37,8 @@ BLOB_STROKES = 1.5
 #: ... or further than this many stroke widths from it (a compact piece of a low-resolution
 #: digit lies within about 2 stroke widths of the rest; the scenes' ink blot 2.7 or more).
 BLOB_GAP = 2.5
+#: A blot holds under this share of the other ink (the digit is most of the ink).
+BLOB_SHARE = 0.5
 #: A straight run of ink at least this share of the image across, reaching this much beyond
 #: the other ink on both ends, is a ruled line (or a margin), not a stroke: it is removed.
 LINE_SPAN = 0.9
@@ -59,6 +61,8 @@ DIGIT_SIZE = 0.5
 DIGIT_INK = 0.1
 SEVERAL = "more than one digit"
 """How the problem :func:`judge` reports for several digit-sized marks begins."""
+SMALL = "too little ink"
+"""How the problem :func:`judge` reports for marks too small for the picture begins."""
 
 _IMAGES_HINT = ('reading images needs scikit-image and SciPy: pip install "portanet[images]" '
                 '(or pip install scikit-image)')
@@ -163,9 +167,10 @@ def _uncrossed(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
 
 
 def _blots(labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
-    """Labels of compact blobs (stains, blots: at least BLOB_THICKNESS thick for their size)
-    beside stroke-like ink: those BLOB_STROKES times as thick as the other ink, or BLOB_GAP
-    stroke widths away from it; none when every remaining mark is compact."""
+    """Labels of compact blobs (stains, blots: at least BLOB_THICKNESS thick for their size,
+    under BLOB_SHARE of the other ink) beside stroke-like ink: those BLOB_STROKES times as
+    thick as the other ink, or BLOB_GAP stroke widths away from it; none when every
+    remaining mark is compact."""
     present = np.setdiff1d(np.unique(labels[labels > 0]), dropped)
     if present.size < 2:
         return np.zeros(0, dtype=np.int64)
@@ -175,9 +180,10 @@ def _blots(labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
     for label in present.tolist():
         rows, cols = boxes[label - 1]
         span = max(rows.stop - rows.start, cols.stop - cols.start)
-        if span <= 2 or thick[label] < BLOB_THICKNESS * span:
-            continue
         others = np.isin(labels, present) & (labels != label)
+        if span <= 2 or thick[label] < BLOB_THICKNESS * span or \
+                np.count_nonzero(labels == label) > BLOB_SHARE * np.count_nonzero(others):
+            continue
         if thick[label] >= BLOB_STROKES * thick[np.setdiff1d(present, [label])].max() or \
                 _apart(labels == label, others):
             blobs.append(label)
@@ -373,7 +379,7 @@ def _shape_problem(mask: np.ndarray, f: int, shape: tuple[int, ...]) -> str | No
     tall, wide = bottom - top + 1, right - left + 1
     span = max(tall, wide)
     if span < MIN_EXTENT * max(mask.shape):
-        return (f"too little ink: the only marks span about {tall * f}x{wide * f} px of the "
+        return (f"{SMALL}: the only marks span about {tall * f}x{wide * f} px of the "
                 f"{h}x{w} image (a speck or dust?); draw the digit larger or crop the picture "
                 f"close to it")
     if _is_page(mask, tall, wide):
