@@ -3,19 +3,16 @@
 The steps follow how MNIST itself was made (LeCun et al.):
 
 1. greyscale (transparency shown over black for light ink, over white for dark ink), ink
-   made bright on a black background (a dark-on-light scan is inverted). The paper's
-   brightness is estimated locally (a grey-level closing with a square half the picture's
-   size, far wider than any stroke) and divided out, so a gradient, a spotlight or half the
-   page in shadow does not turn dark paper into ink; which side is paper is decided from
-   each pixel's departure from the brightness around it (the ink is the minority). Where
-   that reading finds no digit, one global background level (Otsu's threshold) is tried as
-   before. A dark frame round a scan (the scanner's lid, a table round the paper) is
-   recognised as a frame by the share of the border it covers and removed; ruled lines and
-   a margin (straight runs across the picture, past the digit on both ends), isolated
-   specks and compact blots or stains beside the strokes are dropped. Images with no ink,
-   too little ink (a speck), or no stroke-like content (noise, a solid blob) are refused
-   with the reason, and so are images holding several digit-sized marks (side by side or
-   one above the other: crop to one digit);
+   made bright on a black background (a dark-on-light scan is inverted). On a plain page
+   the ink is measured against one background level (Otsu's threshold), the minority side
+   being ink. Only where the paper's brightness varies across the picture (UNEVEN_LIGHT: a
+   gradient, a spotlight, half the page in shadow) is it estimated locally (a grey-level
+   closing half the picture's size, far wider than any stroke) and divided out, the side
+   of the paper decided from each pixel's departure from the brightness around it. Then
+   (:mod:`portanet.reader.ink`) frames, ruled lines, specks and blots are dropped where the
+   evidence is strong, and images with no ink, too little ink (a speck, or a digit too
+   small for its picture: crop it), no stroke-like content, or several digit-sized marks
+   well apart (crop to one digit) are refused with the reason;
 2. background subtracted and the faintest values (paper grain, JPEG ringing) dropped;
 3. cropped to the ink's bounding box; strokes that would end up thinner than 2 px at the
    final scale (a fine pen on a large photo) are widened to 2 px, about the thinnest
@@ -25,8 +22,8 @@ The steps follow how MNIST itself was made (LeCun et al.):
    (14, 14) (row, column; pixel indices from 0), clipped so the digit stays in the frame.
    The MNIST test digits' mean centre of mass is (13.99, 14.00) in these coordinates.
 
-Pillow is an optional dependency (``pip install "portanet[images]"``), imported only when
-needed.
+Pillow, scikit-image and SciPy are optional dependencies (``pip install "portanet[images]"``),
+imported only when needed.
 """
 
 from __future__ import annotations
