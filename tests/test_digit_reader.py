@@ -25,13 +25,14 @@ REFERENCE = Path(__file__).parent / "data" / "f3dbe10_plain_pages.npz"
 
 def plain_pages() -> list[np.ndarray]:
     """Clean pages, no MNIST needed: pen digits dark on light paper with grain, light on
-    dark, small and large, thin and thick pens."""
+    dark, small and large, thin and thick pens, blurred."""
     four = [((20, 60), (80, 20)), ((80, 20), (80, 95)), ((30, 75), (140, 75))]
     two = [((30, 30), (20, 70)), ((20, 70), (55, 95)), ((55, 95), (130, 25)),
            ((130, 25), (130, 100))]
     ink = [seven(), seven((120, 90), 10, 15, 90, 5), seven((300, 260), 80, 70, 160, 3),
            strokes((160, 130), four, 10), strokes((160, 130), four, 4),
            strokes((150, 130), two, 8), strokes((64, 64), [((8, 32), (56, 32))], 7)]
+    ink += [kinds._blurred(ink[0], 3.0), kinds._blurred(ink[5], 2.0)]  # soft photos
     pages = [kinds.on_paper(i, seed=n) for n, i in enumerate(ink)]
     return pages + [0.05 + 0.8 * ink[0], 1.0 - ink[3]]
 
