@@ -6,6 +6,7 @@ Fixtures live in conftest.py (pytest finds them there); anything a test imports 
 from __future__ import annotations
 
 import math
+import os
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -212,3 +213,40 @@ def assert_load_refused_within(path: Path, match: str, max_bytes: int) -> None:
 
 REPORT_LINES: list[str] = []
 """Facts a test found about this machine, printed at the end of the run (e.g. the data route)."""
+
+
+def as_nobody(action: Callable[[], object]) -> str:
+    """``action()`` run in a forked child as the user 'nobody' (root ignores permission bits):
+    ``ok: result`` or ``refused: message``."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to test permissions with while running as root")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                result = f"ok: {action()}"
+            except (OSError, ValueError) as exc:
+                result = f"refused: {exc}"
+            os.write(write_end, result.encode())
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the child running as nobody failed"
+    return text

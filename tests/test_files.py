@@ -25,6 +25,7 @@ from portanet.files import (
     check_output_dir,
     check_output_path,
 )
+from tests.helpers import as_nobody
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,42 +274,6 @@ def test_output_paths_checks_name_the_problem(tmp_path: Path, monkeypatch) -> No
         check_output_path(tmp_path / "new" / "m.npz")
 
 
-def _as_nobody(action) -> str:
-    """Run ``action()`` in a forked child with the uid and gid of 'nobody'; its printed result
-    (or the refusal) comes back. Dropping privileges in a fork needs no other Python install
-    that 'nobody' could execute."""
-    import pwd
-
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("no user 'nobody' to test permissions with while running as root")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 0
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            try:
-                result = f"ok: {action()}"
-            except OutputPathError as exc:
-                result = f"refused: {exc}"
-            os.write(write_end, result.encode())
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        text = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert status == 0, "the child running as nobody failed"
-    return text
-
-
 def test_read_only_folder_is_refused(tmp_path: Path) -> None:
     """Root may write anywhere, so as root the checks run in a child as the user 'nobody'."""
     base = Path(tempfile.mkdtemp(prefix="portanet-ro-"))  # tmp_path is private to root
@@ -327,11 +292,11 @@ def test_read_only_folder_is_refused(tmp_path: Path) -> None:
             with pytest.raises(OutputPathError, match="not writable"):
                 atomic_write(ro / "m.npz", writer(b"x"))
         else:
-            assert _as_nobody(lambda: check_output_path(out)) == f"refused: {expected}"
-            assert "not writable" in _as_nobody(
+            assert as_nobody(lambda: check_output_path(out)) == f"refused: {expected}"
+            assert "not writable" in as_nobody(
                 lambda: atomic_write(ro / "m.npz", writer(b"x")))
-            assert _as_nobody(lambda: check_output_path(base / "m.npz")).startswith("refused")
-            assert _as_nobody(lambda: check_output_path(Path(tempfile.gettempdir()) / "m.npz")
+            assert as_nobody(lambda: check_output_path(base / "m.npz")).startswith("refused")
+            assert as_nobody(lambda: check_output_path(Path(tempfile.gettempdir()) / "m.npz")
                               ) == f"ok: {Path(tempfile.gettempdir()).resolve() / 'm.npz'}"
         assert list(ro.iterdir()) == []
     finally:

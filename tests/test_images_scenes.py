@@ -13,6 +13,7 @@ import pytest
 
 PIL_Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
+from bench.digits import SCENES, gradient, on_paper, placed, shadow, spotlight  # noqa: E402
 from portanet.reader.digit import load_digit, prepare_digit  # noqa: E402
 from tests.helpers import seven, shifted_diff  # noqa: E402
 
@@ -34,66 +35,6 @@ def enlarged(digit: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(image.resize((size, size), PIL_Image.Resampling.BILINEAR)), 0, 1)
 
 
-def placed(shape: tuple[int, int], *marks: tuple[np.ndarray, int, int]) -> np.ndarray:
-    """Ink marks placed at (top, left) on an empty ink map of ``shape``."""
-    out = np.zeros(shape)
-    for ink, top, left in marks:
-        h, w = ink.shape
-        out[top:top + h, left:left + w] = np.maximum(out[top:top + h, left:left + w], ink)
-    return out
-
-
-def on_paper(ink: np.ndarray, paper: float = 0.9, pen: float = 0.12, seed: int = 0) -> np.ndarray:
-    grain = np.random.default_rng(seed).normal(0.0, 0.015, ink.shape)
-    return np.clip(paper - (paper - pen) * ink + grain, 0.0, 1.0)
-
-
-def gradient(lo: float = 0.3, axis: int = 1) -> np.ndarray:
-    ramp = np.linspace(1.0, lo, SHAPE[axis])
-    return np.broadcast_to(ramp if axis == 1 else ramp[:, None], SHAPE)
-
-
-def spotlight(lo: float = 0.25) -> np.ndarray:
-    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
-    r = np.hypot(yy / SHAPE[0] - 0.3, xx / SHAPE[1] - 0.35)
-    return lo + (1 - lo) * np.exp(-((r / 0.45) ** 2))
-
-
-def shadow(level: float = 0.4, at: float = 0.5, soft: float = 6.0, axis: int = 1) -> np.ndarray:
-    n = SHAPE[axis]
-    light = level + (1 - level) / (1 + np.exp(-(np.arange(n) - at * n) / soft))
-    return np.broadcast_to(light if axis == 1 else light[:, None], SHAPE)
-
-
-def ruled(page: np.ndarray, darkness: float = 0.35, margin: bool = False) -> np.ndarray:
-    out = page.copy()
-    for row in range(12, out.shape[0], 32):
-        out[row:row + 2, :] *= 1 - darkness
-    if margin:
-        out[:, 20:22] *= 0.6
-    return out
-
-
-def stained(page: np.ndarray, centre: tuple[int, int], radii: tuple[int, int],
-            darkness: float, soft: float) -> np.ndarray:
-    yy, xx = np.mgrid[: page.shape[0], : page.shape[1]]
-    d = np.hypot((yy - centre[0]) / radii[0], (xx - centre[1]) / radii[1])
-    return page * (1 - darkness * np.clip((1 - d) * max(radii) / soft, 0, 1))
-
-
-SCENES = {
-    "gradient": lambda p: p * gradient(),
-    "gradient-down": lambda p: p * gradient(0.35, axis=0),
-    "spotlight": lambda p: p * spotlight(),
-    "half-in-shadow": lambda p: p * shadow(),
-    "sharp-shadow-across-the-digit": lambda p: p * shadow(0.45, at=0.45, soft=0.5),
-    "shadow-from-the-top": lambda p: p * shadow(at=0.3, axis=0),
-    "faint-ruled-lines": ruled,
-    "dark-ruled-lines-and-margin": lambda p: ruled(p, darkness=0.7, margin=True),
-    "ruled-and-gradient": lambda p: ruled(p) * gradient(0.4),
-    "coffee-stain": lambda p: stained(p, (200, 185), (22, 16), 0.35, 3.0),
-    "ink-blot": lambda p: stained(p, (40, 190), (9, 9), 0.9, 1.5),
-}
 DIGITS = [0, 1, 3, 8, 11, 18]  # 7 2 0 5 6 3
 _CLEAN: dict[int, np.ndarray] = {}
 

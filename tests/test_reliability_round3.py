@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pytest
 import portanet as pn
 from portanet.app import cli
 from portanet.files import TEMP_EXTRA, atomic_write, check_output_path
-from tests.helpers import make_dataset
+from tests.helpers import as_nobody, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
@@ -47,43 +46,6 @@ def one_line(capsys: pytest.CaptureFixture[str], *needles: str, work: bool = Fal
         assert needle in line, line
     assert work or "data:" not in captured.out
     return line
-
-
-def as_nobody(action: Callable[[], object]) -> str:
-    """``action()`` run in a forked child as the user 'nobody' (root ignores permission bits):
-    ``ok: result`` or ``refused: message``."""
-    import pwd
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root to act as another user")
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("no user 'nobody' to test permissions with while running as root")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 0
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            try:
-                result = f"ok: {action()}"
-            except (OSError, ValueError) as exc:
-                result = f"refused: {exc}"
-            os.write(write_end, result.encode())
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        text = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert status == 0, "the child running as nobody failed"
-    return text
 
 
 # --- cause 1: the check performs what the write will do -----------------------------------------
