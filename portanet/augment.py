@@ -3,11 +3,21 @@
 An augmentation is any callable ``augment(batch, backend) -> batch`` for image batches of shape
 (N, C, H, W); its randomness comes from ``backend.rng``, the model's seeded host generator, so
 runs repeat exactly. The math is array-API only, so it runs where the model runs.
+
+:class:`RandomShift` moves each image by whole pixels (no gathers). :class:`RandomAffine`
+rotates, scales, shears and moves each image with bilinear sampling: for every output pixel the
+source point ``src = M @ (out - centre) + centre - t`` is read from its four neighbours, zeros
+outside the image (as ``scipy.ndimage.affine_transform(..., order=1, mode="grid-constant")``,
+which the tests hold it against), ``M`` the inverse of ``scale * shear @ rotation``. It costs
+about 10 ms per batch of 256 28x28 images on one core (``RandomShift``: about 2).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from portanet.backend import Backend
 from portanet.layers.convolution import pad
@@ -66,3 +76,94 @@ class RandomShift:
 
     def __repr__(self) -> str:
         return f"RandomShift(max_pixels={self.max_pixels})"
+
+
+def _range(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
+    """``value`` as a (lo, hi) pair of finite floats within [low, high]."""
+    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                 for v in pair) or not low <= pair[0] <= pair[1] <= high:
+        raise ValueError(f"RandomAffine {name} must be a number or a pair lo <= hi within "
+                         f"[{low}, {high}], got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
+class RandomAffine:
+    """Rotate by up to ``degrees`` either way, scale by a factor drawn from ``scale``, shear
+    by up to ``shear`` degrees either way and shift by up to ``translate`` pixels in each
+    direction, each image its own draw; bilinear sampling, zeros outside the image."""
+
+    def __init__(self, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),
+                 shear: float = 0.0, translate: float = 0.0) -> None:
+        self.degrees = _range("degrees", degrees, 0.0, 180.0)[1]
+        self.scale = _range("scale", scale, 0.1, 10.0)
+        self.shear = _range("shear", shear, 0.0, 60.0)[1]
+        self.translate = _range("translate", translate, 0.0, 1e6)[1]
+
+    def check(self, sample_shape: tuple[int, ...]) -> None:
+        """Refuse samples that are not images (C, H, W) before the first step."""
+        if len(sample_shape) != 3:
+            raise ValueError(f"RandomAffine works on image batches of shape (N, C, H, W), got "
+                             f"samples of shape {tuple(sample_shape)}; give a CNN its images "
+                             f"as X.reshape(-1, 1, 28, 28)")
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` inverse matrices (n, 2, 2) and shifts (n, 2), in (row, column) order."""
+        angle = np.radians(rng.uniform(-self.degrees, self.degrees, n))
+        shear = np.radians(rng.uniform(-self.shear, self.shear, n))
+        factor = rng.uniform(*self.scale, n)
+        shift = rng.uniform(-self.translate, self.translate, (n, 2))
+        cos, sin = np.cos(angle), np.sin(angle)
+        rotate = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+        skew = np.zeros((n, 2, 2))
+        skew[:, 0, 0] = skew[:, 1, 1] = 1.0
+        skew[:, 1, 0] = np.tan(shear)
+        forward = factor[:, None, None] * (skew @ rotate)
+        return np.linalg.inv(forward), shift
+
+    def __call__(self, batch: Any, backend: Backend) -> Any:
+        self.check(tuple(batch.shape[1:]))
+        inverse, shift = self.draw(backend.rng, int(batch.shape[0]))
+        return warp(backend, batch, inverse, shift)
+
+    def __repr__(self) -> str:
+        return (f"RandomAffine(degrees={self.degrees}, scale={self.scale}, shear={self.shear}, "
+                f"translate={self.translate})")
+
+
+def source_points(inverse: np.ndarray, shift: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The (row, column) each output pixel reads: (n, 2, h*w), on the host in float64."""
+    rows, cols = np.mgrid[0:h, 0:w]
+    centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])[:, None]
+    out = np.stack([rows.ravel(), cols.ravel()]).astype(np.float64) - centre
+    return inverse @ out + centre - shift[:, :, None]
+
+
+def warp(backend: Backend, batch: Any, inverse: np.ndarray, shift: np.ndarray) -> Any:
+    """``batch`` (N, C, H, W) resampled at :func:`source_points`, bilinearly, zeros outside."""
+    xp = backend.xp
+    n, c, h, w = batch.shape
+    src = source_points(inverse, shift, h, w)
+    top, left = np.floor(src[:, 0]), np.floor(src[:, 1])
+    fy, fx = src[:, 0] - top, src[:, 1] - left
+    image = (np.arange(n) * (h * w))[:, None]
+    out = None
+    for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        r, q = top + dy, left + dx
+        inside = (r >= 0) & (r < h) & (q >= 0) & (q < w)
+        index = image + np.clip(r, 0, h - 1) * w + np.clip(q, 0, w - 1)
+        part = _gathered(backend, batch, index.astype(np.int64).ravel(), n, c, h, w)
+        factor = xp.reshape(backend.asarray(np.where(inside, weight, 0.0)), (n, 1, h, w))
+        out = part * factor if out is None else out + part * factor
+    return out
+
+
+def _gathered(backend: Backend, batch: Any, index: np.ndarray, n: int, c: int, h: int,
+              w: int) -> Any:
+    """Each channel of ``batch`` read at the flat (image, row, column) ``index``."""
+    xp = backend.xp
+    where = backend.asarray(index)
+    planes = [xp.reshape(xp.take(xp.reshape(batch[:, k, ...], (n * h * w,)), where, axis=0),
+                         (n, 1, h, w)) for k in range(c)]
+    return planes[0] if c == 1 else xp.concat(planes, axis=1)
