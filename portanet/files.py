@@ -3,11 +3,9 @@
 :func:`atomic_write` writes through symbolic links to their target, refuses to replace anything
 that is not a regular file (a folder, a FIFO, ``/dev/null``), and removes the partial files that
 an earlier save of the same target left behind when it was killed; a full disk is one
-:class:`DiskFullError` line naming the file and the space it needs. :func:`check_output_path`
-and :func:`check_output_dir` let a command refuse a bad output path before any work is done, and
-:func:`check_run_files` is the one rule for a whole run: no file it writes is a file it reads or
-another file it writes. The checks live in :mod:`portanet.file_checks` and share this module's
-partial-file name (:func:`_new_temp`), so what a check passes the write can do.
+:class:`DiskFullError` line naming the file and the space it needs. The checks that refuse a
+bad path before any work (:mod:`portanet.file_checks`) use this module's partial-file name
+(:func:`_new_temp`), so what a check passes the write can do.
 """
 
 from __future__ import annotations
@@ -28,8 +26,7 @@ try:
 except ImportError:  # Windows: an open file cannot be deleted there, which protects it anyway
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DiskFullError", "InputPathError", "OutputPathError", "atomic_write",
-           "check_input_file", "check_output_dir", "check_output_path", "check_run_files"]
+__all__ = ["DiskFullError", "InputPathError", "OutputPathError", "atomic_write"]
 
 PathLike = str | os.PathLike[str]
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -314,11 +311,3 @@ def _short(path: PathLike, keep: int = 100) -> str:
     text = str(path)
     return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-keep // 2:]}"
 
-
-# The checks before any work live in their own module; they are part of this one's API.
-from portanet.file_checks import (  # noqa: E402  (they use the helpers above)
-    check_input_file,
-    check_output_dir,
-    check_output_path,
-    check_run_files,
-)

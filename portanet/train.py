@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -36,6 +36,7 @@ from portanet.inference import (
     samples_per_batch,
 )
 from portanet.input_checks import (
+    Augment,
     check_augment,
     check_batch_statistics,
     check_fit_arguments,
@@ -52,7 +53,6 @@ from portanet.parallel.mpi import Communicator, communicator
 from portanet.random_streams import augment_stream
 
 Rows = tuple[int, int]
-Augment = Callable[[Any, Backend], Any]
 
 __all__ = ["Callback", "DivergedError", "History", "PrintEpochs", "evaluate", "fit", "predict",
            "predict_proba", "prepare_inputs", "prepare_labels"]

@@ -20,7 +20,8 @@ from portanet import files as _files
 from portanet.app import cli, metrics, plots
 from portanet.data import FILES, TRAIN_IMAGES, get_spec, sources
 from portanet.data.verify import Place
-from portanet.files import DiskFullError, OutputPathError, check_output_path, check_run_files
+from portanet.file_checks import check_output_path, check_run_files
+from portanet.files import DiskFullError, OutputPathError
 from tests.helpers import make_dataset
 
 

@@ -17,14 +17,8 @@ from pathlib import Path
 import pytest
 
 from portanet import files as _files
-from portanet.files import (
-    InputPathError,
-    OutputPathError,
-    atomic_write,
-    check_input_file,
-    check_output_dir,
-    check_output_path,
-)
+from portanet.file_checks import check_input_file, check_output_dir, check_output_path
+from portanet.files import InputPathError, OutputPathError, atomic_write
 from tests.helpers import as_nobody
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,8 @@ import pytest
 
 import portanet as pn
 from portanet.app import cli
-from portanet.files import TEMP_EXTRA, atomic_write, check_output_path
+from portanet.file_checks import check_output_path
+from portanet.files import TEMP_EXTRA, atomic_write
 from tests.helpers import as_nobody, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

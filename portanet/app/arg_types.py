@@ -14,7 +14,7 @@ from typing import Any
 
 from portanet import data, number_checks
 from portanet.app import recipes
-from portanet.files import check_input_file, check_output_dir, check_run_files
+from portanet.file_checks import check_input_file, check_output_dir, check_run_files
 
 OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "misclassified.png")
 """The files ``--out`` may receive."""

@@ -56,7 +56,8 @@ from portanet.app.run_data import (
 from portanet.app.self_check import CheckRow, candidates
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
 from portanet.backend.table import SEAMS
-from portanet.files import DiskFullError, check_input_file
+from portanet.file_checks import check_input_file
+from portanet.files import DiskFullError
 from portanet.parallel import mpi
 from portanet.train import DivergedError, History
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from portanet.backend import Backend
 from portanet.data import bounds
-from portanet.files import atomic_write, check_input_file
+from portanet.file_checks import check_input_file
+from portanet.files import atomic_write
 from portanet.finite import not_finite
 from portanet.layers import LAYER_TYPES, AvgPool2D, Conv2D, Layer, MaxPool2D
 from portanet.model import Sequential

@@ -31,7 +31,8 @@ import numpy as np
 
 from portanet.backend import Backend
 from portanet.backend.table import Seam
-from portanet.files import atomic_write, check_input_file, check_output_path
+from portanet.file_checks import check_input_file, check_output_path
+from portanet.files import atomic_write
 from portanet.layers import LAYER_TYPES, Softmax, softmax
 from portanet.model import Sequential, class_names_for
 from portanet.version import __version__
