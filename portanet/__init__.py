@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         Conv2D,
         Dense,
         Dropout,
+        Ensemble,
         Flatten,
         Layer,
         MaxPool2D,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
         Softmax,
         Tanh,
     )
-    from portanet.model import Sequential
+    from portanet.model import Sequential, ensemble
     from portanet.saving.npz import load, save  # noqa: F401 (load is public but not in __all__)
     from portanet.saving.onnx_export import export_onnx
     from portanet.train import Callback, DivergedError, History, fit
@@ -54,9 +55,10 @@ _HOMES = {
     "datasets": "portanet.datasets",  # the old name of portanet.data (see portanet._moved)
     "check": "portanet.app.self_check",
     **dict.fromkeys(("load", "save"), "portanet.saving.npz"),
-    **dict.fromkeys(("AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "Layer",
-                     "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh"), "portanet.layers"),
-    "Sequential": "portanet.model",
+    **dict.fromkeys(("AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Ensemble",
+                     "Flatten", "Layer", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh"),
+                    "portanet.layers"),
+    **dict.fromkeys(("Sequential", "ensemble"), "portanet.model"),
     "export_onnx": "portanet.saving.onnx_export",
     **dict.fromkeys(("Callback", "DivergedError", "History", "fit"), "portanet.train"),
     **dict.fromkeys(("evaluate", "predict", "predict_proba"), "portanet.inference"),
@@ -96,6 +98,7 @@ __all__ = [
     "Dense",
     "DivergedError",
     "Dropout",
+    "Ensemble",
     "Flatten",
     "History",
     "Layer",
@@ -111,6 +114,7 @@ __all__ = [
     "fit",
     "get_backend",
     "data",
+    "ensemble",
     "init",
     "losses",
     "metrics",

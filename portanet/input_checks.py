@@ -121,6 +121,12 @@ def check_fit_arguments(model: Sequential, epochs: Any, l2: Any, callbacks: Any,
         raise TypeError(f"model must be a portanet.Sequential, got {type(model).__name__}")
     if not model.parameter_slots():
         raise ValueError(f"the model has no parameters to train ({model!r}); add a Dense layer")
+    fixed = [f"layer {i} ({layer!r})" for i, layer in enumerate(model.layers)
+             if not layer.trainable]
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)} cannot be trained: an ensemble averages models "
+                         f"trained on their own; train each member with portanet.fit, then "
+                         f"combine them with portanet.ensemble(models)")
     number_checks.non_negative_int("epochs", epochs)
     l2 = number_checks.finite_non_negative("l2", l2)
     if isinstance(callbacks, Callback):

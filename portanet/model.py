@@ -280,3 +280,40 @@ def own_mask_generators(model: Sequential, worker: int = 0) -> None:
         if isinstance(layer, Dropout) and getattr(layer, "_mask_rank", None) != worker:
             layer.backend = dropout_stream(model, i, worker)
             layer._mask_rank = worker
+
+
+def ensemble(models: Sequence[Sequential]) -> Sequential:
+    """One model whose class probabilities are the mean of ``models``' (at least two, with the
+    same input shape and number of classes): a :class:`~portanet.layers.Ensemble` layer
+    holding copies of their layers and weights, on the first model's backend and dtype. It
+    evaluates, predicts, saves, loads and exports like any model; it is not trained itself.
+
+    Raises:
+        ValueError: fewer than two models, or models whose inputs, classes or dtypes differ
+            (named in the message).
+    """
+    from portanet.layers import Ensemble
+
+    models = list(models)
+    if len(models) < 2 or not all(isinstance(m, Sequential) for m in models):
+        raise ValueError(f"an ensemble is made of two or more portanet models, got "
+                         f"{len(models)} ({', '.join(type(m).__name__ for m in models)})")
+    first = models[0]
+    for k, model in enumerate(models[1:], start=1):
+        for what, get in (("input shape", lambda m: m.input_shape),
+                          ("number of classes", lambda m: m.num_outputs),
+                          ("dtype", lambda m: m.backend.dtype_name)):
+            if get(model) != get(first):
+                raise ValueError(f"model {k} has the {what} {get(model)}, model 0 has "
+                                 f"{get(first)}; an ensemble's members must agree on it")
+    if first.input_shape is None or any(isinstance(layer, Ensemble)
+                                        for m in models for layer in m.layers):
+        raise ValueError("an ensemble's members need a known input shape (build them with "
+                         "Sequential(..., input_shape=...)) and may not be ensembles")
+    specs = [[{"type": type(layer).__name__, **layer.config()} for layer in m.layers]
+             for m in models]
+    combined = Sequential([Ensemble(specs)], backend=first.backend, seed=first.seed,
+                          dtype=first.backend.dtype_name, input_shape=first.input_shape)
+    combined.load_state_dict({f"0.{k}.{name}": value for k, m in enumerate(models)
+                              for name, value in m.state_dict().items()})
+    return combined.eval()

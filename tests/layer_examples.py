@@ -22,6 +22,7 @@ class Example:
     input_shape: tuple[int, ...]
     stochastic: bool = False  # forward draws random numbers in training (Dropout)
     differs_in_eval: bool = False  # training and evaluation outputs differ
+    trained: bool = True  # False: backward refuses (an Ensemble is combined, not trained)
 
 
 EXAMPLES = [
@@ -44,4 +45,9 @@ EXAMPLES = [
     Example("BatchNorm-2d", lambda: pn.BatchNorm(4), (4,), differs_in_eval=True),
     Example("BatchNorm-4d", lambda: pn.BatchNorm(3, momentum=0.2), (3, 3, 4),
             differs_in_eval=True),
+    Example("Ensemble", lambda: pn.Ensemble([
+        [{"type": "Dense", "in_features": 5, "out_features": 3}],
+        [{"type": "Dense", "in_features": 5, "out_features": 4},
+         {"type": "BatchNorm", "num_features": 4}, {"type": "ReLU"},
+         {"type": "Dense", "in_features": 4, "out_features": 3}]]), (5,), trained=False),
 ]

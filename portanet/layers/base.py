@@ -40,6 +40,9 @@ class Layer:
     keeps_shape: ClassVar[bool] = False
     """True when the output has the input's shape whatever it is (activations, dropout)."""
 
+    trainable: ClassVar[bool] = True
+    """False for a layer that ``fit`` must refuse (an :class:`~portanet.layers.Ensemble`)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__name__.startswith("_"):  # private helpers (shared bases) are not layer types
