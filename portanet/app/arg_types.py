@@ -14,6 +14,7 @@ from typing import Any
 
 from portanet import data, number_checks
 from portanet.app import recipes
+from portanet.backend import BACKEND_NAMES
 from portanet.file_checks import check_input_file, check_output_dir, check_run_files
 
 OUTPUT_FILES = ("report.json", "learning_curves.png", "confusion_matrix.png", "misclassified.png")
@@ -183,3 +184,10 @@ def saved_dataset(path: str, extra: dict[str, Any]) -> str | None:
     except ValueError:
         raise ValueError(f"{path}: its metadata names the data set {name!r}, which portanet "
                          f"does not know; pass --dataset or --dataset-file") from None
+
+
+def backend_option(p: argparse.ArgumentParser) -> None:
+    """Declare ``--backend`` on a subcommand's parser."""
+    p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None,
+                   help="array backend (default: $PORTANET_BACKEND, else auto: CuPy on a "
+                        "usable GPU, else NumPy)")

@@ -12,8 +12,9 @@
 
 Each subcommand is a pair: ``add_NAME(subparsers)`` declares its arguments and ``cmd_NAME(args)``
 carries them out and returns the exit status; :data:`SUBCOMMANDS` lists the pairs in help order.
-``portanet data`` and the data options live in :mod:`portanet.app.cli_data`, the MPI glue of
-``portanet train`` in :mod:`portanet.app.mpi_launch`.
+``portanet train`` lives in :mod:`portanet.app.cli_train`, ``portanet data`` and the data
+options in :mod:`portanet.app.cli_data`, the MPI glue of ``portanet train`` in
+:mod:`portanet.app.mpi_launch`.
 The work itself lives in the library (:mod:`portanet.data`, :mod:`portanet.app.recipes`,
 :mod:`portanet.app.report`, :mod:`portanet.app.progress`); this module only parses and prints.
 """
@@ -34,179 +35,29 @@ import numpy as np
 
 import portanet
 from portanet import data
-from portanet.app import arg_types, cli_exit, recipes
+from portanet.app import arg_types, cli_exit
 from portanet.app.cli_data import DATASET_HELP, add_data, data_options
-from portanet.app.mpi_launch import abort_on_error, command_line_world
-from portanet.app.progress import EpochProgress
+from portanet.app.cli_train import add_train
 from portanet.app.report import (
-    default_out_dir,
     make_report,
     print_report,
     print_written,
     write_report,
 )
 from portanet.app.run_data import (
-    Splits,
     check_labels,
     held_out,
     load_data,
-    on_device,
     saved_labels,
 )
 from portanet.app.self_check import CheckRow, candidates
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
 from portanet.backend.table import SEAMS
 from portanet.file_checks import check_input_file
-from portanet.files import DiskFullError
-from portanet.parallel import mpi
-from portanet.train import DivergedError, History
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
-
-
-# --- train ------------------------------------------------------------------------------------
-
-
-def add_train(sub: Any) -> None:
-    train = sub.add_parser("train", help="train a classifier (MNIST by default)")
-    train.add_argument("--dataset", choices=data.dataset_names(), default="mnist",
-                       metavar="NAME", help=DATASET_HELP + " (default: mnist)")
-    train.add_argument("--model", choices=list(recipes.PRESETS), default=recipes.DEFAULT_PRESET,
-                       help=f"preset (default {recipes.DEFAULT_PRESET}): " + "; ".join(
-                           f"{k}: {v.description}" for k, v in recipes.PRESETS.items()))
-    # Options that change the preset default to KEEP: not given, the preset's value stays.
-    train.add_argument("--hidden", type=arg_types.hidden, default=recipes.KEEP,
-                       help="hidden layer widths, e.g. 512,256 (overrides the preset)")
-    backend_option(train)
-    train.add_argument("--epochs", type=arg_types.count, default=recipes.KEEP)
-    train.add_argument("--batch-size", type=arg_types.batch_size,
-                       default=recipes.KEEP,
-                       help="samples per step, or 'full' for full-batch descent")
-    train.add_argument("--lr", type=arg_types.finite_positive, default=recipes.KEEP,
-                       help="learning rate")
-    train.add_argument("--optimizer", choices=recipes.OPTIMIZERS, default=recipes.KEEP)
-    train.add_argument("--weight-decay", type=arg_types.finite_non_negative, default=recipes.KEEP)
-    train.add_argument("--dropout", type=arg_types.dropout, default=recipes.KEEP,
-                       help="dropout after each hidden layer")
-    train.add_argument("--seed", type=arg_types.count, default=0)
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--validation", type=arg_types.count, default=5000,
-                       help="hold out the last N training images for validation (0: none)")
-    train.add_argument("--save", type=arg_types.path,
-                       help="save the trained model to this .npz file (an interrupted run "
-                            "keeps an existing one and saves beside it, as NAME.interrupted.npz)")
-    train.add_argument("--overwrite-interrupted", action="store_true",
-                       help="with --save: an interrupted run (Ctrl-C, SIGTERM) replaces an "
-                            "existing file too")
-    train.add_argument("--out", type=arg_types.path,
-                       help="folder for report.json and the pictures (default "
-                            "runs/DATE-DATASET-MODEL)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    data_options(train)
-    train.set_defaults(func=cmd_train)
-
-
-@abort_on_error  # under mpiexec, one rank's error stops every rank
-def cmd_train(args: argparse.Namespace) -> int:
-    comm = command_line_world()  # one process unless launched by mpiexec
-    recipe = recipes.get_recipe(args.model).replace(
-        hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
-    if args.out is None:  # decided now, so that the check below covers it
-        args.out = str(default_out_dir(args.dataset_file or data.get_spec(args.dataset).name,
-                                       recipe.name))
-    arg_types.check_files(args)
-    backend = portanet.get_backend(args.backend, args.dtype, seed=args.seed,
-                                   per_sample=recipe.batch_size == 1)
-    print(f"backend: {backend.name} on {backend.device_name} ({backend.dtype_name}); "
-          f"{backend.note}")
-    advice = backend.workload_advice(recipe.batch_size)
-    if advice:
-        print(advice)
-    loaded = load_data(args.dataset, dataset_file=args.dataset_file, data_dir=args.data_dir,
-                       limit=args.limit, train_subset=recipe.train_subset,
-                       validation=args.validation)
-    comm.check_same_inputs(*loaded.train)  # under mpiexec: the same images on every rank
-    if recipe.network == "mlp":
-        arg_types.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
-                             np.dtype(args.dtype).itemsize)
-    model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
-                         classes=len(loaded.class_names), dtype=args.dtype)
-    check_labels(loaded, model)
-    try:
-        history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
-    except DivergedError as exc:  # nothing saved, no report: the weights are not finite
-        print(f"portanet train: {exc}", file=sys.stderr)
-        return 1
-    if not comm.is_root:  # rank 0 alone reports, saves and writes
-        return 0
-    test = held_out(loaded, model)
-    report = make_report(model, test)
-    rate = len(loaded.train[0]) * history.epochs / max(seconds, 1e-9)
-    print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend.name}")
-    config = {"command": "train", "dataset": loaded.name, "recipe": recipe.as_dict(),
-              "seed": args.seed, "validation": args.validation, "limit": args.limit}
-    timings = {"train_seconds": seconds, "samples_per_second": rate,
-               "epoch_seconds": history.seconds}
-    saved: list[Path] = []
-    try:  # the model first: a full disk then costs the pictures, not the model
-        if args.save is not None:
-            saved.append(save_model(args, model, loaded, recipe.as_dict(), report["accuracy"],
-                                    history.interrupted))
-        print_written(*write_report(Path(args.out), model, report, test, config=config,
-                                    timings=timings, history=history))
-    except DiskFullError as exc:
-        exc.kept[:0] = saved
-        raise
-    return cli_exit.interrupted_status() if history.interrupted else 0
-
-
-def save_model(args: argparse.Namespace, model: portanet.Sequential, loaded: Splits,
-               recipe: dict[str, Any], accuracy: float, interrupted: bool) -> Path:
-    """Save the trained model to ``--save``; an interrupted run keeps a model already there and
-    saves beside it (:func:`arg_types.interrupted_path`) unless ``--overwrite-interrupted``."""
-    keep = interrupted and not args.overwrite_interrupted and os.path.exists(args.save)
-    path = arg_types.interrupted_path(args.save) if keep else args.save
-    saved = portanet.save(model, path, dataset=loaded.dataset,
-                          class_names=list(loaded.class_names), recipe=recipe,
-                          test_accuracy=accuracy)
-    if keep:
-        print(f"interrupted: kept the existing {args.save}; the part-trained model is saved "
-              f"beside it, to {saved} (--overwrite-interrupted replaces it instead)")
-    else:
-        print(f"model saved to {saved}")
-    return saved
-
-
-def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *, quiet: bool,
-          comm: mpi.Communicator | None = None) -> tuple[History, float]:
-    """Fit ``model`` on ``loaded`` as ``recipe`` says, with progress lines unless ``quiet``;
-    the history and the seconds it took."""
-    X, y = on_device(loaded.train, model)
-    validation = loaded.validation and on_device(loaded.validation, model)
-    print(f"data: {loaded.name}, {len(loaded.train[0]):,} training, "
-          f"{len(loaded.validation[0]) if loaded.validation else 0:,} validation, "
-          f"{len(loaded.test[0]):,} test images")
-    if loaded.note:
-        print(f"note: {loaded.note}")
-    print(f"model '{recipe.name}': {model!r}, {model.num_parameters():,} parameters")
-    print(f"training: {recipe.describe()}")
-    callbacks = [] if quiet else [
-        EpochProgress(sys.stderr, bar=sys.stderr.isatty(), epochs_total=recipe.epochs)]
-    started = time.perf_counter()
-    history = portanet.fit(model, X, y, validation_data=validation, callbacks=callbacks,
-                           comm=comm,
-                           **recipe.fit_arguments(samples=len(loaded.train[0])))
-    seconds = time.perf_counter() - started
-    if history.interrupted:
-        print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",
-              flush=True)
-    if quiet and history.epochs:
-        print(f"trained {history.epochs} epochs: loss {history.loss[-1]:.4f}, "
-              f"train accuracy {history.accuracy[-1]:.2%}")
-    return history, seconds
 
 
 # --- evaluate / predict --------------------------------------------------------------------
@@ -224,7 +75,7 @@ def add_evaluate(sub: Any) -> None:
     evaluate.add_argument("model_path", metavar="MODEL", type=arg_types.path)
     evaluate.add_argument("--dataset", choices=data.dataset_names(), metavar="NAME",
                           help=DATASET_HELP + " (default: the one the model was trained on)")
-    backend_option(evaluate)
+    arg_types.backend_option(evaluate)
     evaluate.add_argument("--dtype", choices=("float32", "float64"))
     evaluate.add_argument("--out", type=arg_types.path,
                           help="folder for report.json and the pictures")
@@ -260,7 +111,7 @@ def add_predict(sub: Any) -> None:
     predict.add_argument("model_path", metavar="MODEL")
     predict.add_argument("images", metavar="IMAGE", nargs="+")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
-    backend_option(predict)
+    arg_types.backend_option(predict)
     predict.set_defaults(func=cmd_predict)
 
 
@@ -324,7 +175,7 @@ def add_draw(sub: Any) -> None:
                       help="default 8028; 0: any free port")
     draw.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1: this machine only)")
-    backend_option(draw)
+    arg_types.backend_option(draw)
     draw.add_argument("--open", action="store_true", help="open the page in a browser")
     draw.set_defaults(func=cmd_draw)
 
@@ -389,12 +240,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 # --- argument parsing ------------------------------------------------------------------------
-
-
-def backend_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None,
-                   help="array backend (default: $PORTANET_BACKEND, else auto: CuPy on a "
-                        "usable GPU, else NumPy)")
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_export,
