@@ -45,6 +45,11 @@ def count(text: str) -> int:
     return _checked(number_checks.non_negative_int, text, int)
 
 
+def positive_count(text: str) -> int:
+    """A whole number >= 1 (``--ensemble``)."""
+    return _checked(number_checks.positive_int, text, int)
+
+
 def finite_positive(text: str) -> float:
     """A finite number > 0 (``--lr``)."""
     return _checked(number_checks.finite_positive, text, float)

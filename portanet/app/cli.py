@@ -1,10 +1,12 @@
-"""The ``portanet`` command: train, evaluate, predict, export, draw, info, check, data.
+"""The ``portanet`` command: train, evaluate, predict, export, ensemble, draw, info, check,
+data.
 
     portanet train                       # MNIST, the 'best' preset, best available backend
     portanet train --model mlp1024 --backend numpy --epochs 8 --save mlp.npz
     portanet evaluate mlp.npz
     portanet predict mlp.npz my_digit.png --json
     portanet export mlp.npz mlp.onnx
+    portanet ensemble a.npz b.npz c.npz --save abc.npz
     portanet draw mlp.npz                # a page to draw on, at http://127.0.0.1:8028/
     portanet info
     portanet check
@@ -53,7 +55,7 @@ from portanet.app.run_data import (
 from portanet.app.self_check import CheckRow, candidates
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
 from portanet.backend.table import SEAMS
-from portanet.file_checks import check_input_file
+from portanet.file_checks import check_input_file, check_output_path
 
 
 class UsageError(Exception):
@@ -165,6 +167,51 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ensemble ---------------------------------------------------------------------------------
+
+
+def add_ensemble(sub: Any) -> None:
+    ensemble = sub.add_parser("ensemble", help="combine saved models into one file that "
+                                               "averages their probabilities")
+    ensemble.add_argument("model_paths", metavar="MODEL", nargs="+", type=arg_types.path,
+                          help="two or more models saved by portanet train --save")
+    ensemble.add_argument("--save", required=True, type=arg_types.path,
+                          help="the .npz file to write")
+    ensemble.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    paths = list(args.model_paths)
+    if len(paths) < 2:
+        raise ValueError(f"an ensemble needs two or more model files, got {len(paths)}; "
+                         f"train more with portanet train --seed N --save FILE")
+    for path in paths:
+        check_input_file(path, what="the model file")
+    check_output_path(args.save, [(f"the model file {p}", p) for p in paths], what="--save")
+    loaded = [load_model(path, "numpy") for path in paths]
+    labels = [saved_labels(model, path, extra)
+              for path, (model, extra) in zip(paths, loaded, strict=True)]
+    for path, names in zip(paths[1:], labels[1:], strict=True):
+        if names != labels[0]:
+            raise ValueError(f"{path} predicts the classes {', '.join(names)}, {paths[0]} "
+                             f"{', '.join(labels[0])}; an ensemble's models must agree")
+    try:
+        model = portanet.ensemble([model for model, _ in loaded])
+    except ValueError as exc:
+        raise ValueError(f"{', '.join(paths)}: {exc}") from None
+    extras = [extra for _, extra in loaded]
+    recipes_seen = [extra.get("recipe") for extra in extras]
+    saved = portanet.save(
+        model, args.save, dataset=extras[0].get("dataset"), class_names=labels[0],
+        recipe=recipes_seen[0] if all(r == recipes_seen[0] for r in recipes_seen) else None,
+        members=[{"file": os.path.basename(path), "seeds": extra.get("seeds"),
+                  "test_accuracy": extra.get("test_accuracy")}
+                 for path, extra in zip(paths, extras, strict=True)])
+    print(f"ensemble of {len(paths)} models saved to {saved}; its test report: "
+          f"portanet evaluate {saved}")
+    return 0
+
+
 # --- draw -------------------------------------------------------------------------------------
 
 
@@ -243,7 +290,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_train, add_evaluate, add_predict, add_export,
-                                             add_draw, add_info, add_check, add_data]
+                                             add_ensemble, add_draw, add_info, add_check,
+                                             add_data]
 """The ``add_NAME`` functions, in the order ``portanet --help`` lists them."""
 
 

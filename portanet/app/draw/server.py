@@ -39,7 +39,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from portanet.inference import predict_proba
-from portanet.layers import Conv2D, Dense
+from portanet.layers import Conv2D, Dense, Ensemble
 from portanet.model import Sequential
 
 DEFAULT_PORT = 8028
@@ -152,11 +152,16 @@ def read_digit(body: bytes) -> np.ndarray:
 def first_layer(model: Sequential, x: np.ndarray) -> dict[str, Any] | None:
     """What the first Conv2D or Dense layer makes of the input ``x`` (one sample, host):
     a CNN's feature maps, or an MLP's input weights of its most active units, as images
-    scaled to -100..100. None if the first such layer does not see the 28x28 image."""
+    scaled to -100..100 (an ensemble: its first member's). None if the first such layer does
+    not see the 28x28 image."""
     backend = model.backend
+    layers = model.layers
+    if isinstance(layers[0], Ensemble):  # an ensemble shows its first member's
+        layers = layers[0].members[0]
     with backend.activate():
         h = backend.asarray(x)
-        for i, layer in enumerate(model.layers):
+        for i, layer in enumerate(layers):
+            layer.training = False
             h = layer.forward(h)
             if isinstance(layer, Conv2D):
                 if layer.in_channels != 1:
