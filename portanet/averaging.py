@@ -72,3 +72,32 @@ class WeightAverage(Callback):
 
     def __repr__(self) -> str:
         return f"WeightAverage(decay={self.decay})"
+
+
+def recalibrate_batchnorm(model: Sequential, X: Any, batch_size: int = 256) -> None:
+    """Set every BatchNorm layer's running statistics to the mean of its batch statistics over
+    ``X`` (the weights unchanged; Dropout off), as SWA's ``update_bn`` does after averaging.
+
+    Training statistics come from augmented batches and from weights that kept moving; these
+    are those of the final weights on the images given (e.g. the plain training images).
+    """
+    from portanet.input_checks import prepare_inputs
+    from portanet.layers import BatchNorm
+
+    norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
+    if not norms:
+        return
+    X = prepare_inputs(model, X, "X")
+    momenta = [layer.momentum for layer in norms]
+    model.eval()
+    try:
+        for layer in norms:
+            layer.training = True
+        for t, start in enumerate(range(0, int(X.shape[0]), batch_size)):
+            for layer in norms:
+                layer.momentum = 1.0 / (t + 1.0)
+            model.forward_unchecked(X[start:start + batch_size, ...])
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+        model.eval()

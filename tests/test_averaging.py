@@ -86,3 +86,32 @@ def test_an_interrupted_fit_keeps_the_last_steps_weights() -> None:
 def test_a_bad_decay_is_refused(decay: Any) -> None:
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(small_bn_model("numpy"), decay=decay)
+
+
+def test_recalibration_sets_the_mean_of_the_batch_statistics(backend: pn.Backend) -> None:
+    from portanet.averaging import recalibrate_batchnorm
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(1.0, 2.0, (96, 6)).astype(np.float32)
+    model = pn.Sequential([pn.Dropout(0.5), pn.Dense(6, 8), pn.BatchNorm(8), pn.ReLU(),
+                           pn.Dense(8, 3)], backend=backend, seed=0)
+    weights = {name: backend.to_numpy(p) for name, p, _ in model.named_parameters()}
+    recalibrate_batchnorm(model, backend.asarray(x), batch_size=32)
+    z = [x[k:k + 32] @ weights["1.W"] + weights["1.b"] for k in (0, 32, 64)]  # no dropout
+    state = model.state_dict()
+    np.testing.assert_allclose(state["2.running_mean"], np.mean([b.mean(0) for b in z], 0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state["2.running_var"],
+                               np.mean([b.var(0, ddof=1) for b in z], 0), rtol=1e-4, atol=1e-5)
+    assert all(np.array_equal(state[k], v) for k, v in weights.items())
+    assert model.layers[2].momentum == 0.1
+    assert not any(layer.training for layer in model.layers)
+
+
+def test_recalibration_without_batchnorm_changes_nothing() -> None:
+    from portanet.averaging import recalibrate_batchnorm
+
+    model = pn.Sequential([pn.Dense(6, 3)], backend="numpy", seed=0)
+    before = model.state_dict()
+    recalibrate_batchnorm(model, np.ones((4, 6), np.float32))
+    assert all(np.array_equal(model.state_dict()[k], v) for k, v in before.items())

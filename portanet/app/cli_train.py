@@ -3,6 +3,7 @@ Fashion-MNIST, report on the test split, save the model and the pictures.
 
     portanet train                       # the default preset, best available backend
     portanet train --model cnn --epochs 12 --save cnn.npz
+    portanet train --model cnn-best --ensemble 5 --save five.npz
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,9 @@ def add_train(sub: Any) -> None:
     train.add_argument("--dropout", type=arg_types.dropout, default=recipes.KEEP,
                        help="dropout after each hidden layer")
     train.add_argument("--seed", type=arg_types.count, default=0)
+    train.add_argument("--ensemble", type=arg_types.positive_count, default=1, metavar="K",
+                       help="train K models (seeds SEED, SEED+1, ...) and keep one file that "
+                            "averages their probabilities (default 1: one model)")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--validation", type=arg_types.count, default=5000,
                        help="hold out the last N training images for validation (0: none)")
@@ -99,46 +104,103 @@ def cmd_train(args: argparse.Namespace) -> int:
     if recipe.network == "mlp":
         arg_types.check_memory((loaded.train[0][0].size, *recipe.hidden, len(loaded.class_names)),
                              np.dtype(args.dtype).itemsize)
-    model = recipe.build(backend, seed=args.seed, in_features=loaded.train[0][0].size,
-                         classes=len(loaded.class_names), dtype=args.dtype)
-    check_labels(loaded, model)
     try:
-        history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
+        members = train_members(args, recipe, loaded, backend, comm)
     except DivergedError as exc:  # nothing saved, no report: the weights are not finite
         print(f"portanet train: {exc}", file=sys.stderr)
         return 1
     if not comm.is_root:  # rank 0 alone reports, saves and writes
         return 0
+    return finish(args, recipe, loaded, backend.name, members)
+
+
+@dataclass
+class Member:
+    """One trained model of a ``portanet train`` run (the only one without ``--ensemble``)."""
+
+    model: portanet.Sequential
+    seed: int
+    history: History
+    seconds: float
+
+
+def train_members(args: argparse.Namespace, recipe: recipes.Recipe, loaded: Splits,
+                  backend: portanet.Backend, comm: mpi.Communicator) -> list[Member]:
+    """Train ``--ensemble`` models (seeds ``--seed``, ``--seed`` + 1, ...), each as a run with
+    that ``--seed`` alone would, until one is interrupted."""
+    members: list[Member] = []
+    for k in range(args.ensemble):
+        seed = args.seed + k
+        if args.ensemble > 1:
+            print(f"ensemble member {k + 1} of {args.ensemble}: seed {seed}", flush=True)
+            backend = portanet.get_backend(args.backend, args.dtype, seed=seed,
+                                           per_sample=recipe.batch_size == 1)
+        model = recipe.build(backend, seed=seed, in_features=loaded.train[0][0].size,
+                             classes=len(loaded.class_names), dtype=args.dtype)
+        check_labels(loaded, model)
+        history, seconds = train(model, recipe, loaded, quiet=args.quiet, comm=comm)
+        members.append(Member(model, seed, history, seconds))
+        if args.ensemble > 1 and comm.is_root and not history.interrupted:
+            accuracy = portanet.evaluate(model, *on_device(loaded.test, model))["accuracy"]
+            print(f"member {k + 1}: test accuracy {accuracy:.2%}; trained {seconds:.1f}s",
+                  flush=True)
+        if history.interrupted:
+            break
+    return members
+
+
+def combined(members: list[Member]) -> tuple[portanet.Sequential, list[Member]]:
+    """The model a run keeps: the ensemble of its finished members (two or more), else the one
+    finished member, else the interrupted one; and the members it holds."""
+    finished = [m for m in members if not m.history.interrupted] or members[-1:]
+    if len(finished) < 2:
+        return finished[0].model, finished
+    return portanet.ensemble([m.model for m in finished]), finished
+
+
+def finish(args: argparse.Namespace, recipe: recipes.Recipe, loaded: Splits, backend: str,
+           members: list[Member]) -> int:
+    """Report on the test split, save the model and write the report (rank 0)."""
+    model, kept = combined(members)
+    interrupted = members[-1].history.interrupted
+    if args.ensemble > 1 and len(kept) > 1:
+        print(f"ensemble of {len(kept)} models (seeds {', '.join(str(m.seed) for m in kept)}):"
+              f" their probabilities averaged")
+    seconds = sum(m.seconds for m in members)
     test = held_out(loaded, model)
     report = make_report(model, test)
-    rate = len(loaded.train[0]) * history.epochs / max(seconds, 1e-9)
-    print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend.name}")
+    rate = len(loaded.train[0]) * sum(m.history.epochs for m in members) / max(seconds, 1e-9)
+    print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend}")
     config = {"command": "train", "dataset": loaded.name, "recipe": recipe.as_dict(),
               "seed": args.seed, "validation": args.validation, "limit": args.limit}
+    if len(kept) > 1:
+        config["ensemble"] = [m.seed for m in kept]
     timings = {"train_seconds": seconds, "samples_per_second": rate,
-               "epoch_seconds": history.seconds}
+               "epoch_seconds": members[-1].history.seconds,
+               "member_seconds": [m.seconds for m in members]}
     saved: list[Path] = []
     try:  # the model first: a full disk then costs the pictures, not the model
         if args.save is not None:
             saved.append(save_model(args, model, loaded, recipe.as_dict(), report["accuracy"],
-                                    history.interrupted))
+                                    interrupted, seeds=[m.seed for m in kept]))
         print_written(*write_report(Path(args.out), model, report, test, config=config,
-                                    timings=timings, history=history))
+                                    timings=timings, history=members[-1].history))
     except DiskFullError as exc:
         exc.kept[:0] = saved
         raise
-    return cli_exit.interrupted_status() if history.interrupted else 0
+    return cli_exit.interrupted_status() if interrupted else 0
 
 
 def save_model(args: argparse.Namespace, model: portanet.Sequential, loaded: Splits,
-               recipe: dict[str, Any], accuracy: float, interrupted: bool) -> Path:
+               recipe: dict[str, Any], accuracy: float, interrupted: bool,
+               seeds: list[int] | None = None) -> Path:
     """Save the trained model to ``--save``; an interrupted run keeps a model already there and
     saves beside it (:func:`arg_types.interrupted_path`) unless ``--overwrite-interrupted``."""
     keep = interrupted and not args.overwrite_interrupted and os.path.exists(args.save)
     path = arg_types.interrupted_path(args.save) if keep else args.save
     saved = portanet.save(model, path, dataset=loaded.dataset,
                           class_names=list(loaded.class_names), recipe=recipe,
-                          test_accuracy=accuracy)
+                          test_accuracy=accuracy, seeds=seeds or [args.seed])
     if keep:
         print(f"interrupted: kept the existing {args.save}; the part-trained model is saved "
               f"beside it, to {saved} (--overwrite-interrupted replaces it instead)")
@@ -168,11 +230,18 @@ def train(model: portanet.Sequential, recipe: recipes.Recipe, loaded: Splits, *,
     started = time.perf_counter()
     history = portanet.fit(model, X, y, validation_data=validation, callbacks=callbacks,
                            comm=comm, **arguments)
+    if not history.interrupted:
+        recipe.finish(model, X)
     seconds = time.perf_counter() - started
-    if recipe.average and validation and history.val_accuracy and not history.interrupted:
-        averaged = portanet.evaluate(model, *validation, loss=recipe.loss)["accuracy"]
-        print(f"weights averaged (decay {recipe.average}): validation accuracy "
-              f"{averaged:.2%}, the last step's weights {history.val_accuracy[-1]:.2%}")
+    if validation and history.val_accuracy and not history.interrupted and (
+            recipe.average or recipe.recalibrate):
+        final = portanet.evaluate(model, *validation, loss=recipe.loss)["accuracy"]
+        how = " and ".join(what for what, on in (
+            (f"weights averaged (decay {recipe.average})", recipe.average),
+            ("BatchNorm statistics recomputed on the training images", recipe.recalibrate))
+            if on)
+        print(f"{how}: validation accuracy {final:.2%}, the last epoch's "
+              f"{history.val_accuracy[-1]:.2%}")
     if history.interrupted:
         print(f"interrupted: stopped after {history.epochs} epoch(s); finishing the report",
               flush=True)
