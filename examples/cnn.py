@@ -1,5 +1,5 @@
-"""The most accurate network portanet trains here: the ``cnn`` preset, with BatchNorm and
-random shifts of the training images.
+"""The ``cnn`` preset: two convolutions with BatchNorm and random shifts of the training
+images (99.5% on MNIST in about 5 minutes on two cores).
 
 Conv(1->32, 5x5) -> BatchNorm -> MaxPool 2 -> ReLU -> Conv(32->64, 3x3) -> BatchNorm -> MaxPool 2 ->
 ReLU -> Flatten -> Dense(1600->256) -> BatchNorm -> ReLU -> Dropout 0.3 -> Dense(256->10),
@@ -9,8 +9,8 @@ random by up to 2 pixels each step (portanet.augment.RandomShift, on the device)
 
 Measured on two CPU cores: see examples/RESULTS.md.
 
-    python examples/cnn_best.py                     # MNIST, seed 0
-    python examples/cnn_best.py --dataset fashion   # the same recipe on Fashion-MNIST
+    python examples/cnn.py                     # MNIST, seed 0
+    python examples/cnn.py --dataset fashion   # the same recipe on Fashion-MNIST
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from _common import run_preset
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    return run_preset("cnn_best", "cnn", __doc__,
+    return run_preset("cnn", "cnn", __doc__,
                       "goal 99.5% (mean of 3 seeds, each >= 99.4%)", argv)
 
 
