@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,3 +246,14 @@ def test_the_limit_times_every_matrix_product_of_a_cnn_fast_step() -> None:
         model.backward(loss.gradient(model.forward_unchecked(x), target), need_input_grad=False)
     listed = collections.Counter(key(left, right) for left, right, _ in product_shapes(n))
     assert products.seen == listed
+
+
+def test_augment_benchmark_prints_a_row_per_augmentation(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import augment
+
+    assert augment.main(["--batches", "4", "--repeats", "1", "--data", "random"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("RandomShift(2)", "RandomAffine (cnn-best)", "ElasticDistortion(34, 4)",
+                 "Compose(affine, elastic)", "cnn-best step without augmentation"):
+        assert f"| {name} | " in printed
