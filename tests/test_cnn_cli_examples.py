@@ -79,3 +79,10 @@ def test_cnn_example_shortened() -> None:
     result = run_example("cnn", "--limit", "2000", "--epochs", "1", "--backend", "numpy")
     assert result["test_accuracy"] >= 0.75
     assert result["recipe"]["augment_pixels"] > 0
+
+
+@pytest.mark.slow
+def test_cnn_best_example_shortened() -> None:
+    result = run_example("cnn_best", "--limit", "2000", "--epochs", "1", "--backend", "numpy")
+    assert result["test_accuracy"] >= 0.5
+    assert result["recipe"]["name"] == "cnn-best" and result["recipe"]["recalibrate"]

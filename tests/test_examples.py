@@ -112,7 +112,7 @@ def test_best_mlp():
     # The best recipe, 3,000 images, 1 epoch: 0.85, 0.83, 0.84 with seeds 0, 1, 2.
     result = run("best_mlp", "--backend", "numpy", "--limit", "3000", "--epochs", "1")
     assert result["test_accuracy"] >= 0.70
-    assert result["recipe"]["name"] == "best"
+    assert result["recipe"]["name"] == "mlp800"
 
 
 def test_last_line_is_json():

@@ -120,3 +120,30 @@ def test_relu_after_pooling_trains_exactly_like_relu_before_it() -> None:
         trained.append(model.state_dict())
     for key, value in trained[0].items():
         np.testing.assert_array_equal(trained[1][key], value, err_msg=key)
+
+
+def test_old_preset_names_keep_working(capsys: pytest.CaptureFixture[str]) -> None:
+    assert get_recipe("best") is PRESETS["mlp800"] and "best" not in PRESETS
+    from portanet.app import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--model", "best", "--help"])
+    assert "best: the old name of mlp800" in " ".join(capsys.readouterr().out.split())
+    assert cli.build_parser().parse_args(["train", "--model", "best"]).model == "best"
+
+
+def test_cnn_best_recipe_builds_its_augmentation_and_averaging() -> None:
+    from portanet.augment import RandomAffine
+    from portanet.averaging import WeightAverage
+
+    recipe = get_recipe("cnn-best")
+    model = recipe.build("numpy", seed=0)
+    arguments = recipe.fit_arguments(samples=1000, model=model)
+    assert isinstance(arguments["augment"], RandomAffine)
+    assert arguments["augment"].degrees == recipe.rotate
+    assert arguments["augment"].translate == recipe.augment_pixels
+    assert [type(cb) for cb in arguments["callbacks"]] == [WeightAverage]
+    assert "callbacks" not in recipe.fit_arguments(samples=1000)  # no model: no average
+    assert recipe.recalibrate
+    with pytest.raises(ValueError, match="average"):
+        recipe.replace(average=1.0)

@@ -42,9 +42,12 @@ def add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a classifier (MNIST by default)")
     train.add_argument("--dataset", choices=data.dataset_names(), default="mnist",
                        metavar="NAME", help=DATASET_HELP + " (default: mnist)")
-    train.add_argument("--model", choices=list(recipes.PRESETS), default=recipes.DEFAULT_PRESET,
+    train.add_argument("--model", choices=[*recipes.PRESETS, *recipes.OLD_NAMES],
+                       default=recipes.DEFAULT_PRESET, metavar="PRESET",
                        help=f"preset (default {recipes.DEFAULT_PRESET}): " + "; ".join(
-                           f"{k}: {v.description}" for k, v in recipes.PRESETS.items()))
+                           f"{k}: {v.description}" for k, v in recipes.PRESETS.items())
+                       + "; " + "; ".join(f"{old}: the old name of {new}"
+                                          for old, new in recipes.OLD_NAMES.items()))
     # Options that change the preset default to KEEP: not given, the preset's value stays.
     train.add_argument("--hidden", type=arg_types.hidden, default=recipes.KEEP,
                        help="hidden layer widths, e.g. 512,256 (overrides the preset)")
@@ -83,6 +86,8 @@ def add_train(sub: Any) -> None:
 @abort_on_error  # under mpiexec, one rank's error stops every rank
 def cmd_train(args: argparse.Namespace) -> int:
     comm = command_line_world()  # one process unless launched by mpiexec
+    if args.model in recipes.OLD_NAMES:
+        print(f"note: preset '{args.model}' is now called '{recipes.OLD_NAMES[args.model]}'")
     recipe = recipes.get_recipe(args.model).replace(
         hidden=args.hidden, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size)
