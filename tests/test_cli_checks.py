@@ -101,7 +101,8 @@ def test_numeric_options_are_range_checked(option: str, value: str, message: str
 
 def test_a_network_beyond_memory_is_refused_before_allocating(
         dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["train", "--dataset-file", str(dataset), "--hidden", "100000000",
+    assert cli.main(["train", "--dataset-file", str(dataset), "--model", "mlp800",
+                     "--hidden", "100000000",
                      "--validation", "0", "--backend", "numpy",
                      "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
@@ -193,7 +194,8 @@ def test_a_bogus_backend_variable_is_named(dataset: Path, tmp_path: Path,
 
 def test_divergence_exits_1_and_saves_nothing(dataset: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    status = cli.main(["train", "--dataset-file", str(dataset), "--hidden", "32", "--backend",
+    status = cli.main(["train", "--dataset-file", str(dataset), "--model", "mlp800",
+                       "--hidden", "32", "--backend",
                        "numpy", "--validation", "0", "--quiet", "--lr", "1e30", "--epochs", "3",
                        "--save", str(tmp_path / "m.npz"), "--out", str(tmp_path / "run")])
     assert status == 1

@@ -1,7 +1,7 @@
 """The ``portanet`` command: train, evaluate, predict, export, ensemble, draw, info, check,
 data.
 
-    portanet train                       # MNIST, the 'best' preset, best available backend
+    portanet train                       # MNIST, the default preset, best available backend
     portanet train --model mlp1024 --backend numpy --epochs 8 --save mlp.npz
     portanet evaluate mlp.npz
     portanet predict mlp.npz my_digit.png --json
