@@ -44,12 +44,7 @@ class RandomShift:
         """Refuse samples that are not images (C, H, W), and a shift that can leave less than
         half of an H x W image (``RandomShift(100)`` on 28x28 digits blanks almost all of
         them). ``fit`` calls this before the first step; each call checks it too."""
-        if len(sample_shape) != 3:
-            raise ValueError(
-                f"RandomShift works on image batches of shape (N, C, H, W), got samples of "
-                f"shape {tuple(sample_shape)}; give a CNN its images as "
-                f"X.reshape(-1, 1, 28, 28)"
-            )
+        require_images("RandomShift", sample_shape)
         _, h, w = sample_shape
         m = self.max_pixels
         if 2 * (h - m) * (w - m) < h * w or m >= min(h, w):
@@ -81,12 +76,21 @@ class RandomShift:
         return f"RandomShift(max_pixels={self.max_pixels})"
 
 
-def _range(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
+def require_images(owner: str, sample_shape: tuple[int, ...]) -> None:
+    """Refuse samples that are not images (C, H, W), naming the augmentation ``owner``."""
+    if len(sample_shape) != 3:
+        raise ValueError(f"{owner} works on image batches of shape (N, C, H, W), got samples "
+                         f"of shape {tuple(sample_shape)}; give a CNN its images as "
+                         f"X.reshape(-1, 1, 28, 28)")
+
+
+def _range(owner: str, name: str, value: Any, low: float, high: float
+           ) -> tuple[float, float]:
     """``value`` as a (lo, hi) pair of finite floats within [low, high]."""
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v)
                                  for v in pair) or not low <= pair[0] <= pair[1] <= high:
-        raise ValueError(f"RandomAffine {name} must be a number or a pair lo <= hi within "
+        raise ValueError(f"{owner} {name} must be a number or a pair lo <= hi within "
                          f"[{low}, {high}], got {value!r}")
     return float(pair[0]), float(pair[1])
 
@@ -98,17 +102,14 @@ class RandomAffine:
 
     def __init__(self, degrees: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),
                  shear: float = 0.0, translate: float = 0.0) -> None:
-        self.degrees = _range("degrees", degrees, 0.0, 180.0)[1]
-        self.scale = _range("scale", scale, 0.1, 10.0)
-        self.shear = _range("shear", shear, 0.0, 60.0)[1]
-        self.translate = _range("translate", translate, 0.0, 1e6)[1]
+        self.degrees = _range("RandomAffine", "degrees", degrees, 0.0, 180.0)[1]
+        self.scale = _range("RandomAffine", "scale", scale, 0.1, 10.0)
+        self.shear = _range("RandomAffine", "shear", shear, 0.0, 60.0)[1]
+        self.translate = _range("RandomAffine", "translate", translate, 0.0, 1e6)[1]
 
     def check(self, sample_shape: tuple[int, ...]) -> None:
         """Refuse samples that are not images (C, H, W) before the first step."""
-        if len(sample_shape) != 3:
-            raise ValueError(f"RandomAffine works on image batches of shape (N, C, H, W), got "
-                             f"samples of shape {tuple(sample_shape)}; give a CNN its images "
-                             f"as X.reshape(-1, 1, 28, 28)")
+        require_images("RandomAffine", sample_shape)
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` inverse matrices (n, 2, 2) and shifts (n, 2), in (row, column) order."""
@@ -141,15 +142,12 @@ class ElasticDistortion:
     ``alpha``; bilinear sampling, zeros outside. Simard's MNIST values are the defaults."""
 
     def __init__(self, alpha: float = 34.0, sigma: float = 4.0) -> None:
-        self.alpha = _range("alpha", alpha, 0.0, 1e3)[1]
-        self.sigma = _range("sigma", sigma, 0.1, 1e3)[1]
+        self.alpha = _range("ElasticDistortion", "alpha", alpha, 0.0, 1e3)[1]
+        self.sigma = _range("ElasticDistortion", "sigma", sigma, 0.1, 1e3)[1]
 
     def check(self, sample_shape: tuple[int, ...]) -> None:
         """Refuse samples that are not images (C, H, W) before the first step."""
-        if len(sample_shape) != 3:
-            raise ValueError(f"ElasticDistortion works on image batches of shape (N, C, H, W), "
-                             f"got samples of shape {tuple(sample_shape)}; give a CNN its "
-                             f"images as X.reshape(-1, 1, 28, 28)")
+        require_images("ElasticDistortion", sample_shape)
 
     def displacement(self, noise: np.ndarray) -> np.ndarray:
         """``alpha`` times ``noise`` (n, 2, h, w) blurred over its last two axes."""

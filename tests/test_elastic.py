@@ -91,7 +91,7 @@ def test_compose_checks_through_its_steps() -> None:
 
 
 @pytest.mark.parametrize(("make", "match"), [
-    (lambda: ElasticDistortion(alpha=-1.0), "alpha"),
+    (lambda: ElasticDistortion(alpha=-1.0), "ElasticDistortion alpha must be"),
     (lambda: ElasticDistortion(sigma=0.0), "sigma"),
     (lambda: ElasticDistortion(alpha=float("inf")), "alpha"),
     (lambda: Compose(), "one or more"),
