@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+import portanet as pn
 from portanet import init, optim
 from portanet.app import recipes
 from portanet.app.recipes import KEEP, PRESETS, Recipe, get_recipe, parse_batch_size, parse_hidden
@@ -147,3 +148,26 @@ def test_cnn_best_recipe_builds_its_augmentation_and_averaging() -> None:
     assert recipe.recalibrate
     with pytest.raises(ValueError, match="average"):
         recipe.replace(average=1.0)
+
+
+def test_portanet_train_finishes_cnn_best_with_batchnorm_recomputed(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from portanet.app import cli
+    from portanet.averaging import recalibrate_batchnorm
+    from tests.helpers import make_dataset
+
+    dataset = make_dataset(tmp_path / "small.npz", n_train=400, n_test=100)
+    model_path = tmp_path / "best.npz"
+    assert cli.main(["train", "--dataset-file", str(dataset), "--model", "cnn-best",
+                     "--epochs", "1", "--validation", "100", "--quiet", "--save",
+                     str(model_path), "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "weights averaged (decay 0.999) and BatchNorm statistics recomputed" in printed
+    saved = pn.load(model_path)
+    with np.load(dataset) as arrays:
+        images = (arrays["x_train"][:300].reshape(-1, 1, 28, 28) / 255).astype(np.float32)
+    again = pn.load(model_path)
+    recalibrate_batchnorm(again, images)  # the same images: the same statistics
+    for name, value in saved.state_dict().items():
+        np.testing.assert_allclose(again.state_dict()[name], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
