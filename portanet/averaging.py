@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from portanet.callbacks import Callback
+from portanet.input_checks import prepare_inputs
+from portanet.layers import BatchNorm
 from portanet.model import Sequential
 from portanet.number_checks import rate
 
@@ -81,9 +83,6 @@ def recalibrate_batchnorm(model: Sequential, X: Any, batch_size: int = 256) -> N
     Training statistics come from augmented batches and from weights that kept moving; these
     are those of the final weights on the images given (e.g. the plain training images).
     """
-    from portanet.input_checks import prepare_inputs
-    from portanet.layers import BatchNorm
-
     norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
     if not norms:
         return

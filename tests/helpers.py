@@ -156,6 +156,15 @@ def make_dataset(path: Path, n_train: int = 1200, n_test: int = 300, seed: int =
     return path
 
 
+def train_linear(dataset: Path | str, *extra: str) -> int:
+    """``portanet train`` of the ``linear`` preset for one epoch on ``dataset``, quietly, on
+    NumPy, with any ``extra`` arguments; its exit status."""
+    from portanet.app import cli
+
+    return cli.main(["train", "--dataset-file", str(dataset), "--model", "linear", "--backend",
+                     "numpy", "--epochs", "1", "--validation", "0", "--quiet", *extra])
+
+
 def distinct_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Well-separated values in [-2, 2], none near 0: no ReLU kinks, no max-pool near-ties."""
     n = int(np.prod(shape))

@@ -22,7 +22,7 @@ from portanet.data import FILES, TRAIN_IMAGES, get_spec, sources
 from portanet.data.verify import Place
 from portanet.file_checks import check_output_path, check_run_files
 from portanet.files import DiskFullError, OutputPathError
-from tests.helpers import make_dataset
+from tests.helpers import make_dataset, train_linear
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data") / "small.npz", n_train=200, n_test=60)
 
 
-def train(dataset: Path | str, *extra: str) -> int:
-    return cli.main(["train", "--dataset-file", str(dataset), "--model", "linear", "--backend",
-                     "numpy", "--epochs", "1", "--validation", "0", "--quiet", *extra])
+train = train_linear
 
 
 def refused_before_work(capsys: pytest.CaptureFixture[str], *needles: str) -> str:

@@ -21,7 +21,7 @@ import portanet as pn
 from portanet.app import cli
 from portanet.file_checks import check_output_path
 from portanet.files import TEMP_EXTRA, atomic_write
-from tests.helpers import as_nobody, make_dataset
+from tests.helpers import as_nobody, make_dataset, train_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
@@ -32,9 +32,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data") / "small.npz", n_train=200, n_test=60)
 
 
-def train(dataset: Path | str, *extra: str) -> int:
-    return cli.main(["train", "--dataset-file", str(dataset), "--model", "linear", "--backend",
-                     "numpy", "--epochs", "1", "--validation", "0", "--quiet", *extra])
+train = train_linear
 
 
 def one_line(capsys: pytest.CaptureFixture[str], *needles: str, work: bool = False) -> str:
