@@ -150,3 +150,16 @@ def test_an_interrupted_ensemble_keeps_its_finished_members(flags: list[bool],
     model, held = cli_train.combined(members)
     assert [m.seed for m in held] == kept
     assert isinstance(model.layers[0], Ensemble) == (len(kept) > 1)
+
+
+def test_errors_name_the_files(trained: dict[str, Path], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    mlp = tmp_path / "flat.npz"
+    pn.save(pn.Sequential([pn.Dense(784, 10)], backend="numpy", seed=0), mlp)
+    assert cli.main(["ensemble", str(mlp), str(trained["seed3"]), "--save",
+                     str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{trained['seed3']} has the input shape (1, 28, 28), {mlp} has (784,)" in err
+    assert cli.main(["ensemble", str(trained["both"]), str(trained["seed3"]), "--save",
+                     str(tmp_path / "o.npz")]) == 2
+    assert f"{trained['both']} is already an ensemble" in capsys.readouterr().err

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ from portanet.app.self_check import CheckRow, candidates
 from portanet.backend import BACKEND_NAMES, ENV_VAR, BackendUnavailableError, auto_choice
 from portanet.backend.table import SEAMS
 from portanet.file_checks import check_input_file, check_output_path
+from portanet.layers import Ensemble
 
 
 class UsageError(Exception):
@@ -195,10 +197,15 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if names != labels[0]:
             raise ValueError(f"{path} predicts the classes {', '.join(names)}, {paths[0]} "
                              f"{', '.join(labels[0])}; an ensemble's models must agree")
+    for path, (model, _) in zip(paths, loaded, strict=True):
+        if isinstance(model.layers[0], Ensemble):
+            raise ValueError(f"{path} is already an ensemble; combine the files of its members "
+                             f"with the others instead")
     try:
         model = portanet.ensemble([model for model, _ in loaded])
-    except ValueError as exc:
-        raise ValueError(f"{', '.join(paths)}: {exc}") from None
+    except ValueError as exc:  # "model k" is the k-th file
+        raise ValueError(re.sub(r"model (\d+)", lambda m: paths[int(m.group(1))], str(exc))
+                         ) from None
     extras = [extra for _, extra in loaded]
     recipes_seen = [extra.get("recipe") for extra in extras]
     saved = portanet.save(
