@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         Softmax,
         Tanh,
     )
-    from portanet.model import Sequential, ensemble
+    from portanet.model import Sequential, ensemble, ensemble_members
     from portanet.saving.npz import load, save  # noqa: F401 (load is public but not in __all__)
     from portanet.saving.onnx_export import export_onnx
     from portanet.train import Callback, DivergedError, History, fit
@@ -58,7 +58,7 @@ _HOMES = {
     **dict.fromkeys(("AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Ensemble",
                      "Flatten", "Layer", "MaxPool2D", "ReLU", "Sigmoid", "Softmax", "Tanh"),
                     "portanet.layers"),
-    **dict.fromkeys(("Sequential", "ensemble"), "portanet.model"),
+    **dict.fromkeys(("Sequential", "ensemble", "ensemble_members"), "portanet.model"),
     "export_onnx": "portanet.saving.onnx_export",
     **dict.fromkeys(("Callback", "DivergedError", "History", "fit"), "portanet.train"),
     **dict.fromkeys(("evaluate", "predict", "predict_proba"), "portanet.inference"),
@@ -115,6 +115,7 @@ __all__ = [
     "get_backend",
     "data",
     "ensemble",
+    "ensemble_members",
     "init",
     "losses",
     "metrics",

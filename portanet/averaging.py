@@ -17,7 +17,7 @@ from typing import Any
 
 from portanet.callbacks import Callback
 from portanet.input_checks import prepare_inputs
-from portanet.layers import BatchNorm
+from portanet.layers import BatchNorm, Ensemble
 from portanet.model import Sequential
 from portanet.number_checks import rate
 
@@ -82,7 +82,12 @@ def recalibrate_batchnorm(model: Sequential, X: Any, batch_size: int = 256) -> N
 
     Training statistics come from augmented batches and from weights that kept moving; these
     are those of the final weights on the images given (e.g. the plain training images).
+    An ensemble is refused: recalibrate its members (:func:`portanet.ensemble_members`).
     """
+    if any(isinstance(layer, Ensemble) for layer in model.layers):
+        raise ValueError("recalibrate_batchnorm takes one network, not an ensemble: "
+                         "recalibrate each of portanet.ensemble_members(model), then "
+                         "combine them again with portanet.ensemble")
     norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
     if not norms:
         return

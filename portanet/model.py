@@ -282,22 +282,32 @@ def own_mask_generators(model: Sequential, worker: int = 0) -> None:
             layer._mask_rank = worker
 
 
-def ensemble(models: Sequence[Sequential]) -> Sequential:
+def ensemble(models: Sequence[Sequential], *, shift: int = 0) -> Sequential:
     """One model whose class probabilities are the mean of ``models``' (at least two, with the
     same input shape and number of classes): a :class:`~portanet.layers.Ensemble` layer
     holding copies of their layers and weights, on the first model's backend and dtype. It
     evaluates, predicts, saves, loads and exports like any model; it is not trained itself.
+    An ensemble among ``models`` gives its members (:func:`ensemble_members`); its ``shift``
+    does not carry over.
+
+    ``shift`` > 0 (image models) averages over views too: each image and four copies moved by
+    ``shift`` pixels up, down, left and right (test-time augmentation; five times the work).
+    With ``shift``, one model is enough: ``ensemble([model], shift=1)``.
 
     Raises:
-        ValueError: fewer than two models, or models whose inputs, classes or dtypes differ
-            (named in the message).
+        ValueError: too few models, or models whose inputs, classes or dtypes differ
+            (named in the message), or a shift their inputs cannot take.
     """
     from portanet.layers import Ensemble
+    from portanet.layers.ensemble import check_shift
 
-    models = list(models)
-    if len(models) < 2 or not all(isinstance(m, Sequential) for m in models):
-        raise ValueError(f"an ensemble is made of two or more portanet models, got "
-                         f"{len(models)} ({', '.join(type(m).__name__ for m in models)})")
+    check_shift(shift)
+    models = [m for model in models for m in ensemble_members(model)]
+    fewest = 1 if shift else 2
+    if len(models) < fewest or not all(isinstance(m, Sequential) for m in models):
+        raise ValueError(f"an ensemble is made of two or more portanet models (or one, with "
+                         f"shift > 0), got {len(models)} "
+                         f"({', '.join(type(m).__name__ for m in models)})")
     first = models[0]
     for k, model in enumerate(models[1:], start=1):
         for what, get in (("input shape", lambda m: m.input_shape),
@@ -309,11 +319,31 @@ def ensemble(models: Sequence[Sequential]) -> Sequential:
     if first.input_shape is None or any(isinstance(layer, Ensemble)
                                         for m in models for layer in m.layers):
         raise ValueError("an ensemble's members need a known input shape (build them with "
-                         "Sequential(..., input_shape=...)) and may not be ensembles")
+                         "Sequential(..., input_shape=...)) and may not hold ensembles")
     specs = [[{"type": type(layer).__name__, **layer.config()} for layer in m.layers]
              for m in models]
-    combined = Sequential([Ensemble(specs)], backend=first.backend, seed=first.seed,
+    combined = Sequential([Ensemble(specs, shift)], backend=first.backend, seed=first.seed,
                           dtype=first.backend.dtype_name, input_shape=first.input_shape)
     combined.load_state_dict({f"0.{k}.{name}": value for k, m in enumerate(models)
                               for name, value in m.state_dict().items()})
     return combined.eval()
+
+
+def ensemble_members(model: Sequential) -> list[Sequential]:
+    """The networks an ensemble model averages, each a model of its own with its weights, on
+    the ensemble's backend; for a model that is not an ensemble, ``[model]``."""
+    from portanet.layers import Ensemble
+
+    layer = model.layers[0]
+    if len(model.layers) != 1 or not isinstance(layer, Ensemble):
+        return [model]
+    state = model.state_dict()
+    members = []
+    for k, layers in enumerate(layer.fresh_members()):
+        member = Sequential(layers, backend=model.backend, seed=model.seed,
+                            dtype=model.backend.dtype_name, input_shape=model.input_shape)
+        prefix = f"0.{k}."
+        member.load_state_dict({key[len(prefix):]: value for key, value in state.items()
+                                if key.startswith(prefix)})
+        members.append(member.eval())
+    return members

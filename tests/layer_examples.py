@@ -50,4 +50,8 @@ EXAMPLES = [
         [{"type": "Dense", "in_features": 5, "out_features": 4},
          {"type": "BatchNorm", "num_features": 4}, {"type": "ReLU"},
          {"type": "Dense", "in_features": 4, "out_features": 3}]]), (5,), trained=False),
+    Example("Ensemble-shift1", lambda: pn.Ensemble([
+        [{"type": "Conv2D", "in_channels": 2, "out_channels": 3, "kernel_size": 3},
+         {"type": "Flatten"}, {"type": "Dense", "in_features": 48, "out_features": 3}]],
+        shift=1), (2, 6, 6), trained=False),
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import portanet as pn
-from portanet.app import cli, cli_train
+from portanet.app import cli, cli_train, recipes
 from portanet.layers import Ensemble
 from portanet.train import History
 from tests.helpers import make_dataset
@@ -62,7 +62,7 @@ def test_the_ensemble_command_combines_saved_files(trained: dict[str, Path], dat
     out = tmp_path / "combined.npz"
     assert cli.main(["ensemble", str(trained["seed3"]), str(trained["seed4"]), "--save",
                      str(out)]) == 0
-    assert "ensemble of 2 models saved" in capsys.readouterr().out
+    assert "ensemble of 2 networks saved" in capsys.readouterr().out
     x = images(dataset)
     np.testing.assert_allclose(pn.predict_proba(pn.load(out), x),
                                pn.predict_proba(pn.load(trained["both"]), x), atol=1e-6)
@@ -108,7 +108,8 @@ def test_export_takes_an_ensemble(trained: dict[str, Path], tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["ensemble", "{seed3}", "--save", "{out}"], "two or more model files"),
+    (["ensemble", "{seed3}", "--save", "{out}"], "two or more networks, got 1"),
+    (["ensemble", "{seed3}", "--shift", "-1", "--save", "{out}"], "--shift: must be"),
     (["ensemble", "{seed3}", "{seed4}", "--save", "{seed3}"], "same file as the model file"),
     (["ensemble", "{seed3}", "{missing}", "--save", "{out}"], "missing.npz"),
     (["train", "--ensemble", "0"], "--ensemble: must be a positive integer"),
@@ -134,8 +135,8 @@ def test_models_of_other_classes_are_refused(trained: dict[str, Path], tmp_path:
 
 
 def member(seed: int, interrupted: bool) -> cli_train.Member:
-    model = pn.Sequential([pn.Flatten(), pn.Dense(4, 2)], backend="numpy", seed=seed,
-                          input_shape=(1, 2, 2))
+    model = pn.Sequential([pn.Flatten(), pn.Dense(16, 2)], backend="numpy", seed=seed,
+                          input_shape=(1, 4, 4))
     return cli_train.Member(model, seed, History(interrupted=interrupted), 1.0)
 
 
@@ -147,9 +148,12 @@ def member(seed: int, interrupted: bool) -> cli_train.Member:
 def test_an_interrupted_ensemble_keeps_its_finished_members(flags: list[bool],
                                                             kept: list[int]) -> None:
     members = [member(seed, flag) for seed, flag in enumerate(flags)]
-    model, held = cli_train.combined(members)
+    model, held = cli_train.combined(recipes.PRESETS["cnn"], members)
     assert [m.seed for m in held] == kept
     assert isinstance(model.layers[0], Ensemble) == (len(kept) > 1)
+    model, held = cli_train.combined(recipes.PRESETS["cnn-best"], members)  # test_shift 1
+    assert isinstance(model.layers[0], Ensemble) and model.layers[0].shift == 1
+    assert len(model.layers[0].members) == len(kept)
 
 
 def test_errors_name_the_files(trained: dict[str, Path], tmp_path: Path,
@@ -160,6 +164,40 @@ def test_errors_name_the_files(trained: dict[str, Path], tmp_path: Path,
                      str(tmp_path / "o.npz")]) == 2
     err = capsys.readouterr().err
     assert f"{trained['seed3']} has the input shape (1, 28, 28), {mlp} has (784,)" in err
-    assert cli.main(["ensemble", str(trained["both"]), str(trained["seed3"]), "--save",
-                     str(tmp_path / "o.npz")]) == 2
-    assert f"{trained['both']} is already an ensemble" in capsys.readouterr().err
+    assert cli.main(["ensemble", str(trained["seed4"]), str(trained["both"]), str(mlp),
+                     "--save", str(tmp_path / "o.npz")]) == 2  # networks 1, 2 are both's
+    assert f"{mlp} has the input shape (784,), {trained['seed4']} has (1, 28, 28)" in \
+        capsys.readouterr().err
+
+
+def test_files_of_ensembles_give_their_members_and_shift(trained: dict[str, Path],
+                                                         dataset: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    x = images(dataset)
+    seed3, both = pn.load(trained["seed3"]), pn.load(trained["both"])
+    one = tmp_path / "one.npz"
+    assert cli.main(["ensemble", str(trained["seed3"]), "--shift", "1", "--save", str(one)]) == 0
+    assert "ensemble of 1 network, each reading 5 views shifted by 1 pixel," in \
+        capsys.readouterr().out
+    np.testing.assert_allclose(pn.predict_proba(pn.load(one), x),
+                               pn.predict_proba(pn.ensemble([seed3], shift=1), x), atol=1e-6)
+    two = tmp_path / "two.npz"
+    assert cli.main(["ensemble", str(one), str(trained["seed4"]), "--save", str(two)]) == 0
+    model = pn.load(two)  # the shift of one.npz, the only ensemble among them, carries over
+    assert len(model.layers[0].members) == 2 and model.layers[0].shift == 1
+    seed4 = pn.load(trained["seed4"])
+    np.testing.assert_allclose(pn.predict_proba(model, x),
+                               pn.predict_proba(pn.ensemble([seed3, seed4], shift=1), x),
+                               atol=1e-6)
+    three = tmp_path / "three.npz"
+    assert cli.main(["ensemble", str(one), str(trained["both"]), "--save", str(three)]) == 2
+    assert f"{one}: shift 1, {trained['both']}: shift 0" in capsys.readouterr().err
+    assert not three.exists()
+    assert cli.main(["ensemble", str(one), str(trained["both"]), "--save", str(three),
+                     "--shift", "2"]) == 0
+    model = pn.load(three)
+    assert len(model.layers[0].members) == 3 and model.layers[0].shift == 2
+    np.testing.assert_allclose(pn.predict_proba(model, x),
+                               pn.predict_proba(pn.ensemble([seed3, both], shift=2), x),
+                               atol=1e-6)

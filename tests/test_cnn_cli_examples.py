@@ -86,3 +86,4 @@ def test_cnn_best_example_shortened() -> None:
     result = run_example("cnn_best", "--limit", "2000", "--epochs", "1", "--backend", "numpy")
     assert result["test_accuracy"] >= 0.5
     assert result["recipe"]["name"] == "cnn-best" and result["recipe"]["recalibrate"]
+    assert 0.0 <= result["test_accuracy_images_alone"] <= 1.0  # test_accuracy: shifted views

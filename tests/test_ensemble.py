@@ -115,18 +115,90 @@ def test_members_must_agree() -> None:
         pn.ensemble([members()[0], other_input])
     with pytest.raises(ValueError, match="dtype"):
         pn.ensemble([members()[0], members(dtype="float64")[0]])
-    with pytest.raises(ValueError, match="may not be ensembles"):
-        pn.ensemble([pn.ensemble(members(count=2)), pn.ensemble(members(count=2))])
+    specs = [[{"type": type(layer).__name__, **layer.config()} for layer in m.layers]
+             for m in members(count=2)]
+    wrapped = pn.Sequential([Ensemble(specs), pn.Softmax()], backend="numpy",
+                            input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="may not hold ensembles"):
+        pn.ensemble([wrapped, members()[0]])
 
 
-def test_it_exports_to_onnx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shift", [0, 1])
+def test_it_exports_to_onnx(tmp_path: Path, shift: int) -> None:
     pytest.importorskip("ndonnx", reason="ndonnx is not installed")
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     from portanet.saving.onnx_export import run_onnx
 
     models = with_statistics(members(count=2))
-    combined = pn.ensemble(models)
+    combined = pn.ensemble(models, shift=shift)
     path = pn.export_onnx(combined, tmp_path / "two.onnx")  # verified against portanet
     got = run_onnx(path, IMAGES)["probabilities"]
-    expected = np.mean([pn.predict_proba(m, IMAGES) for m in models], axis=0)
+    views = moved_by_hand(IMAGES, shift) if shift else [IMAGES]
+    expected = np.mean([pn.predict_proba(m, v) for m in models for v in views], axis=0)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def moved_by_hand(images: np.ndarray, s: int) -> list[np.ndarray]:
+    """The image and its copies moved by ``s`` pixels down, up, right and left, zeros in."""
+    h, w = images.shape[2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s)))
+    return [padded[:, :, s + dy:s + dy + h, s + dx:s + dx + w]
+            for dy, dx in ((0, 0), (-s, 0), (s, 0), (0, -s), (0, s))]
+
+
+def test_moved_by_hand_moves_a_pixel() -> None:
+    image = np.zeros((1, 1, 5, 5), np.float32)
+    image[0, 0, 2, 2] = 1.0
+    spots = [tuple(int(i) for i in np.argwhere(v[0, 0])[0]) for v in moved_by_hand(image, 1)]
+    assert spots == [(2, 2), (3, 2), (1, 2), (2, 3), (2, 1)]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_shifted_views_average_the_moved_images(backend: pn.Backend, count: int) -> None:
+    models = with_statistics(members(backend, count=count))
+    combined = pn.ensemble(models, shift=2)
+    expected = np.mean([backend.to_numpy(pn.predict_proba(m, backend.asarray(v)))
+                        for m in models for v in moved_by_hand(IMAGES, 2)], axis=0)
+    got = pn.predict_proba(combined, backend.asarray(IMAGES))
+    assert_close(backend, got, expected, rtol=1e-5, atol=1e-6)
+    assert combined.layers[0].shift == 2 and "shifted by 2" in repr(combined.layers[0])
+
+
+def test_a_shift_is_checked() -> None:
+    for bad in (-1, True, 1.0, "1"):
+        with pytest.raises(ValueError, match="shift must be an int >= 0"):
+            pn.ensemble(members(count=2), shift=bad)
+    with pytest.raises(ValueError, match=r"at least 9 pixels high and wide.*\(1, 8, 8\)"):
+        pn.ensemble(members(count=1), shift=4)
+    flat = pn.Sequential([pn.Dense(64, 5)], backend="numpy", input_shape=(64,))
+    with pytest.raises(ValueError, match="reads images"):
+        pn.ensemble([flat], shift=1)
+
+
+def test_a_shift_is_saved_and_older_files_have_none(tmp_path: Path) -> None:
+    models = with_statistics(members(count=2))
+    path = pn.save(pn.ensemble(models, shift=1), tmp_path / "two.npz")
+    assert pn.load(path).layers[0].shift == 1
+    arrays = dict(np.load(path))
+    metadata = json.loads(arrays["__portanet__"].tobytes().decode("utf-8"))
+    del metadata["layers"][0]["shift"]  # as files written before shifts were saved
+    arrays["__portanet__"] = np.frombuffer(json.dumps(metadata).encode("utf-8"), np.uint8)
+    np.savez(tmp_path / "older.npz", **arrays)
+    older = pn.load(tmp_path / "older.npz")
+    assert older.layers[0].shift == 0
+    expected = np.mean([pn.predict_proba(m, IMAGES) for m in models], axis=0)
+    np.testing.assert_allclose(pn.predict_proba(older, IMAGES), expected, atol=1e-6)
+
+
+def test_an_ensemble_gives_back_its_members() -> None:
+    models = with_statistics(members(count=3))
+    two = pn.ensemble(models[:2], shift=1)
+    back = pn.ensemble_members(two)
+    for got, model in zip(back, models[:2], strict=True):
+        np.testing.assert_allclose(pn.predict_proba(got, IMAGES), pn.predict_proba(model, IMAGES),
+                                   atol=1e-6)
+    three = pn.ensemble([two, models[2]])  # the members of ``two``, without its shift
+    assert len(three.layers[0].members) == 3 and three.layers[0].shift == 0
+    expected = np.mean([pn.predict_proba(m, IMAGES) for m in models], axis=0)
+    np.testing.assert_allclose(pn.predict_proba(three, IMAGES), expected, atol=1e-6)
+    assert pn.ensemble_members(models[0]) == [models[0]]

@@ -145,9 +145,22 @@ def test_cnn_best_recipe_builds_its_augmentation_and_averaging() -> None:
     assert arguments["augment"].translate == recipe.augment_pixels
     assert [type(cb) for cb in arguments["callbacks"]] == [WeightAverage]
     assert "callbacks" not in recipe.fit_arguments(samples=1000)  # no model: no average
-    assert recipe.recalibrate
+    assert recipe.recalibrate and recipe.test_shift == 1
     with pytest.raises(ValueError, match="average"):
         recipe.replace(average=1.0)
+
+
+def test_test_shift_keeps_the_networks_as_an_ensemble_of_views() -> None:
+    recipe = get_recipe("cnn")
+    models = [recipe.build("numpy", seed=seed) for seed in (0, 1)]
+    assert recipe.keep(models[:1]) is models[0]
+    assert recipe.keep(models).layers[0].shift == 0
+    kept = recipe.replace(test_shift=2).keep(models[:1])
+    assert isinstance(kept.layers[0], pn.Ensemble) and kept.layers[0].shift == 2
+    with pytest.raises(ValueError, match="test_shift"):
+        recipe.replace(test_shift=-1)
+    with pytest.raises(ValueError, match="an MLP recipe reads flat vectors"):
+        get_recipe("mlp800").replace(test_shift=1)
 
 
 def test_portanet_train_finishes_cnn_best_with_batchnorm_recomputed(
@@ -163,10 +176,15 @@ def test_portanet_train_finishes_cnn_best_with_batchnorm_recomputed(
                      str(model_path), "--out", str(tmp_path / "run")]) == 0
     printed = capsys.readouterr().out
     assert "weights averaged (decay 0.999) and BatchNorm statistics recomputed" in printed
-    saved = pn.load(model_path)
+    assert "on the images alone; with each image also moved by 1 pixel up," in printed
+    kept = pn.load(model_path)  # test_shift 1: one network read on five views
+    assert isinstance(kept.layers[0], pn.Ensemble) and kept.layers[0].shift == 1
+    with pytest.raises(ValueError, match="not an ensemble"):
+        recalibrate_batchnorm(kept, np.zeros((2, 1, 28, 28), np.float32))
+    [saved] = pn.ensemble_members(kept)
     with np.load(dataset) as arrays:
         images = (arrays["x_train"][:300].reshape(-1, 1, 28, 28) / 255).astype(np.float32)
-    again = pn.load(model_path)
+    [again] = pn.ensemble_members(pn.load(model_path))
     recalibrate_batchnorm(again, images)  # the same images: the same statistics
     for name, value in saved.state_dict().items():
         np.testing.assert_allclose(again.state_dict()[name], value, rtol=1e-4, atol=1e-5,

@@ -176,7 +176,12 @@ def add_ensemble(sub: Any) -> None:
     ensemble = sub.add_parser("ensemble", help="combine saved models into one file that "
                                                "averages their probabilities")
     ensemble.add_argument("model_paths", metavar="MODEL", nargs="+", type=arg_types.path,
-                          help="two or more models saved by portanet train --save")
+                          help="models saved by portanet train --save (two or more, or one "
+                               "with --shift); an ensemble's file gives its members")
+    ensemble.add_argument("--shift", type=arg_types.count, default=None, metavar="PIXELS",
+                          help="also read each image moved by PIXELS up, down, left and "
+                               "right, averaging those views too (0: the image alone; "
+                               "default: the shift the ensembles among the files share, else 0)")
     ensemble.add_argument("--save", required=True, type=arg_types.path,
                           help="the .npz file to write")
     ensemble.set_defaults(func=cmd_ensemble)
@@ -184,9 +189,6 @@ def add_ensemble(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     paths = list(args.model_paths)
-    if len(paths) < 2:
-        raise ValueError(f"an ensemble needs two or more model files, got {len(paths)}; "
-                         f"train more with portanet train --seed N --save FILE")
     for path in paths:
         check_input_file(path, what="the model file")
     check_output_path(args.save, [(f"the model file {p}", p) for p in paths], what="--save")
@@ -197,14 +199,18 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         if names != labels[0]:
             raise ValueError(f"{path} predicts the classes {', '.join(names)}, {paths[0]} "
                              f"{', '.join(labels[0])}; an ensemble's models must agree")
-    for path, (model, _) in zip(paths, loaded, strict=True):
-        if isinstance(model.layers[0], Ensemble):
-            raise ValueError(f"{path} is already an ensemble; combine the files of its members "
-                             f"with the others instead")
+    shift = ensemble_shift(args.shift, paths, [model for model, _ in loaded])
+    owners = [path for path, (model, _) in zip(paths, loaded, strict=True)
+              for _ in portanet.ensemble_members(model)]  # the file of each network
+    networks = len(owners)
+    if networks < 2 and not shift:
+        raise ValueError(f"an ensemble needs two or more networks, got {networks}; train "
+                         f"more with portanet train --seed N --save FILE, or give --shift 1 "
+                         f"to average one network over shifted copies of each image")
     try:
-        model = portanet.ensemble([model for model, _ in loaded])
-    except ValueError as exc:  # "model k" is the k-th file
-        raise ValueError(re.sub(r"model (\d+)", lambda m: paths[int(m.group(1))], str(exc))
+        model = portanet.ensemble([model for model, _ in loaded], shift=shift)
+    except ValueError as exc:  # "model k" is the k-th network
+        raise ValueError(re.sub(r"model (\d+)", lambda m: owners[int(m.group(1))], str(exc))
                          ) from None
     extras = [extra for _, extra in loaded]
     recipes_seen = [extra.get("recipe") for extra in extras]
@@ -214,9 +220,26 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         members=[{"file": os.path.basename(path), "seeds": extra.get("seeds"),
                   "test_accuracy": extra.get("test_accuracy")}
                  for path, extra in zip(paths, extras, strict=True)])
-    print(f"ensemble of {len(paths)} models saved to {saved}; its test report: "
-          f"portanet evaluate {saved}")
+    views = (f", each reading 5 views shifted by {shift} pixel{'s' if shift > 1 else ''},"
+             if shift else "")
+    print(f"ensemble of {networks} network{'s' if networks > 1 else ''}{views} saved to "
+          f"{saved}; its test report: portanet evaluate {saved}")
     return 0
+
+
+def ensemble_shift(given: int | None, paths: list[str], models: list[portanet.Sequential]
+                   ) -> int:
+    """``--shift`` if given, else the shift that the ensembles among the files share (0 when
+    none is an ensemble); files whose shifts differ need ``--shift``."""
+    if given is not None:
+        return given
+    shifts = {path: model.layers[0].shift for path, model in zip(paths, models, strict=True)
+              if isinstance(model.layers[0], Ensemble)}
+    if len(set(shifts.values())) > 1:
+        raise ValueError(f"the files read shifted views differently ("
+                         f"{', '.join(f'{p}: shift {s}' for p, s in shifts.items())}); "
+                         f"choose one with --shift PIXELS")
+    return next(iter(shifts.values()), 0)
 
 
 # --- draw -------------------------------------------------------------------------------------

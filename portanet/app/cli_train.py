@@ -154,23 +154,30 @@ def train_members(args: argparse.Namespace, recipe: recipes.Recipe, loaded: Spli
     return members
 
 
-def combined(members: list[Member]) -> tuple[portanet.Sequential, list[Member]]:
-    """The model a run keeps: the ensemble of its finished members (two or more), else the one
-    finished member, else the interrupted one; and the members it holds."""
+def combined(recipe: recipes.Recipe, members: list[Member]
+             ) -> tuple[portanet.Sequential, list[Member]]:
+    """The model a run keeps (:meth:`Recipe.keep`): the ensemble of its finished members (two
+    or more), else the one finished member, else the interrupted one; and the members it
+    holds."""
     finished = [m for m in members if not m.history.interrupted] or members[-1:]
-    if len(finished) < 2:
-        return finished[0].model, finished
-    return portanet.ensemble([m.model for m in finished]), finished
+    return recipe.keep([m.model for m in finished]), finished
 
 
 def finish(args: argparse.Namespace, recipe: recipes.Recipe, loaded: Splits, backend: str,
            members: list[Member]) -> int:
     """Report on the test split, save the model and write the report (rank 0)."""
-    model, kept = combined(members)
+    model, kept = combined(recipe, members)
     interrupted = members[-1].history.interrupted
     if args.ensemble > 1 and len(kept) > 1:
         print(f"ensemble of {len(kept)} models (seeds {', '.join(str(m.seed) for m in kept)}):"
               f" their probabilities averaged")
+    if recipe.test_shift:
+        plain = kept[0].model if len(kept) == 1 else portanet.ensemble([m.model for m in kept])
+        accuracy = portanet.evaluate(plain, *on_device(loaded.test, plain))["accuracy"]
+        pixels = f"{recipe.test_shift} pixel{'s' if recipe.test_shift > 1 else ''}"
+        print(f"test accuracy {accuracy:.2%} on the images alone; with each image also moved "
+              f"by {pixels} up, down, left and right, probabilities averaged (the model "
+              f"kept):")
     seconds = sum(m.seconds for m in members)
     test = held_out(loaded, model)
     report = make_report(model, test)

@@ -6,7 +6,10 @@ For members ``f_1 .. f_K`` (each a list of layers ending in class scores)::
     out(x) = log p(x)
 
 so ``softmax(out) == p``: every consumer of a model's scores (evaluation, prediction, the draw
-page, ONNX export) gets the averaged probabilities unchanged. ``log p`` is computed as a
+page, ONNX export) gets the averaged probabilities unchanged. With ``shift`` = s > 0 the mean
+also runs over views of each image (test-time augmentation): the image itself and four copies
+moved by s pixels up, down, left and right, zeros filled in, so ``p`` is the mean over
+K * 5 softmax outputs; one member is then enough. ``log p`` is computed as a
 log-sum-exp of the members' log-softmax outputs, finite wherever the scores are. An ensemble is
 for inference: its members are trained on their own, then combined with
 :func:`portanet.ensemble`; ``fit`` refuses a model holding one.
@@ -21,6 +24,7 @@ import numpy as np
 
 from portanet.backend import Backend
 from portanet.layers.base import LAYER_TYPES, Layer, Shape
+from portanet.layers.convolution import pad
 
 
 def _member_layer(k: int, j: int, spec: Any) -> Layer:
@@ -42,7 +46,10 @@ class Ensemble(Layer):
 
     Args:
         members: one list of layer specs per member, each spec ``{"type": class name,
-            **layer.config()}`` (what :func:`portanet.ensemble` writes); at least two.
+            **layer.config()}`` (what :func:`portanet.ensemble` writes); at least two, or one
+            with ``shift``.
+        shift: pixels by which the four moved views of each image are moved (0: no views,
+            the image alone). Needs image input (C, H, W) with ``shift`` below H/2 and W/2.
 
     Parameters and buffers are the members' own, keyed ``"k.j.name"`` (member ``k``, its
     layer ``j``): ``"1.0.W"`` is the second member's first weight.
@@ -50,16 +57,23 @@ class Ensemble(Layer):
 
     trainable: ClassVar[bool] = False
 
-    def __init__(self, members: list[list[dict[str, Any]]]) -> None:
+    def __init__(self, members: list[list[dict[str, Any]]], shift: int = 0) -> None:
         super().__init__()
-        if not isinstance(members, (list, tuple)) or len(members) < 2:
+        check_shift(shift)
+        if not isinstance(members, (list, tuple)) or len(members) < (1 if shift else 2):
             raise ValueError(f"an Ensemble needs at least two members (lists of layer specs), "
-                             f"got {members!r:.80}")
+                             f"or one with shift > 0, got {members!r:.80}")
+        self.shift = shift
         self.members = [[_member_layer(k, j, spec) for j, spec in enumerate(member)]
                         for k, member in enumerate(members)]
         if not all(self.members):
             raise ValueError("an Ensemble member needs at least one layer")
         self._specs = [[dict(spec) for spec in member] for member in members]
+
+    def fresh_members(self) -> list[list[Layer]]:
+        """New, unbuilt layers for each member, made from the saved specs."""
+        return [[_member_layer(k, j, spec) for j, spec in enumerate(member)]
+                for k, member in enumerate(self._specs)]
 
     def _slots(self) -> list[tuple[str, Layer]]:
         """``("k.j.", layer)`` for every layer of every member."""
@@ -103,6 +117,11 @@ class Ensemble(Layer):
         return self.members[0][0].input_shape_hint()
 
     def output_shape(self, input_shape: Shape) -> Shape:
+        if self.shift and (len(input_shape) != 3 or 2 * self.shift >= min(input_shape[1:])):
+            raise ValueError(f"an Ensemble with shift={self.shift} reads images (C, H, W) at "
+                             f"least {2 * self.shift + 1} pixels high and wide, moved by "
+                             f"{self.shift} pixels; its input is {tuple(input_shape)}: use "
+                             f"shift=0 or a smaller shift")
         outputs = []
         for member in self.members:
             shape = tuple(input_shape)
@@ -115,16 +134,17 @@ class Ensemble(Layer):
         return outputs[0]
 
     def forward(self, x: Any) -> Any:
-        """x: (N, *input_shape) -> (N, classes): ``log(mean_k softmax(f_k(x)))``, members in
-        evaluation mode."""
+        """x: (N, *input_shape) -> (N, classes): ``log(mean_k,v softmax(f_k(view_v(x))))``,
+        members in evaluation mode, views as :func:`shifted_views` gives them."""
         xp = self.xp
         logs = []
-        for member in self.members:
-            z = x
-            for layer in member:
-                layer.training = False
-                z = layer.forward(z)
-            logs.append(log_softmax(xp, z))
+        for view in shifted_views(xp, x, self.shift):
+            for member in self.members:
+                z = view
+                for layer in member:
+                    layer.training = False
+                    z = layer.forward(z)
+                logs.append(log_softmax(xp, z))
         top = logs[0]
         for part in logs[1:]:
             top = xp.maximum(top, part)
@@ -139,10 +159,31 @@ class Ensemble(Layer):
                         "portanet.ensemble(models)")
 
     def config(self) -> dict[str, Any]:
-        return {"members": self._specs}
+        return {"members": self._specs, "shift": self.shift}
 
     def __repr__(self) -> str:
-        return f"Ensemble({len(self.members)} members of {len(self.members[0])} layers)"
+        views = f", each on 5 views shifted by {self.shift}" if self.shift else ""
+        return f"Ensemble({len(self.members)} members of {len(self.members[0])} layers{views})"
+
+
+def check_shift(shift: Any) -> None:
+    """Refuse a ``shift`` that is not a whole number of pixels >= 0."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"an ensemble's shift must be an int >= 0 (pixels), got {shift!r}")
+
+
+def shifted_views(xp: Any, x: Any, shift: int) -> list[Any]:
+    """x: (N, C, H, W) -> ``[x]`` for ``shift`` 0, else ``x`` and its copies moved by ``shift``
+    pixels down, up, right and left (zeros filled in), each (N, C, H, W)."""
+    if not shift:
+        return [x]
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    s = shift
+    padded = pad(xp, x, (s, s, s, s), axes=(2, 3))
+    windows = ((0, s), (2 * s, s), (s, 0), (s, 2 * s))  # top-left corners in ``padded``
+    # The reshape only restates the shape, for tracers (ONNX export) that lose it in slicing.
+    return [x] + [xp.reshape(padded[:, :, r:r + h, q:q + w], (-1, c, h, w))
+                  for r, q in windows]
 
 
 def log_softmax(xp: Any, z: Any) -> Any:
