@@ -6,7 +6,10 @@ Conv(64->64, 3x3) -> BatchNorm -> MaxPool 2 -> ReLU -> Flatten -> Dense(1024->25
 images rotated, zoomed and shifted at random each step (portanet.augment.RandomAffine, on the
 device), with an exponential moving average of the weights
 (portanet.averaging.WeightAverage) and BatchNorm's statistics recomputed on the plain images
-at the end (portanet.averaging.recalibrate_batchnorm). The recipe is
+at the end (portanet.averaging.recalibrate_batchnorm). It is tested reading each image five
+ways, as itself and moved by a pixel up, down, left and right, probabilities averaged
+(``portanet.ensemble([model], shift=1)``); the accuracy on the images alone is printed too.
+The recipe is
 ``portanet.app.recipes.PRESETS["cnn-best"]``, as in ``portanet train --model cnn-best``;
 ``portanet train --model cnn-best --ensemble 5`` averages five of them.
 

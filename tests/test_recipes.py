@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -177,6 +178,8 @@ def test_portanet_train_finishes_cnn_best_with_batchnorm_recomputed(
     printed = capsys.readouterr().out
     assert "weights averaged (decay 0.999) and BatchNorm statistics recomputed" in printed
     assert "on the images alone; with each image also moved by 1 pixel up," in printed
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert 0.0 <= report["report"]["accuracy_images_alone"] <= 1.0
     kept = pn.load(model_path)  # test_shift 1: one network read on five views
     assert isinstance(kept.layers[0], pn.Ensemble) and kept.layers[0].shift == 1
     with pytest.raises(ValueError, match="not an ensemble"):

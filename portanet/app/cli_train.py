@@ -171,16 +171,12 @@ def finish(args: argparse.Namespace, recipe: recipes.Recipe, loaded: Splits, bac
     if args.ensemble > 1 and len(kept) > 1:
         print(f"ensemble of {len(kept)} models (seeds {', '.join(str(m.seed) for m in kept)}):"
               f" their probabilities averaged")
-    if recipe.test_shift:
-        plain = kept[0].model if len(kept) == 1 else portanet.ensemble([m.model for m in kept])
-        accuracy = portanet.evaluate(plain, *on_device(loaded.test, plain))["accuracy"]
-        pixels = f"{recipe.test_shift} pixel{'s' if recipe.test_shift > 1 else ''}"
-        print(f"test accuracy {accuracy:.2%} on the images alone; with each image also moved "
-              f"by {pixels} up, down, left and right, probabilities averaged (the model "
-              f"kept):")
+    alone = images_alone_accuracy(recipe, kept, loaded) if recipe.test_shift else None
     seconds = sum(m.seconds for m in members)
     test = held_out(loaded, model)
     report = make_report(model, test)
+    if alone is not None:
+        report["accuracy_images_alone"] = alone
     rate = len(loaded.train[0]) * sum(m.history.epochs for m in members) / max(seconds, 1e-9)
     print_report(report, f"; trained {seconds:.1f}s ({rate:,.0f} samples/s) on {backend}")
     config = {"command": "train", "dataset": loaded.name, "recipe": recipe.as_dict(),
@@ -201,6 +197,18 @@ def finish(args: argparse.Namespace, recipe: recipes.Recipe, loaded: Splits, bac
         exc.kept[:0] = saved
         raise
     return cli_exit.interrupted_status() if interrupted else 0
+
+
+def images_alone_accuracy(recipe: recipes.Recipe, kept: list[Member], loaded: Splits
+                          ) -> float:
+    """Test accuracy of the kept network(s) on the images alone, without the recipe's
+    shifted views, printed as the line before the report's."""
+    plain = kept[0].model if len(kept) == 1 else portanet.ensemble([m.model for m in kept])
+    accuracy = portanet.evaluate(plain, *on_device(loaded.test, plain))["accuracy"]
+    pixels = f"{recipe.test_shift} pixel{'s' if recipe.test_shift > 1 else ''}"
+    print(f"test accuracy {accuracy:.2%} on the images alone; with each image also moved by "
+          f"{pixels} up, down, left and right, probabilities averaged (the model kept):")
+    return accuracy
 
 
 def save_model(args: argparse.Namespace, model: portanet.Sequential, loaded: Splits,
