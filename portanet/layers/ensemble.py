@@ -162,8 +162,10 @@ class Ensemble(Layer):
         return {"members": self._specs, "shift": self.shift}
 
     def __repr__(self) -> str:
-        views = f", each on 5 views shifted by {self.shift}" if self.shift else ""
-        return f"Ensemble({len(self.members)} members of {len(self.members[0])} layers{views})"
+        k = len(self.members)
+        views = f", each read on 5 views shifted by {self.shift}" if self.shift else ""
+        return (f"Ensemble({k} member{'s' if k > 1 else ''} of {len(self.members[0])} "
+                f"layers{views})")
 
 
 def check_shift(shift: Any) -> None:
