@@ -200,15 +200,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             raise ValueError(f"{path} predicts the classes {', '.join(names)}, {paths[0]} "
                              f"{', '.join(labels[0])}; an ensemble's models must agree")
     shift = ensemble_shift(args.shift, paths, [model for model, _ in loaded])
-    owners = [path for path, (model, _) in zip(paths, loaded, strict=True)
-              for _ in portanet.ensemble_members(model)]  # the file of each network
-    networks = len(owners)
+    owned = [(path, network) for path, (model, _) in zip(paths, loaded, strict=True)
+             for network in portanet.ensemble_members(model)]
+    owners = [path for path, _ in owned]  # the file of each network
+    networks = len(owned)
     if networks < 2 and not shift:
         raise ValueError(f"an ensemble needs two or more networks, got {networks}; train "
                          f"more with portanet train --seed N --save FILE, or give --shift 1 "
                          f"to average one network over shifted copies of each image")
     try:
-        model = portanet.ensemble([model for model, _ in loaded], shift=shift)
+        model = portanet.ensemble([network for _, network in owned], shift=shift)
     except ValueError as exc:  # "model k" is the k-th network
         raise ValueError(re.sub(r"model (\d+)", lambda m: owners[int(m.group(1))], str(exc))
                          ) from None

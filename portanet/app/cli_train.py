@@ -203,7 +203,7 @@ def images_alone_accuracy(recipe: recipes.Recipe, kept: list[Member], loaded: Sp
                           ) -> float:
     """Test accuracy of the kept network(s) on the images alone, without the recipe's
     shifted views, printed as the line before the report's."""
-    plain = kept[0].model if len(kept) == 1 else portanet.ensemble([m.model for m in kept])
+    plain = recipe.replace(test_shift=0).keep([m.model for m in kept])
     accuracy = portanet.evaluate(plain, *on_device(loaded.test, plain))["accuracy"]
     pixels = f"{recipe.test_shift} pixel{'s' if recipe.test_shift > 1 else ''}"
     print(f"test accuracy {accuracy:.2%} on the images alone; with each image also moved by "

@@ -64,11 +64,10 @@ class Ensemble(Layer):
             raise ValueError(f"an Ensemble needs at least two members (lists of layer specs), "
                              f"or one with shift > 0, got {members!r:.80}")
         self.shift = shift
-        self.members = [[_member_layer(k, j, spec) for j, spec in enumerate(member)]
-                        for k, member in enumerate(members)]
+        self._specs = [[dict(spec) for spec in member] for member in members]
+        self.members = self.fresh_members()
         if not all(self.members):
             raise ValueError("an Ensemble member needs at least one layer")
-        self._specs = [[dict(spec) for spec in member] for member in members]
 
     def fresh_members(self) -> list[list[Layer]]:
         """New, unbuilt layers for each member, made from the saved specs."""
