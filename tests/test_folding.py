@@ -23,7 +23,7 @@ def trained_model(backend: pn.Backend | str, *middle: Any) -> tuple[pn.Sequentia
     y = rng.integers(0, 3, 64)
     model = pn.Sequential([pn.Conv2D(2, 4, 3), pn.BatchNorm(4), pn.ReLU(), pn.MaxPool2D(2),
                            *middle, pn.Flatten(), pn.Dense(36, 5), pn.BatchNorm(5),
-                           pn.Dense(5, 3)], backend=backend, seed=0)
+                           pn.Dense(5, 3)], backend=backend, seed=0, input_shape=(2, 8, 8))
     pn.fit(model, x, y, optimizer=optim.Adam(0.05), epochs=2, batch_size=16, threads=1)
     model.eval()
     return model, x
@@ -66,3 +66,27 @@ def test_evaluate_and_predict_run_the_folded_model(monkeypatch: pytest.MonkeyPat
     model.eval()
     unfolded = pn.layers.softmax(np, model.forward(model.backend.asarray(x)))
     np.testing.assert_allclose(expected[0], unfolded, rtol=1e-4, atol=1e-6)
+
+
+def test_an_ensembles_members_are_folded(backend: pn.Backend) -> None:
+    first, x = trained_model(backend)
+    second, _ = trained_model(backend, pn.ReLU())
+    model = pn.ensemble([first, second], shift=1)
+    xb = backend.asarray(x)
+    expected = backend.to_numpy(model.forward_unchecked(xb))
+    folded = fold_batchnorm(model)
+    assert [[type(layer).__name__ for layer in member] for member in folded.layers[0].members] == [
+        ["Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense", "Dense"],
+        ["Conv2D", "ReLU", "MaxPool2D", "ReLU", "Flatten", "Dense", "Dense"]]
+    assert folded.layers[0].shift == 1
+    assert_close(backend, folded.forward_unchecked(xb), expected, rtol=1e-4, atol=1e-5)
+    assert [len(member) for member in model.layers[0].members] == [8, 9]  # the model's own
+
+
+def test_evaluate_runs_an_ensemble_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = pn.ensemble([trained_model("numpy")[0], trained_model("numpy", pn.ReLU())[0]])
+    x = trained_model("numpy")[1]
+    expected = pn.predict_proba(model, x)
+    with monkeypatch.context() as patch:
+        patch.setattr(pn.BatchNorm, "forward", lambda self, x: pytest.fail("BatchNorm ran"))
+        np.testing.assert_allclose(pn.predict_proba(model, x), expected, rtol=1e-6)

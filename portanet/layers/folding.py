@@ -17,28 +17,44 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from portanet.layers import BatchNorm, Conv2D, Dense
+from portanet.layers import BatchNorm, Conv2D, Dense, Ensemble, Layer
 
 
 def fold_batchnorm(model: Any) -> Any:
     """``model`` for evaluation mode with every BatchNorm that directly follows a Conv2D or
-    Dense layer of as many output channels folded into that layer (see the module); the model
+    Dense layer of as many output channels folded into that layer (see the module), in the
+    model and in each member of an :class:`~portanet.layers.Ensemble` it holds; the model
     itself where there is none. The copy is only for inference: training it would train
     copies of the folded layers' parameters."""
-    layers, folded = [], False
-    for layer in model.layers:
-        before = layers[-1] if layers else None
-        if (isinstance(layer, BatchNorm) and isinstance(before, (Conv2D, Dense))
-                and _channels(before) == layer.num_features):
-            layers[-1] = _folded(before, layer)
-            folded = True
-        else:
-            layers.append(layer)
-    if not folded:
+    layers = _folded_layers(model.layers)
+    if layers is None:
         return model
     inference = copy.copy(model)
     inference.layers = layers
     return inference
+
+
+def _folded_layers(layers: list[Layer]) -> list[Layer] | None:
+    """``layers`` with each foldable BatchNorm folded, ensembles' members too; None if none."""
+    out: list[Layer] = []
+    folded = False
+    for layer in layers:
+        before = out[-1] if out else None
+        if (isinstance(layer, BatchNorm) and isinstance(before, (Conv2D, Dense))
+                and _channels(before) == layer.num_features):
+            out[-1] = _folded(before, layer)
+            folded = True
+        elif isinstance(layer, Ensemble):
+            members = [_folded_layers(member) for member in layer.members]
+            if any(member is not None for member in members):
+                layer = copy.copy(layer)
+                layer.members = [new if new is not None else old
+                                 for new, old in zip(members, layer.members, strict=True)]
+                folded = True
+            out.append(layer)
+        else:
+            out.append(layer)
+    return out if folded else None
 
 
 def _channels(layer: Conv2D | Dense) -> int:
