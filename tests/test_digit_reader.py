@@ -156,6 +156,7 @@ def cnn_fast() -> object:
     return kinds.trained("cnn-fast", seed=0, verbose=False)
 
 
+@pytest.mark.slow  # trains cnn-fast on MNIST
 def test_each_kind_is_read_right_at_least_as_often_as_measured(cnn_fast: object) -> None:
     """The benchmark's kinds (bench/digits.py), 20 digits each: at most one refused, and
     right at least FLOORS times."""
